@@ -1,0 +1,43 @@
+# The two commands of the README's Quick start: `make run` and `make test`.
+# Both create .venv from requirements.lock when it is missing or out of date.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export XDG_CACHE_HOME ?= $(CURDIR)/.cache
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test bench compare mlflow-ui lock clean-venv
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+run: $(STAMP)  ## run the whole pipeline (dvc repro) on the params in params.yaml
+	dvc repro
+	@echo
+	@echo "Report:    reports/README.md (figures in reports/figures/, numbers in reports/metrics.json)"
+	@echo "Metrics:   dvc metrics show      Plots: dvc plots show (writes dvc_plots/index.html)"
+	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   then open http://127.0.0.1:5000"
+
+test: $(STAMP)  ## run the test suite
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)  ## speed and memory benchmarks (not part of the tests)
+	$(BIN)/python -m benchmarks.run
+
+mlflow-ui: $(STAMP)  ## open the local MLflow UI on 127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+lock:  ## regenerate requirements.lock from pyproject.toml in a scratch venv
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install --quiet 'setuptools<82' wheel && .lockenv/bin/pip install --quiet '.[test]'
+	.lockenv/bin/pip freeze --all --exclude fca-pipeline | sed 's/+cpu$$//' > requirements.lock
+	rm -rf .lockenv
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,34 @@
+# Snakemake rules derived from dvc.yaml, the one description of the stage graph.
+# Run: snakemake --cores 2        (a log per rule in logs/<stage>.log)
+# Each rule runs the same command DVC runs; a changed param re-runs the rules that
+# declare it (Snakemake's params rerun trigger), like `dvc repro`.
+from pipeline.dag import load_stages, param_values
+
+STAGES = load_stages("dvc.yaml")
+PARAMS_FILE = "params.yaml"  # the stages read it by default, as under DVC
+
+
+rule all:
+    default_target: True
+    input:
+        [out for stage in STAGES for out in stage.outs],
+
+
+for stage in STAGES:
+
+    rule:
+        name:
+            stage.name
+        input:
+            stage.deps,
+        output:
+            [directory(o) if stage.is_dir(o) else o for o in stage.outs],
+        params:
+            values=param_values(PARAMS_FILE, stage.params),
+            cmd=stage.cmd,
+        log:
+            f"logs/{stage.name}.log",
+        conda:
+            "envs/fca.yaml"  # only used with --sdm conda; `make` installs the same into .venv
+        shell:
+            "({params.cmd}) 2>&1 | tee {log}"

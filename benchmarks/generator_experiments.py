@@ -1,0 +1,141 @@
+"""Generator experiments on the synthetic real domain (DESIGN.md section 2): does G find the blur?
+
+Data: the scikit-image photos blurred with the 13x13, sigma 3 Gaussian (k_gt),
+128x128 patches at stride 96, flat ones (luma std < 0.02) dropped. The answer is
+the least-squares oracle kernel, effective sigma 2.67 (DESIGN.md calibration).
+Each setting trains G with `train_generator` (loss spectral unless named) and
+reports the learned kernel's effective sigma (mean over all patches), its error
+against 2.67, the final spectral loss and the wall time.
+
+    .venv/bin/python -m benchmarks.generator_experiments [--settings a,b,...] [--threads N]
+    .venv/bin/python -m benchmarks.generator_experiments --bf16   # CPU bf16 autocast vs fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from fca.data.builtin import PHOTOS, load_photo
+from fca.frequency import to_luma
+from fca.kernels import conv_per_sample, effective_sigma, gaussian
+from fca.train.generator import GeneratorConfig, train_generator
+
+ORACLE_SIGMA = 2.67
+
+# Demo scale (params.yaml) unless a setting overrides it.
+BASE = dict(
+    scale=4.0, patch_size=128, kernel_size=13, kernel_param="free", kernel_init_sigma=1.2,
+    channels=16, dense_blocks=1, res_blocks=1, wd_channels=16, loss="spectral",
+    w_fdc=1.0, w_wd=0.001, w_spectral=1.0, spectral_bins=16, spectral_min_std=0.02, spectral_floor=1e-4,
+    batch_size=8, steps=300,
+    lr=1e-3, lr_prior=0.05, betas=(0.5, 0.99), cpu_bf16=False, checkpoint_every=10**6, image_every=10**6, seed=0,
+)  # fmt: skip
+
+SETTINGS: dict[str, dict] = {
+    "demo": {},
+    "init_delta": dict(kernel_init_sigma=0.5),
+    "init_0.8": dict(kernel_init_sigma=0.8),
+    "init_2.0": dict(kernel_init_sigma=2.0),
+    "init_box": dict(kernel_init_sigma=100.0),
+    "no_wd": dict(w_wd=0.0),
+    "lr_prior_0.01": dict(lr_prior=0.01),
+    "lr_prior_0.02": dict(lr_prior=0.02),
+    "lr_prior_0.1": dict(lr_prior=0.1),
+    "steps_150": dict(steps=150),
+    "steps_600": dict(steps=600),
+    "bins_32": dict(spectral_bins=32),
+    "gaussian": dict(kernel_param="gaussian"),
+    "gaussian_lr0.02": dict(kernel_param="gaussian", lr_prior=0.02),
+    "paper_lr": dict(lr=1e-4, lr_prior=1e-4),
+    "wider_net": dict(channels=32, dense_blocks=2, res_blocks=1, wd_channels=32),
+}
+
+
+def real_domain_patches(size: int = 128, stride: int = 96, min_std: float = 0.02, quantise: bool = True) -> torch.Tensor:
+    """Blurred (k_gt = 13x13, sigma 3) photo patches: [N, 3, size, size], rounded to 8 bits like the PNGs the patches stage writes."""
+    k = torch.from_numpy(gaussian(13, 3.0)).float()
+    patches = []
+    for img in (load_photo(name) for name in PHOTOS):
+        x = torch.from_numpy(img).permute(2, 0, 1)[None]
+        r = conv_per_sample(x, k[None])[0].clamp(0, 1)
+        h, w = r.shape[-2:]
+        for top in range(0, h - size + 1, stride):
+            for left in range(0, w - size + 1, stride):
+                p = r[:, top : top + size, left : left + size]
+                if to_luma(p[None]).std() >= min_std:
+                    patches.append(p)
+    out = torch.stack(patches)
+    return (out * 255).round() / 255 if quantise else out
+
+
+def learned_sigma(gen, patches: torch.Tensor) -> tuple[float, float]:
+    """Mean effective sigma of the kernels G predicts for all patches, and its spread (std)."""
+    with torch.no_grad():
+        ks = torch.cat([gen.estimate_kernel(patches[i : i + 32]) for i in range(0, len(patches), 32)])
+    s = effective_sigma(ks.double())
+    return float(s.mean()), float(s.std())
+
+
+def run(name: str, overrides: dict, patches: torch.Tensor) -> dict:
+    cfg = GeneratorConfig(**{**BASE, **overrides})
+    t0 = time.perf_counter()
+    gen, hist = train_generator(cfg, patches, None, device=torch.device("cpu"), checkpoint_dir=None, progress=False)
+    wall = time.perf_counter() - t0
+    sigma, spread = learned_sigma(gen, patches)
+    first = np.mean([h["loss_spectral"] for h in hist[:10]])
+    last = np.mean([h["loss_spectral"] for h in hist[-20:]])
+    return dict(setting=name, sigma=sigma, spread=spread, err=100 * (sigma / ORACLE_SIGMA - 1), spec0=first, spec=last, wall=wall)
+
+
+def bf16_check(patches: torch.Tensor, steps: int = 40) -> None:
+    """Step time and result of fp32 vs bf16 autocast + channels_last on CPU, same seed and data."""
+    rows = []
+    for bf16 in (False, True):
+        cfg = GeneratorConfig(**{**BASE, "steps": steps, "cpu_bf16": bf16})
+        t0 = time.perf_counter()
+        gen, hist = train_generator(cfg, patches, None, device=torch.device("cpu"), checkpoint_dir=None, progress=False)
+        wall = time.perf_counter() - t0
+        rows.append((bf16, wall / steps, learned_sigma(gen, patches)[0], hist[-1]["loss_spectral"], gen))
+    print(f"{'cpu_bf16':>8} {'s/step':>8} {'sigma':>7} {'loss_spec':>9}")
+    for bf16, t, s, loss, _ in rows:
+        print(f"{bf16!s:>8} {t:8.3f} {s:7.3f} {loss:9.4f}")
+    print(f"bf16/fp32 step time ratio: {rows[1][1] / rows[0][1]:.2f}")
+    # Numerical safety: the same weights, one forward each way.
+    gen = rows[0][4]
+    x = patches[:8]
+    with torch.no_grad():
+        k32 = gen.estimate_kernel(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            k16 = gen.estimate_kernel(x.contiguous(memory_format=torch.channels_last))
+    print(f"same weights, kernel max abs diff fp32 vs bf16: {float((k32 - k16).abs().max()):.2e} (max tap {float(k32.max()):.3f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", default="demo", help=f"comma-separated, from: {', '.join(SETTINGS)}; or 'all'")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bf16", action="store_true", help="only the CPU bf16 measurement")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    patches = real_domain_patches()
+    print(f"{len(patches)} real-domain patches, {torch.get_num_threads()} thread(s); oracle sigma {ORACLE_SIGMA}")
+    if args.bf16:
+        bf16_check(patches)
+        return
+    names = list(SETTINGS) if args.settings == "all" else args.settings.split(",")
+    print(f"{'setting':<18} {'sigma':>6} {'spread':>6} {'err%':>6} {'spec0':>7} {'spec':>7} {'wall s':>7}")
+    for name in names:
+        r = run(name, SETTINGS[name], patches)
+        print(
+            f"{r['setting']:<18} {r['sigma']:6.3f} {r['spread']:6.3f} {r['err']:+6.1f} {r['spec0']:7.4f} {r['spec']:7.4f} {r['wall']:7.1f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""Stage `degrade`: apply a trained generator to any folder of images, any size.
+
+Per image: estimate one K x K kernel from the HR image (`estimate_image_kernel`),
+then compute LR = down(x, s) (*) k (`degrade_image`), the generator's own
+operation, in tiles so that memory stays bounded for any image size.
+
+How the tiling stays exact. `down` is torch's antialiased resize, which is
+separable and linear: along each axis, output pixel i is a weighted sum of a
+short run of input pixels (about 4*s for bicubic), with the run truncated and
+the weights renormalised at the image border (no padding). So down(x) =
+My @ x @ Mx^T with two banded matrices. We read those matrices off
+`fca.resample.resize` itself (`AxisWeights`: a few comb-shaped probe images,
+no formula of our own), so they are torch's weights for any scale, integer or
+not, any image size and any resampler. The LR image is then built in LR-space
+tiles: an output tile plus a halo of K//2 LR pixels (the convolution's reach)
+needs only the HR rows/columns in the matrices' band for those LR pixels; we
+downscale that HR block by two banded matrix products, run `conv_per_sample` on it
+(whose reflect padding is right where the halo was clipped by the true image
+border and is cropped away everywhere else), and keep the centre. The result
+equals `conv_per_sample(downscale(x, s), k)` up to float32 rounding (~1e-6)
+whatever the tile size. No full-size float copy of the image is made here: a
+uint8 image stays uint8 and is converted one HR block at a time.
+
+(Tiling the HR image and calling torch's resize per tile would match only when
+s is an integer dividing H and W: torch places output pixel i at
+(i + 0.5) * H / round(H / s) - 0.5 in input coordinates, so for other sizes the
+tile origins would have to sit at fractional input positions.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from fca.config import param
+from fca.data.images import IMAGE_SUFFIXES, BadImageError, list_images, load_rgb, save_npy, save_png
+from fca.frequency import to_luma
+from fca.kernels import conv_per_sample, effective_sigma
+from fca.resample import resize, scaled_size
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    kernel_from: str = param("tiles", choices=("center", "tiles"), help="estimate each image's kernel from its centre crop or averaged over tiles")
+    tile: int = param(512, ge=16, help="side (HR pixels) of the crops the kernel is estimated from; match the generator's training patch size")
+    max_tiles: int = param(16, ge=1, help="tiles averaged for the kernel estimate")
+    min_std: float = param(0.02, ge=0, help="tiles whose luma std is below this are left out of the kernel estimate (flat sky, walls), unless all are")
+    work_tile: int = param(1024, ge=16, help="side (HR pixels) of the blocks the LR image is computed in; memory/speed only, the result does not depend on it")
+    on_bad_image: str = param("error", choices=("error", "skip"), help="an unreadable or too small image stops the stage, or is skipped and listed in the manifest")
+
+
+class ImageTooSmallError(ValueError):
+    """An image whose LR version is too small for the kernel (the reflect padding needs more than K//2 pixels)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class KernelSource(Protocol):
+    """What degradation needs from a generator (`fca.models.generator_arch.Generator` is one)."""
+
+    @property
+    def scale(self) -> float: ...
+
+    @property
+    def kernel_size(self) -> int: ...
+
+    def estimate_kernel(self, x_hr: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [0, 1] -> [B, K, K], non-negative, each summing to 1."""
+        ...
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _image_size(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """(H, W) of an [H, W, 3] array or a [1, 3, H, W] tensor; anything else is an error."""
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+            raise ValueError(f"expected an image tensor [1, 3, H, W], got {tuple(image.shape)}")
+        return int(image.shape[2]), int(image.shape[3])
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB array [H, W, 3], got {getattr(image, 'shape', type(image))}")
+    return int(image.shape[0]), int(image.shape[1])
+
+
+def _block(image: np.ndarray | torch.Tensor, r0: int, r1: int, c0: int, c1: int, device: torch.device) -> torch.Tensor:
+    """Rows r0:r1, columns c0:c1 of the image as float32 [1, 3, h, w] in [0, 1] on `device`."""
+    return _block_hwc(image, r0, r1, c0, c1, device).permute(2, 0, 1).unsqueeze(0)
+
+
+def _block_hwc(image: np.ndarray | torch.Tensor, r0: int, r1: int, c0: int, c1: int, device: torch.device) -> torch.Tensor:
+    """Rows r0:r1, columns c0:c1 of the image as contiguous float32 [h, w, 3] in [0, 1] on `device`.
+
+    uint8 arrays are divided by 255 here, one block at a time, so a large image
+    can stay uint8 (a quarter of the float32 size) in memory.
+    """
+    if isinstance(image, torch.Tensor):
+        return image[0, :, r0:r1, c0:c1].permute(1, 2, 0).to(device=device, dtype=torch.float32).contiguous()
+    # A float32 copy of just this block (np.array also copes with read-only arrays, e.g. views of PIL buffers).
+    part = torch.from_numpy(np.array(image[r0:r1, c0:c1], dtype=np.float32)).to(device)
+    return part.div_(255.0) if image.dtype == np.uint8 else part
+
+
+def _device_of(source: KernelSource) -> torch.device:
+    """The device of the source's parameters (CPU for a source without any)."""
+    params = getattr(source, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- kernel estimation
+
+
+def tile_origins(h: int, w: int, tile: int, max_tiles: int) -> list[tuple[int, int]]:
+    """Top-left corners of up to `max_tiles` tiles (side min(tile, h) x min(tile, w)) on a regular grid.
+
+    The full grid has ceil(h / tile) x ceil(w / tile) tiles, spread evenly so the
+    first touches the top/left border and the last the bottom/right one. If that
+    is more than `max_tiles`, a coarser grid (r x c <= max_tiles, as many tiles as
+    possible, shape closest to the image's) is spread over the same area.
+    """
+    th, tw = min(tile, h), min(tile, w)
+    nr, nc = math.ceil(h / tile), math.ceil(w / tile)
+    if nr * nc > max_tiles:
+        best = None
+        for r in range(1, min(nr, max_tiles) + 1):
+            c = min(nc, max_tiles // r)
+            key = (r * c, -abs(math.log(r / c) - math.log(nr / nc)))
+            if best is None or key > best[0]:
+                best = (key, r, c)
+        nr, nc = best[1], best[2]
+    rows = np.linspace(0, h - th, nr).round().astype(int) if nr > 1 else [(h - th) // 2]
+    cols = np.linspace(0, w - tw, nc).round().astype(int) if nc > 1 else [(w - tw) // 2]
+    return [(int(r), int(c)) for r in rows for c in cols]
+
+
+@torch.no_grad()
+def estimate_image_kernel(source: KernelSource, image: np.ndarray | torch.Tensor, config: DegradeConfig) -> torch.Tensor:
+    """One blur kernel for a whole image: [1, 3, H, W] tensor or [H, W, 3] array (float in [0, 1] or uint8) -> [K, K].
+
+    The estimator is a network trained on `config.tile`-sized patches, so it sees
+    crops of that size (the whole image, or its full width/height, when smaller):
+    - `center`: one crop at the image centre. Cheapest; fine for object-centred
+      photos, but the centre can be flat or unrepresentative.
+    - `tiles` (default): the mean of the kernels estimated on up to `max_tiles`
+      crops on a regular grid (`tile_origins`). The estimator reads the blur from
+      the crop's spectrum, so a crop with little texture gives a kernel that
+      says more about its content than about the camera; averaging over the
+      image evens that out, and crops whose luma std is below `min_std` (flat
+      sky, walls: no high frequencies to measure) are left out, unless every
+      crop is flat, in which case all are used. The mean of kernels that are
+      non-negative and sum to 1 is again such a kernel.
+    Crops go through the estimator one at a time (bounded memory), on the
+    source's device. Returns float32 on the CPU, non-negative, summing to 1.
+    """
+    h, w = _image_size(image)
+    device = _device_of(source)
+    th, tw = min(config.tile, h), min(config.tile, w)
+    if config.kernel_from == "center":
+        origins = [((h - th) // 2, (w - tw) // 2)]
+    elif config.kernel_from == "tiles":
+        origins = tile_origins(h, w, config.tile, config.max_tiles)
+    else:
+        raise ValueError(f"kernel_from = {config.kernel_from!r}: must be one of ['center', 'tiles']")
+
+    if len(origins) > 1 and config.min_std > 0:
+        stds = [float(to_luma(_block(image, r, r + th, c, c + tw, device)).std()) for r, c in origins]
+        textured = [o for o, s in zip(origins, stds) if s >= config.min_std]
+        origins = textured or origins
+    total = None
+    for r, c in origins:
+        k = source.estimate_kernel(_block(image, r, r + th, c, c + tw, device))[0].float()
+        total = k if total is None else total + k
+    k = (total / len(origins)).cpu()
+    return k / k.sum()
+
+
+# --------------------------------------------------------------------------- tiled degradation
+
+
+class AxisWeights:
+    """Torch's resize along one axis (n_in -> n_out pixels) as a banded matrix M[n_out, n_in].
+
+    Read off `fca.resample.resize` with D comb-shaped probes (probe d has ones at
+    the inputs j with j % D == d): D is wider than any output pixel's support, so
+    each output pixel sees at most one 1 of each probe, and the D probe outputs
+    at pixel i are exactly row i of M over a window of D inputs around it.
+    Costs D x n_in memory (a few MB for n_in = 100000), not n_in^2.
+    Row i is stored as `weights[i]` over inputs `start[i] : start[i] + D`.
+    """
+
+    def __init__(self, n_in: int, n_out: int, mode: str = "bicubic"):
+        self.n_in, self.n_out = n_in, n_out
+        scale = n_in / n_out
+        # Supports (half-widths in input pixels): bicubic 2*scale, bilinear scale, area (scale + 1) / 2.
+        d = min(n_in, 2 * math.ceil(2 * scale) + 6)
+        self.width = d
+        idx = torch.arange(n_in)
+        # Width 2, not 1: torch's antialiased bicubic/bilinear give wrong values for a size-1 axis.
+        probe = torch.zeros(1, d, n_in, 2)
+        probe[0, idx % d, idx, :] = 1.0
+        out = resize(probe, (n_out, 2), mode)[0, :, :, 0]  # [D, n_out]
+        i = torch.arange(n_out)
+        centre = ((i + 0.5) * scale).floor().long()
+        self.start = (centre - d // 2).clamp(0, n_in - d)  # [n_out]
+        cols = self.start[:, None] + torch.arange(d)[None, :]  # [n_out, D]
+        self.weights = out[cols % d, i[:, None]]  # [n_out, D]
+        sums = self.weights.sum(1)
+        if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+            # Every resampler here is normalised; rows that do not sum to 1 mean the probe window missed part of a support.
+            raise RuntimeError(f"resize weights {n_in} -> {n_out} ({mode}): probe window {d} too narrow (row sums {sums.min():.4f}..{sums.max():.4f})")
+        nz = self.weights != 0
+        self.lo = self.start + nz.float().argmax(1)  # first input with a non-zero weight, per output
+        self.hi = self.start + d - nz.flip(1).float().argmax(1)  # one past the last
+
+    def span(self, o0: int, o1: int) -> tuple[int, int]:
+        """Input range [i0, i1) that outputs o0:o1 read."""
+        return int(self.lo[o0:o1].min()), int(self.hi[o0:o1].max())
+
+    def dense(self) -> torch.Tensor:
+        """The whole matrix M, float32 [n_out, n_in] (for tests and small sizes)."""
+        m = torch.zeros(self.n_out, self.n_in)
+        return m.scatter_(1, self.start[:, None] + torch.arange(self.width)[None, :], self.weights)
+
+    def apply(self, o0: int, o1: int, x: torch.Tensor, offset: int, group: int = 16) -> torch.Tensor:
+        """Rows o0:o1 of M @ X, where x [n, N] holds the rows offset:offset+n of X and covers span(o0, o1) -> [o1 - o0, N].
+
+        The outputs go in groups of `group`, each multiplied with only the inputs that
+        group reads (a view of x, no copy): one dense [o1 - o0, n] product would do
+        about (o1 - o0) / (group + 4) times more work, nearly all of it on zeros.
+        """
+        n = o1 - o0
+        g = -(-n // group)
+        rows = torch.arange(o0, o0 + g * group).clamp(max=o1 - 1).view(g, group)  # last group padded by repeats
+        base = self.lo[rows].min(1).values  # [G]: first input of each group's window
+        length = int((self.hi[rows].max(1).values - base).max())
+        t = torch.arange(length)
+        rel = base[:, None, None] + t[None, None, :] - self.start[rows][:, :, None]  # [G, group, L] position in each row's stored window
+        inside = (rel >= 0) & (rel < self.width)
+        w = torch.where(inside, self.weights[rows].gather(2, rel.clamp(0, self.width - 1)), 0.0)
+        w = w.to(device=x.device, dtype=x.dtype)
+        first = (base - offset).tolist()
+        if min(first) < 0:
+            raise ValueError(f"rows {offset}:{offset + x.shape[0]} do not cover the inputs of outputs {o0}:{o1}")
+        out = x.new_empty(g * group, x.shape[1])
+        for j, b in enumerate(first):
+            # Weights past the block's end are zero; a window cut short there just drops them.
+            m = min(length, x.shape[0] - b)
+            torch.mm(w[j, :, :m], x[b : b + m], out=out[j * group : (j + 1) * group])
+        return out[:n]
+
+
+def lr_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """LR size that `fca.resample.downscale` gives: (round(H / s), round(W / s)), at least 1."""
+    return scaled_size(h, w, 1.0 / scale)
+
+
+def degrade_image(
+    source: KernelSource,
+    image: np.ndarray | torch.Tensor,
+    kernel: torch.Tensor | np.ndarray,
+    config: DegradeConfig,
+    mode: str = "bicubic",
+) -> np.ndarray:
+    """LR = conv_per_sample(downscale(x, s), k), computed in tiles: image -> float32 [round(H/s), round(W/s), 3].
+
+    image: [H, W, 3] array (float in [0, 1], or uint8 read as value / 255) or a
+    [1, 3, H, W] tensor. kernel: [K, K] (K odd). `source.scale` is s; `mode` the
+    resampler (the generator's is bicubic). Output tiles are about
+    `config.work_tile / s` LR pixels square; each is computed from its HR block
+    (see the module docstring) on the source's device. Memory beyond the image
+    and the output: a few float32 copies of one HR block of
+    (work_tile + (K + 4) * s)^2 x 3. Not clipped: bicubic overshoot is kept, as in
+    the generator.
+    """
+    h, w = _image_size(image)
+    s = float(source.scale)
+    k = torch.as_tensor(np.asarray(kernel) if not isinstance(kernel, torch.Tensor) else kernel).float()
+    if k.dim() != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0:
+        raise ValueError(f"kernel must be square with odd size, got {tuple(k.shape)}")
+    ho, wo = lr_size(h, w, s)
+    pad = k.shape[0] // 2
+    if pad >= ho or pad >= wo:
+        raise ValueError(f"a {h}x{w} image is too small: its x{s:g} LR image ({ho}x{wo}) must be larger than {pad} pixels for a {k.shape[0]}x{k.shape[0]} kernel")
+    device = _device_of(source)
+    k = k.to(device)
+    ay, ax = AxisWeights(h, ho, mode), AxisWeights(w, wo, mode)
+    step = max(1, round(config.work_tile / s))  # LR tile side
+    out = np.empty((ho, wo, 3), dtype=np.float32)
+    for y0 in range(0, ho, step):
+        y1 = min(ho, y0 + step)
+        e0, e1 = max(0, y0 - pad), min(ho, y1 + pad)  # with the convolution's halo, clipped at the true border
+        r0, r1 = ay.span(e0, e1)
+        for x0 in range(0, wo, step):
+            x1 = min(wo, x0 + step)
+            f0, f1 = max(0, x0 - pad), min(wo, x1 + pad)
+            c0, c1 = ax.span(f0, f1)
+            block = _block_hwc(image, r0, r1, c0, c1, device)  # [hh, ww, 3]
+            a = ay.apply(e0, e1, block.view(r1 - r0, -1), r0)  # [eh, ww * 3]: rows downscaled
+            a = a.view(e1 - e0, c1 - c0, 3).transpose(0, 1).reshape(c1 - c0, -1)  # [ww, eh * 3]
+            b = ax.apply(f0, f1, a, c0)  # [ew, eh * 3]: columns downscaled
+            lr = b.view(f1 - f0, e1 - e0, 3).permute(2, 1, 0).unsqueeze(0)  # [1, 3, eh, ew]
+            # conv_per_sample's reflect padding survives only where the halo was clipped, i.e. at the true border.
+            y = conv_per_sample(lr, k)[0, :, y0 - e0 : y1 - e0, x0 - f0 : x1 - f0]
+            out[y0:y1, x0:x1] = y.permute(1, 2, 0).cpu().numpy()
+    return out
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def kernel_picture(kernel: np.ndarray, zoom: int = 8) -> np.ndarray:
+    """[K, K] kernel -> uint8 greyscale [K*zoom, K*zoom], scaled so its peak is white (nearest upsampling)."""
+    k = np.asarray(kernel, dtype=np.float64)
+    k = k / k.max() if k.max() > 0 else k
+    pic = (np.clip(k, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return np.kron(pic, np.ones((zoom, zoom), dtype=np.uint8))
+
+
+MANIFEST_COLUMNS = ("file", "status", "reason", "width", "height", "lr_width", "lr_height", "kernel_sigma", "lr_file", "kernel_file")
+
+
+def _is_within(a: Path, b: Path) -> bool:
+    """True if path a is b or lies inside it."""
+    return a == b or b in a.parents
+
+
+def _check_size(path: Path, h: int, w: int, source: KernelSource) -> None:
+    """Raise ImageTooSmallError if the x s LR image of an h x w image is too small for the source's kernel."""
+    ho, wo = lr_size(h, w, float(source.scale))
+    if min(ho, wo) <= source.kernel_size // 2:
+        raise ImageTooSmallError(path, f"{w}x{h} is too small: its x{source.scale:g} LR image ({wo}x{ho}) must be wider and taller than {source.kernel_size // 2} pixels for a {source.kernel_size}x{source.kernel_size} kernel")
+
+
+def _replace_folder(tmp: Path, output_dir: Path) -> None:
+    """Rename the finished folder `tmp` to `output_dir`; an existing `output_dir` is removed only after the swap."""
+    if not output_dir.exists():
+        os.rename(tmp, output_dir)
+        return
+    old = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(output_dir, old)
+    os.rename(tmp, output_dir)
+    shutil.rmtree(old)
+
+
+def degrade_folder(
+    source: KernelSource,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    config: DegradeConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> pd.DataFrame:
+    """Degrade every image under `input_dir` (recursively) into `output_dir`; returns the manifest.
+
+    Writes, keeping each image's path relative to `input_dir`:
+      lr/<rel>.png        the LR image (8-bit PNG, whatever the input format)
+      kernels/<rel>.npy   its kernel, float32 [K, K]
+      kernels/<rel>.png   the kernel as a picture (peak = white, 8x nearest)
+      manifest.csv        one row per input: MANIFEST_COLUMNS; status "ok" or
+                          "skipped" with the reason (unreadable, too small)
+    Bad images follow `config.on_bad_image`: "error" raises, naming the file;
+    "skip" lists them in the manifest. The folder is built in a temporary
+    sibling and renamed into place at the end, so `output_dir` never holds a
+    partial result. An existing non-empty `output_dir` is an error unless
+    `overwrite` (then it is replaced as a whole, after the new one is complete).
+    `on_step(i, {"seconds", "hr_megapixels", "kernel_sigma"})` is called after each
+    degraded image.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise NotADirectoryError(f"{input_dir}: not a folder of images")
+    src, dst = input_dir.resolve(), output_dir.resolve()
+    if _is_within(dst, src) or _is_within(src, dst):
+        raise ValueError(f"output folder {output_dir} and input folder {input_dir} must not contain one another")
+    if output_dir.exists():
+        if not output_dir.is_dir():
+            raise NotADirectoryError(f"{output_dir}: exists and is not a folder")
+        if any(output_dir.iterdir()) and not overwrite:
+            raise FileExistsError(f"{output_dir}: exists and is not empty; pass overwrite=True to replace it")
+    paths = list_images(input_dir, recursive=True)
+    if not paths:
+        raise ValueError(f"{input_dir}: no image files ({' '.join(IMAGE_SUFFIXES)}) found")
+    rels = [p.relative_to(input_dir) for p in paths]
+    seen: dict[Path, Path] = {}
+    for rel in rels:
+        stem = rel.with_suffix("")
+        if stem in seen:
+            raise ValueError(f"{input_dir}: {seen[stem]} and {rel} would both be written as {stem}.png; rename one")
+        seen[stem] = rel
+
+    tmp = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        rows = []
+        for i, (path, rel) in enumerate(tqdm(list(zip(paths, rels)), desc="degrade", unit="img", disable=not progress)):
+            row: dict = dict.fromkeys(MANIFEST_COLUMNS)
+            row.update(file=rel.as_posix(), status="ok", reason="")
+            t0 = time.perf_counter()
+            try:
+                image = load_rgb(path)
+                h, w = image.shape[:2]
+                row.update(width=w, height=h)
+                _check_size(path, h, w, source)
+                kernel = estimate_image_kernel(source, image, config)
+                lr = degrade_image(source, image, kernel, config)
+            except (BadImageError, ImageTooSmallError) as e:
+                if config.on_bad_image == "error":
+                    raise
+                row.update(status="skipped", reason=e.reason)
+                rows.append(row)
+                continue
+            finally:
+                image = None  # drop the HR image before the next one is decoded
+            stem = rel.with_suffix("")
+            save_png(tmp / "lr" / f"{stem}.png", lr)
+            save_npy(tmp / "kernels" / f"{stem}.npy", kernel.numpy().astype(np.float32))
+            save_png(tmp / "kernels" / f"{stem}.png", kernel_picture(kernel.numpy()))
+            sigma = float(effective_sigma(kernel.double()))
+            row.update(
+                lr_width=lr.shape[1], lr_height=lr.shape[0], kernel_sigma=sigma,
+                lr_file=f"lr/{stem.as_posix()}.png", kernel_file=f"kernels/{stem.as_posix()}.npy",
+            )
+            rows.append(row)
+            if on_step is not None:
+                on_step(i, {"seconds": time.perf_counter() - t0, "hr_megapixels": h * w / 1e6, "kernel_sigma": sigma})
+        manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+        manifest.to_csv(tmp / "manifest.csv", index=False)
+        _replace_folder(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

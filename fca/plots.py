@@ -1,0 +1,90 @@
+"""Figures and small image renderings shared by the stages (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def kernel_image(kernel: np.ndarray, zoom: int = 16, vmax: float | None = None) -> np.ndarray:
+    """A K x K kernel as a visible uint8 RGB picture [K*zoom, K*zoom, 3] (viridis, nearest-neighbour zoom).
+
+    `vmax` fixes the colour scale so several kernels can be compared; default: this kernel's max.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    top = float(vmax if vmax is not None else k.max()) or 1.0
+    rgb = plt.get_cmap("viridis")(np.clip(k / top, 0, 1))[..., :3]
+    rgb = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def density_figure(freq: np.ndarray, curves: dict[str, np.ndarray], title: str = "Frequency density") -> plt.Figure:
+    """Density curves on a log y-axis: one line per named curve, x in cycles/pixel."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    styles = {"real": ("k", "-"), "clean": ("0.6", ":"), "bicubic": ("tab:red", "--"), "fca": ("tab:blue", "-"), "oracle": ("tab:green", "-.")}
+    for name, values in curves.items():
+        color, ls = styles.get(name, (None, "-"))
+        ax.semilogy(freq, values, ls, color=color, label=name, lw=1.8)
+    ax.set_xlabel("radial frequency (cycles / pixel)")
+    ax.set_ylabel("share of power (log)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def kernel_gallery(columns: list[tuple[str, np.ndarray]]) -> plt.Figure:
+    """Kernels side by side on one shared colour scale (so widths and peaks compare)."""
+    vmax = max(float(np.max(k)) for _, k in columns)
+    fig, axes = plt.subplots(1, len(columns), figsize=(1.9 * len(columns), 2.3), dpi=110, squeeze=False)
+    for ax, (name, k) in zip(axes[0], columns):
+        im = ax.imshow(k, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    return fig
+
+
+def image_grid(rows: list[list[np.ndarray]], column_titles: list[str]) -> plt.Figure:
+    """A grid of RGB images [H, W, 3] in [0, 1]; images in a row are shown at the same size."""
+    n_rows, n_cols = len(rows), len(column_titles)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 2.2 * n_rows), dpi=110, squeeze=False)
+    for r, row in enumerate(rows):
+        for c, img in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(column_titles[c], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(panels: list[tuple[str, np.ndarray, dict[str, np.ndarray]]]) -> plt.Figure:
+    """Training curves: one panel per (title, x, {name: y})."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.6), dpi=110, squeeze=False)
+    for ax, (title, x, ys) in zip(axes[0], panels):
+        for name, y in ys.items():
+            ax.plot(x, y, label=name, lw=1.4)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path) -> None:
+    """Save a figure as PNG atomically and free it."""
+    from fca.fsutil import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,90 @@
+"""Training checkpoints: atomic save/load and the RNG states a bit-exact resume needs.
+
+A checkpoint is one `torch.save`d dict (model / optimiser / scheduler state dicts,
+the step, RNG states, anything else the trainer wants). It is written to a
+temporary file in the same folder, flushed to disk, then renamed over the old one
+with `os.replace`, so a crash at any moment leaves either the old or the new file,
+never a partial one. Everything stored is tensors, numbers, strings, lists, tuples
+and dicts, so it loads with `weights_only=True` (no pickled code runs on load).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's `random`, numpy's global RNG and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def capture_rng(data_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """The global RNG states (torch CPU, CUDA if present, numpy, python) and an optional data-sampling generator."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if data_generator is not None:
+        state["data"] = data_generator.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any], data_generator: torch.Generator | None = None) -> None:
+    """Inverse of `capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if data_generator is not None:
+        if "data" not in state:
+            raise ValueError("checkpoint holds no data-sampling RNG state")
+        data_generator.set_state(state["data"])
+
+
+def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
+    """Write `state` to `path` atomically (temp file in the same folder, fsync, os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`; errors name the file."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a truncated or foreign file: say which one
+        raise RuntimeError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e

@@ -1,0 +1,423 @@
+"""Stage `train_fdc`: train the Frequency Density Comparator with a scale curriculum.
+
+Pairs (DESIGN.md, "Frequency Density Comparator"): from a real-domain patch R make
+an anchor x, x_D (R shrunk by s more than x: denser in high frequencies), x_U (R
+enlarged by s relative to x: sparser) and x' (another crop at the anchor's scale),
+each cropped to `patch_size` at an independent random place. Targets:
+C(x_D, x) = +1, C(x', x) = 0, C(x_U, x) = -1.
+
+What we add to the paper's recipe, each measured in benchmarks/fdc_experiments.py:
+- every resampled image draws its resampler (area / bilinear / bicubic) at random,
+  so the comparator cannot key on one resampler's signature;
+- `anchor_jitter`: the anchor itself is R resized by a random factor t0 (x_D and x_U
+  are then R resized by t0*s and t0/s), so "is this image native" is no cue either;
+  the generator compares a resampled output with native crops, and must not be
+  judged by that difference;
+- the curriculum lowers s from scale_start to scale_end, and with
+  `scale_sampling: range` each pair draws its own s log-uniformly between the
+  current s and scale_start, so easy scales are not forgotten;
+- random flips / 90-degree rotations (a density has no orientation).
+
+Ordering accuracy at scale s (`evaluate_fdc`): on held-out patches, anchors at
+native scale, x_D and x_U made with one resampler (bicubic, what the generator uses);
+each pair is judged on its own: a (x_D, x) pair is right when C(x_D, x) > 0, a
+(x_U, x) pair when C(x_U, x) < 0. acc_s{s} is the share of right judgements over
+both kinds (acc_down_s{s} and acc_up_s{s} split it); same_abs is the mean |C(x', x)|
+and same_mean the mean C(x', x) for same-scale pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fca.config import param
+from fca.models.fdc_arch import FDC, build_fdc
+from fca.resample import RESAMPLERS, resize, scaled_size
+from fca.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+
+TARGETS = {"down": 1.0, "same": 0.0, "up": -1.0}
+Callback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class FDCConfig:
+    patch_size: int = param(32, ge=8, help="side of the crops the comparator sees (generator: its LR output side)")
+    channels: int = param(32, ge=1)
+    normalize_input: bool = param(True, help="standardise each image before the encoder (density is contrast-free)")
+    batch_size: int = param(16, ge=1, help="source patches per step (each gives 3 pairs)")
+    steps: int = param(600, ge=1)
+    lr: float = param(1e-3, gt=0)
+    lr_final: float = param(0.1, ge=0, le=1, help="cosine decay to lr * lr_final at the last step")
+    betas: tuple[float, float] = param((0.9, 0.999), ge=0, lt=1)
+    loss: str = param("mse", choices=("mse", "logistic"), help="mse to +-1/0 (paper) or a logistic ranking loss")
+    scale_start: float = param(3.5, ge=1.0, help="curriculum: first (easiest) scale")
+    scale_end: float = param(1.2, ge=1.0, help="curriculum: last (hardest) scale")
+    curriculum_fraction: float = param(0.5, gt=0, le=1, help="share of the steps over which s goes from start to end")
+    scale_sampling: str = param("range", choices=("current", "range"), help="all pairs at the current s, or s drawn in [current, start]")
+    anchor_jitter: float = param(1.25, ge=1.0, help="anchor resized by t0 in [1/j, j] (log-uniform); 1 = native anchors")
+    augment: bool = param(True, help="random flips and 90-degree rotations")
+    resamplers: list[str] = param(["bicubic", "bilinear", "area"], choices=RESAMPLERS, nonempty=True)
+    eval_every: int = param(200, ge=1)
+    eval_scales: list[float] = param([3.5, 2.0, 1.2], ge=1.0, nonempty=True)
+    eval_repeats: int = param(4, ge=1, help="random crops per held-out patch and scale")
+    checkpoint_every: int = param(200, ge=1)
+    seed: int = param(0, ge=0)
+
+    def __post_init__(self) -> None:
+        if self.scale_end > self.scale_start:
+            raise ValueError(f"fdc.scale_end = {self.scale_end} must be <= fdc.scale_start = {self.scale_start}")
+
+
+class PairBatch(NamedTuple):
+    """Images for the three FDC pairs, each [N, 3, P, P]; `scale` [N] is s per pair."""
+
+    anchor: torch.Tensor
+    down: torch.Tensor
+    up: torch.Tensor
+    same: torch.Tensor
+    scale: torch.Tensor
+
+
+# ---------------------------------------------------------------------------- pairs
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * torch.rand((), generator=gen).item()
+
+
+def _random_crop(img: torch.Tensor, patch: int, gen: torch.Generator) -> torch.Tensor:
+    """[C, H, W] -> [C, patch, patch] at a random place."""
+    h, w = img.shape[-2:]
+    y = int(torch.randint(0, h - patch + 1, (), generator=gen))
+    x = int(torch.randint(0, w - patch + 1, (), generator=gen))
+    return img[:, y : y + patch, x : x + patch]
+
+
+def _resized(img: torch.Tensor, shrink: float, modes: list[str], gen: torch.Generator) -> torch.Tensor:
+    """[C, H, W] shrunk by `shrink` (< 1 enlarges) with a resampler drawn from `modes`; 1 is a no-op."""
+    if shrink == 1.0:
+        return img
+    mode = modes[int(torch.randint(0, len(modes), (), generator=gen))]
+    size = scaled_size(img.shape[-2], img.shape[-1], 1.0 / shrink)
+    return resize(img.unsqueeze(0), size, mode)[0]
+
+
+def _dihedral(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    k = int(torch.randint(0, 4, (), generator=gen))
+    img = torch.rot90(img, k, dims=(-2, -1))
+    if torch.rand((), generator=gen).item() < 0.5:
+        img = img.flip(-1)
+    return img
+
+
+def make_pairs(
+    x: torch.Tensor,
+    scale: float | torch.Tensor,
+    patch: int,
+    generator_rng: torch.Generator,
+    resamplers: list[str] | tuple[str, ...] = RESAMPLERS,
+    *,
+    anchor_jitter: float = 1.0,
+    augment: bool = False,
+) -> PairBatch:
+    """Build the FDC training/evaluation pairs from real-domain patches.
+
+    x: [N, 3, H, W] real-domain patches at native scale. scale: s > 1, one float or
+    [N] (one per patch). Returns a PairBatch of [N, 3, patch, patch] images:
+    anchor = R resized by 1/t0 (t0 log-uniform in [1/anchor_jitter, anchor_jitter],
+    capped so x_D still fits; t0 = 1 is a plain crop), down = R shrunk by t0*s,
+    up = R resized by s/t0 (enlarged), same = another crop of the anchor's image.
+    Every resize draws its resampler from `resamplers`; all randomness comes from
+    `generator_rng` (a CPU torch.Generator), so the pairs are reproducible.
+    """
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"make_pairs: expected real patches [N, 3, H, W], got {tuple(x.shape)}")
+    n, _, h, w = x.shape
+    scales = torch.as_tensor(scale, dtype=torch.float64).flatten()
+    if scales.numel() == 1:
+        scales = scales.expand(n)
+    if scales.numel() != n:
+        raise ValueError(f"make_pairs: {scales.numel()} scales for {n} patches")
+    if (scales <= 1.0).any():
+        raise ValueError(f"make_pairs: scales must be > 1, got min {scales.min().item()}")
+    if anchor_jitter < 1.0:
+        raise ValueError(f"make_pairs: anchor_jitter must be >= 1, got {anchor_jitter}")
+    modes = list(resamplers)
+    for m in modes:
+        if m not in RESAMPLERS:
+            raise ValueError(f"make_pairs: unknown resampler {m!r}; expected one of {RESAMPLERS}")
+    out: dict[str, list[torch.Tensor]] = {"anchor": [], "down": [], "up": [], "same": []}
+    for i in range(n):
+        s = float(scales[i])
+        most = min(h, w) / patch  # the largest shrink that still leaves a full crop
+        if s > most + 1e-9:
+            raise ValueError(f"make_pairs: {h}x{w} patches shrunk by s = {s:g} are smaller than patch {patch}; need s <= {most:.3g}")
+        src = _dihedral(x[i], generator_rng) if augment else x[i]
+        t0 = 1.0
+        if anchor_jitter > 1.0:
+            hi = min(anchor_jitter, most / s)
+            lo = 1.0 / anchor_jitter
+            t0 = math.exp(_uniform(generator_rng, math.log(lo), math.log(max(hi, lo))))
+        anchor_img = _resized(src, t0, modes, generator_rng)
+        out["anchor"].append(_random_crop(anchor_img, patch, generator_rng))
+        out["same"].append(_random_crop(anchor_img, patch, generator_rng))
+        out["down"].append(_random_crop(_resized(src, t0 * s, modes, generator_rng), patch, generator_rng))
+        out["up"].append(_random_crop(_resized(src, t0 / s, modes, generator_rng), patch, generator_rng))
+    return PairBatch(**{k: torch.stack(v) for k, v in out.items()}, scale=scales.float().clone())
+
+
+# ---------------------------------------------------------------------------- schedule and loss
+
+
+def curriculum_scale(step: int, config: FDCConfig) -> float:
+    """The current (smallest) scale at 1-based `step`: log-linear from scale_start to scale_end over curriculum_fraction of the steps."""
+    span = max(1, round(config.curriculum_fraction * config.steps))
+    frac = min(1.0, (step - 1) / max(1, span - 1)) if span > 1 else 1.0
+    return math.exp(math.log(config.scale_start) + frac * (math.log(config.scale_end) - math.log(config.scale_start)))
+
+
+def _batch_scales(current: float, config: FDCConfig, n: int, gen: torch.Generator) -> torch.Tensor:
+    if config.scale_sampling == "current" or current >= config.scale_start:
+        return torch.full((n,), current, dtype=torch.float64)
+    u = torch.rand(n, generator=gen, dtype=torch.float64)
+    return torch.exp(math.log(current) + u * (math.log(config.scale_start) - math.log(current)))
+
+
+def learning_rate(step: int, config: FDCConfig) -> float:
+    """Cosine decay from lr (step 1) to lr * lr_final (last step)."""
+    frac = (step - 1) / max(1, config.steps - 1)
+    return config.lr * (config.lr_final + (1 - config.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def pair_loss(c_down: torch.Tensor, c_same: torch.Tensor, c_up: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Loss on the three comparator outputs [N] each.
+
+    mse: (C(x_D,x) - 1)^2 + C(x',x)^2 + (C(x_U,x) + 1)^2, the paper's targets.
+    logistic: softplus(-C(x_D,x)) + softplus(C(x_U,x)) + C(x',x)^2 (a ranking loss
+    that does not saturate the outputs at +-1).
+    """
+    if kind == "mse":
+        return ((c_down - TARGETS["down"]) ** 2 + (c_same - TARGETS["same"]) ** 2 + (c_up - TARGETS["up"]) ** 2).mean()
+    if kind == "logistic":
+        return (F.softplus(-c_down) + F.softplus(c_up) + c_same**2).mean()
+    raise ValueError(f"unknown FDC loss {kind!r}; expected 'mse' or 'logistic'")
+
+
+def comparator_outputs(fdc: FDC, pairs: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """C(x_D, x), C(x', x), C(x_U, x), each [N]; all four image sets go through the encoder as one batch."""
+    n = pairs.anchor.shape[0]
+    s = fdc.score(torch.cat([pairs.anchor, pairs.down, pairs.same, pairs.up]))
+    a, d, same, u = s[:n], s[n : 2 * n], s[2 * n : 3 * n], s[3 * n :]
+    return d - a, same - a, u - a
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def scale_key(prefix: str, s: float) -> str:
+    """Metric name for a scale: scale_key('acc', 2) -> 'acc_s2.0'."""
+    return f"{prefix}_s{float(s)}"
+
+
+@torch.no_grad()
+def evaluate_fdc(
+    fdc: FDC,
+    patches: torch.Tensor,
+    scales: list[float],
+    seed: int,
+    *,
+    patch_size: int = 32,
+    resampler: str = "bicubic",
+    repeats: int = 4,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Ordering accuracy of `fdc` on held-out real patches [M, 3, H, W] (see the module docstring).
+
+    Anchors are native crops; x_D / x_U use `resampler` only. Each patch gives
+    `repeats` random crops per scale, drawn from a generator seeded with `seed`, so
+    the same patches and seed give the same numbers. Returns acc_s{s},
+    acc_down_s{s}, acc_up_s{s} for each scale, and same_abs / same_mean.
+    The FDC is evaluated in eval mode (BatchNorm running statistics) and its mode is restored.
+    """
+    was_training = fdc.training
+    fdc.eval()
+    gen = torch.Generator().manual_seed(seed)
+    metrics: dict[str, float] = {}
+    same_vals: list[torch.Tensor] = []
+    try:
+        for s in scales:
+            downs, ups = [], []
+            for _ in range(repeats):
+                for start in range(0, patches.shape[0], batch_size):
+                    chunk = patches[start : start + batch_size].float()
+                    pairs = make_pairs(chunk, s, patch_size, gen, [resampler])
+                    c_down, c_same, c_up = comparator_outputs(fdc, pairs)
+                    downs.append(c_down > 0)
+                    ups.append(c_up < 0)
+                    same_vals.append(c_same)
+            down, up = torch.cat(downs).float(), torch.cat(ups).float()
+            metrics[scale_key("acc", s)] = torch.cat([down, up]).mean().item()
+            metrics[scale_key("acc_down", s)] = down.mean().item()
+            metrics[scale_key("acc_up", s)] = up.mean().item()
+        same = torch.cat(same_vals)
+        metrics["same_abs"] = same.abs().mean().item()
+        metrics["same_mean"] = same.mean().item()
+    finally:
+        fdc.train(was_training)
+    return metrics
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _check_patches(name: str, patches: torch.Tensor, config: FDCConfig) -> None:
+    if patches.dim() != 4 or patches.shape[1] != 3:
+        raise ValueError(f"train_fdc: {name} must be [N, 3, H, W], got {tuple(patches.shape)}")
+    if patches.shape[0] == 0:
+        raise ValueError(f"train_fdc: {name} is empty")
+    need = max(config.scale_start, *config.eval_scales) * config.patch_size
+    if min(patches.shape[-2:]) < need - 1e-6:
+        raise ValueError(
+            f"train_fdc: {name} are {patches.shape[-2]}x{patches.shape[-1]}, too small to shrink by "
+            f"{max(config.scale_start, *config.eval_scales)} and still crop fdc.patch_size = {config.patch_size}; "
+            f"need at least {math.ceil(need)} px"
+        )
+
+
+def _config_dict(config: FDCConfig) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+def train_fdc(
+    config: FDCConfig,
+    train_patches: torch.Tensor,
+    val_patches: torch.Tensor,
+    *,
+    on_step: Callback | None = None,
+    on_eval: Callback | None = None,
+    checkpoint_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[FDC, list[dict]]:
+    """Train an FDC on real-domain patches with the scale curriculum; returns (fdc in eval mode, history).
+
+    train_patches [N, 3, H, W], val_patches [M, 3, H, W], values in [0, 1], H and W
+    at least max(scale_start, eval_scales) * patch_size. on_step(step, {loss, scale,
+    lr}) runs after every step, on_eval(step, evaluate_fdc metrics) every
+    eval_every steps and at the end; history is the list of eval records
+    ({"step": ..., **metrics}). With `checkpoint_dir`, `last.pt` there is written
+    every checkpoint_every steps and at the end, and a run that finds it resumes
+    from it (bit-exact on CPU); a checkpoint made with another config is an error.
+    """
+    _check_patches("train_patches", train_patches, config)
+    _check_patches("val_patches", val_patches, config)
+    train_patches = train_patches.float()
+    val_patches = val_patches.float()
+
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    data_gen = torch.Generator().manual_seed(config.seed)
+    fdc = build_fdc(config.channels, config.normalize_input)
+    opt = torch.optim.Adam(fdc.parameters(), lr=config.lr, betas=tuple(config.betas))
+    history: list[dict] = []
+    start = 0
+
+    ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        if state.get("config") != _config_dict(config):
+            raise ValueError(f"{ckpt_path}: checkpoint was made with another fdc config; delete it or restore the params ({state.get('config')})")
+        fdc.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"], data_gen)
+        start = int(state["step"])
+        history = list(state["history"])
+
+    def save(step: int) -> None:
+        if ckpt_path is None:
+            return
+        save_checkpoint(
+            ckpt_path,
+            {
+                "model": fdc.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "rng": capture_rng(data_gen),
+                "history": history,
+                "config": _config_dict(config),
+            },
+        )
+
+    def evaluate(step: int) -> None:
+        metrics = evaluate_fdc(
+            fdc, val_patches, list(config.eval_scales), config.seed, patch_size=config.patch_size, repeats=config.eval_repeats
+        )
+        history.append({"step": step, **metrics})
+        if on_eval is not None:
+            on_eval(step, metrics)
+
+    bar = None
+    if progress and start < config.steps:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=start, desc="train_fdc", unit="step")
+    fdc.train()
+    n = train_patches.shape[0]
+    for step in range(start + 1, config.steps + 1):
+        lr = learning_rate(step, config)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        current = curriculum_scale(step, config)
+        idx = torch.randint(0, n, (config.batch_size,), generator=data_gen)
+        scales = _batch_scales(current, config, config.batch_size, data_gen)
+        pairs = make_pairs(
+            train_patches[idx],
+            scales,
+            config.patch_size,
+            data_gen,
+            config.resamplers,
+            anchor_jitter=config.anchor_jitter,
+            augment=config.augment,
+        )
+        loss = pair_loss(*comparator_outputs(fdc, pairs), kind=config.loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"train_fdc: loss is {loss.item()} at step {step}")
+        if on_step is not None:
+            on_step(step, {"loss": loss.item(), "scale": current, "lr": lr})
+        if step % config.eval_every == 0 or step == config.steps:
+            evaluate(step)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save(step)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", s=f"{current:.2f}")
+    if bar is not None:
+        bar.close()
+    fdc.eval()
+    return fdc, history
+
+
+def load_fdc(path: Path | str) -> FDC:
+    """A frozen FDC (eval mode, no grads) from a `last.pt` written by train_fdc."""
+    state = load_checkpoint(path)
+    cfg = state.get("config")
+    if cfg is None or "model" not in state:
+        raise ValueError(f"{path}: not an FDC checkpoint (no 'config'/'model')")
+    fdc = build_fdc(cfg["channels"], cfg["normalize_input"])
+    fdc.load_state_dict(state["model"])
+    fdc.eval()
+    for p in fdc.parameters():
+        p.requires_grad_(False)
+    return fdc

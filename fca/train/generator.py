@@ -1,0 +1,399 @@
+"""Stage `train_generator`: learn the degradation G(x) = bicubic_down(x, s) (*) k(x).
+
+One step (DESIGN.md "Generator loss"; the seed stepped everything with one backward
+pass, which let the networks collude, so here each network has its own step):
+  1. G(x) on a batch of real-domain HR crops x.
+  2. Wavelet discriminator step on real LR-size crops vs the *detached* G(x).
+  3. Generator step, discriminator frozen, on
+     w_fdc * L_FDC (loss fdc|both) + w_spectral * L_spectral (loss spectral|both) + w_wd * L_WD.
+The comparator is frozen throughout. Adam, LR constant for the first half, then
+linear decay to zero. Checkpoints hold everything a bit-exact resume needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from fca.config import param
+from fca.frequency import radial_density, to_luma
+from fca.kernels import effective_sigma
+from fca.losses import density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss
+from fca.models.generator_arch import Generator
+from fca.models.wavelet_disc_arch import WaveletDiscriminator
+from fca.resample import downscale, upscale
+from fca.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    scale: float = param(4.0, ge=1.0, help="downscaling factor s")
+    patch_size: int = param(128, ge=16, help="HR crop side fed to G")
+    kernel_size: int = param(13, ge=1, odd=True, help="K, side of the predicted kernel")
+    kernel_param: str = param("free", choices=("free", "gaussian"), help="softmax over K*K logits, or an anisotropic Gaussian")
+    kernel_init_sigma: float = param(1.2, gt=0, help="the first kernel is an isotropic Gaussian of this sigma (LR pixels)")
+    channels: int = param(64, ge=1)
+    dense_blocks: int = param(5, ge=0)
+    res_blocks: int = param(2, ge=0)
+    wd_channels: int = param(64, ge=1, help="width of the wavelet discriminator's first layer")
+    loss: str = param("both", choices=("fdc", "spectral", "both"))
+    w_fdc: float = param(1.0, ge=0)
+    w_wd: float = param(0.001, ge=0, help="0 switches the wavelet discriminator off")
+    w_spectral: float = param(1.0, ge=0)
+    spectral_bins: int = param(16, ge=2, help="density bins of the spectral loss (at most LR side / 2)")
+    spectral_min_std: float = param(0.02, ge=0, help="real tiles flatter than this (luma std) stay out of the spectral target")
+    spectral_floor: float = param(1e-4, gt=0, lt=1, help="density share below which bins count as noise (fca.losses.floored_log_l1)")
+    batch_size: int = param(8, ge=1)
+    steps: int = param(1000, ge=1)
+    lr: float = param(1e-4, gt=0, help="Adam LR of the networks (estimator, discriminator)")
+    lr_prior: float = param(0.01, gt=0, help="Adam LR of the image-independent kernel logits / log-sigmas")
+    betas: tuple[float, float] = param((0.5, 0.99), ge=0, lt=1)
+    cpu_bf16: bool = param(False, help="bf16 autocast + channels_last for the convs on CPU")
+    cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
+    checkpoint_every: int = param(250, ge=1)
+    image_every: int = param(250, ge=1)
+    seed: int = param(0, ge=0)
+
+
+# Keys that may change between a run and its resume (they do not change the numbers).
+_RESUMABLE_CHANGES = ("checkpoint_every", "image_every")
+CHECKPOINT_NAME = "last.pt"
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss went NaN or inf; the message names the step and the loss."""
+
+    def __init__(self, step: int, loss_name: str, value: float):
+        super().__init__(f"training diverged at step {step}: {loss_name} = {value}; the last good checkpoint is kept")
+        self.step, self.loss_name, self.value = step, loss_name, value
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cpu'; 'cuda' (an error if there is none)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"device = {name!r}: expected auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def build_generator(config: GeneratorConfig) -> Generator:
+    """The generator a config describes (also what `degrade` rebuilds before loading weights)."""
+    return Generator(
+        scale=config.scale,
+        kernel_size=config.kernel_size,
+        channels=config.channels,
+        dense_blocks=config.dense_blocks,
+        res_blocks=config.res_blocks,
+        kernel_param=config.kernel_param,
+        init_sigma=config.kernel_init_sigma,
+    )
+
+
+def half_then_linear_decay(steps: int) -> Callable[[int], float]:
+    """LR multiplier: 1 for the first half of `steps`, then linear to 0 at `steps`."""
+    half = steps // 2
+
+    def factor(t: int) -> float:
+        return 1.0 if t < half else max(0.0, (steps - t) / max(1, steps - half))
+
+    return factor
+
+
+def lr_side(config: GeneratorConfig) -> int:
+    """Side of G's output for a `patch_size` input."""
+    return max(1, round(config.patch_size / config.scale))
+
+
+def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float = 0.02, batch: int = 256) -> torch.Tensor:
+    """The real domain's density at the LR patch size: mean over the non-overlapping side x side tiles
+    whose luma std is at least `min_std`. [N, 3, H, W] -> [bins].
+
+    Computed once, with no randomness: a per-batch target of 8 crops is noisy, and the
+    real domain's density is a property of the whole set. Flat tiles are left out
+    because their normalised density is 8-bit quantisation noise (white); on the
+    bundled photos 38 % of the 32 px tiles are that flat, and keeping them drags the
+    spectral fit to a spiky kernel that imitates the noise (benchmarks/generator_experiments.py).
+    """
+    tiles = patches.unfold(2, side, side).unfold(3, side, side)  # [N, 3, nh, nw, side, side]
+    tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, patches.shape[1], side, side)
+    tiles = tiles[to_luma(tiles).flatten(1).std(1) >= min_std]
+    if tiles.shape[0] == 0:
+        raise ValueError(f"no {side}x{side} tile of the training patches has luma std >= {min_std}")
+    total = torch.zeros(bins, dtype=torch.float64)
+    for start in range(0, tiles.shape[0], batch):
+        total += radial_density(tiles[start : start + batch].double(), bins).sum(0)
+    return (total / tiles.shape[0]).float()
+
+
+def _random_crops(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """One random size x size crop per image: [B, C, H, W] -> [B, C, size, size]."""
+    h, w = x.shape[-2:]
+    tops = torch.randint(0, h - size + 1, (x.shape[0],), generator=gen).tolist()
+    lefts = torch.randint(0, w - size + 1, (x.shape[0],), generator=gen).tolist()
+    return torch.stack([img[:, t : t + size, l : l + size] for img, t, l in zip(x, tops, lefts)])
+
+
+def _sample(patches: torch.Tensor, batch: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    idx = torch.randint(0, patches.shape[0], (batch,), generator=gen)
+    return _random_crops(patches[idx], size, gen)
+
+
+def _as_float(patches: torch.Tensor) -> torch.Tensor:
+    if patches.dtype == torch.uint8:
+        return patches.float() / 255.0
+    return patches.float()
+
+
+def _check(step: int, name: str, loss: torch.Tensor) -> None:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TrainingDivergedError(step, name, value)
+
+
+def train_generator(
+    config: GeneratorConfig,
+    train_patches: torch.Tensor,
+    fdc: nn.Module | None,
+    *,
+    device: torch.device,
+    checkpoint_dir: Path | None,
+    fdc_scale: float = 1.2,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_images: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    progress: bool = True,
+) -> tuple[Generator, list[dict[str, float]]]:
+    """Train G on real-domain HR patches; return (G in eval mode on `device`, per-step metrics).
+
+    train_patches: [N, 3, H, W], float in [0, 1] (or uint8), H, W >= config.patch_size.
+    fdc: the trained comparator, `fdc(a, b) -> [B]`; required when config.loss is fdc or both.
+      It is frozen here (eval mode, no gradients to its weights).
+    fdc_scale: the comparator's last curriculum scale (pass FDCConfig.scale_end): x_U and x_D
+      are made with it.
+    checkpoint_dir: `last.pt` there is written every `checkpoint_every` steps and at the end;
+      if it exists when training starts, training resumes from it (bit-exact on CPU).
+    on_step(step, metrics): metrics are loss_g, loss_d, loss_fdc, loss_spectral, loss_wd, lr,
+      kernel_sigma (mean effective sigma of the batch's kernels); a disabled loss reads 0.
+    on_images(step, kernels [b,K,K], hr [b,3,P,P], bicubic_lr, ours_lr): every `image_every`
+      steps and at the end, on a fixed preview batch of the first (up to 4) patches.
+    Raises TrainingDivergedError when a loss is NaN or inf (the checkpoint on disk is left as it was).
+    """
+    use_fdc = config.loss in ("fdc", "both") and config.w_fdc > 0
+    use_spectral = config.loss in ("spectral", "both") and config.w_spectral > 0
+    use_wd = config.w_wd > 0
+    if use_fdc and fdc is None:
+        raise ValueError(f"generator.loss = {config.loss!r} needs a trained FDC, got fdc=None")
+    if train_patches.dim() != 4 or train_patches.shape[1] != 3:
+        raise ValueError(f"train_patches: expected [N, 3, H, W], got {tuple(train_patches.shape)}")
+    if min(train_patches.shape[-2:]) < config.patch_size:
+        raise ValueError(
+            f"train_patches are {tuple(train_patches.shape[-2:])}, smaller than generator.patch_size = {config.patch_size}"
+        )
+    side = lr_side(config)
+    if side <= config.kernel_size // 2:
+        raise ValueError(
+            f"generator.patch_size / scale = {side} px is too small for a {config.kernel_size}x{config.kernel_size} kernel"
+        )
+    patches = _as_float(train_patches)
+
+    # --- construction (identical on a fresh start and on a resume) ---
+    seed_everything(config.seed)
+    gen = build_generator(config).to(device)
+    disc = WaveletDiscriminator(3, config.wd_channels).to(device)
+    data_rng = torch.Generator().manual_seed(config.seed)
+    prior = set(id(p) for p in gen.estimator.prior_parameters())
+    opt_g = torch.optim.Adam(
+        [
+            {"params": [p for p in gen.parameters() if id(p) not in prior], "lr": config.lr},
+            {"params": gen.estimator.prior_parameters(), "lr": config.lr_prior},
+        ],
+        betas=config.betas,
+    )
+    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=config.betas)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, half_then_linear_decay(config.steps))
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, half_then_linear_decay(config.steps))
+
+    autocast_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    if device.type == "cuda" and config.cuda_amp:
+        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if autocast_dtype == torch.float16:
+            scaler = torch.amp.GradScaler("cuda")
+    elif device.type == "cpu" and config.cpu_bf16:
+        autocast_dtype = torch.bfloat16
+    channels_last = autocast_dtype is not None
+    if channels_last:
+        gen.to(memory_format=torch.channels_last)
+        disc.to(memory_format=torch.channels_last)
+
+    def autocast():
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=autocast_dtype)
+
+    if fdc is not None:
+        fdc = fdc.to(device).eval()
+        for p in fdc.parameters():
+            p.requires_grad_(False)
+    target = target_density(patches, side, config.spectral_bins, config.spectral_min_std).to(device) if use_spectral else None
+    preview = patches[: min(4, patches.shape[0]), :, : config.patch_size, : config.patch_size].to(device)
+
+    # --- resume ---
+    step, history = 0, []
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        now = dataclasses.asdict(config)
+        changed = [k for k in now if k not in _RESUMABLE_CHANGES and state["config"].get(k) != _plain(now[k])]
+        if changed:
+            raise ValueError(
+                f"{ckpt_path}: written with different generator params ({', '.join(changed)}); "
+                "delete the checkpoint folder to start over"
+            )
+        gen.load_state_dict(state["generator"])
+        disc.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        sched_g.load_state_dict(state["sched_g"])
+        sched_d.load_state_dict(state["sched_d"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"], data_rng)
+        step, history = int(state["step"]), list(state["history"])
+
+    def checkpoint() -> None:
+        if ckpt_path is None:
+            return
+        save_checkpoint(
+            ckpt_path,
+            {
+                "config": {k: _plain(v) for k, v in dataclasses.asdict(config).items()},
+                "step": step,
+                "generator": gen.state_dict(),
+                "discriminator": disc.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "sched_g": sched_g.state_dict(),
+                "sched_d": sched_d.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "rng": capture_rng(data_rng),
+                "history": history,
+            },
+        )
+
+    def images() -> None:
+        if on_images is None:
+            return
+        with torch.no_grad():
+            kernels = gen.estimate_kernel(preview)
+            on_images(step, kernels.cpu(), preview.cpu(), downscale(preview, config.scale).cpu(), gen.degrade(preview, kernels).cpu())
+
+    def backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+        else:
+            loss.backward()
+            opt.step()
+
+    gen.train()
+    disc.train()
+    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="generator", dynamic_ncols=True)
+    zero = torch.zeros((), device=device)
+    while step < config.steps:
+        n = step + 1  # 1-based, as reported to on_step
+        x = _sample(patches, config.batch_size, config.patch_size, data_rng).to(device)
+        real_lr = _sample(patches, config.batch_size, side, data_rng).to(device) if use_wd else None
+        refs = _fdc_references(x, side, fdc_scale, data_rng) if use_fdc else None
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            fake, kernels = gen(x)
+
+        # 1) discriminator, on detached fakes
+        loss_d = zero
+        if use_wd:
+            with autocast():
+                loss_d = lsgan_d_loss(disc(real_lr), disc(fake.detach()))
+            _check(n, "loss_d", loss_d)
+            backward_step(loss_d, opt_d)
+
+        # 2) generator, discriminator frozen
+        loss_fdc = loss_spec = loss_wd = zero
+        if use_fdc:
+            with autocast():
+                loss_fdc = fdc_generator_loss(fdc, _centre(fake, refs[0].shape[-1]), *refs)
+            _check(n, "loss_fdc", loss_fdc)
+        if use_spectral:
+            loss_spec = density_loss(fake, target, config.spectral_bins, config.spectral_floor)
+            _check(n, "loss_spectral", loss_spec)
+        if use_wd:
+            disc.requires_grad_(False)
+            with autocast():
+                loss_wd = lsgan_g_loss(disc(fake))
+            disc.requires_grad_(True)
+            _check(n, "loss_wd", loss_wd)
+        loss_g = config.w_fdc * loss_fdc + config.w_spectral * loss_spec + config.w_wd * loss_wd
+        _check(n, "loss_g", loss_g)
+        backward_step(loss_g, opt_g)
+        if scaler is not None:
+            scaler.update()
+        lr_now = opt_g.param_groups[0]["lr"]
+        sched_g.step()
+        sched_d.step()
+        step += 1
+
+        metrics = {
+            "loss_g": float(loss_g.detach()),
+            "loss_d": float(loss_d.detach()),
+            "loss_fdc": float(loss_fdc.detach()),
+            "loss_spectral": float(loss_spec.detach()),
+            "loss_wd": float(loss_wd.detach()),
+            "lr": lr_now,
+            "kernel_sigma": float(effective_sigma(kernels.detach().double()).mean()),
+        }
+        history.append({"step": step, **metrics})
+        if on_step is not None:
+            on_step(step, metrics)
+        bar.update(1)
+        bar.set_postfix(loss_g=f"{metrics['loss_g']:.4f}", sigma=f"{metrics['kernel_sigma']:.2f}", refresh=False)
+        if step % config.image_every == 0 or step == config.steps:
+            images()
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            checkpoint()
+    bar.close()
+    gen.eval()
+    if channels_last:
+        gen.to(memory_format=torch.contiguous_format)
+    return gen, history
+
+
+def _plain(v):
+    """Config values as checkpoint-safe plain types (tuples -> lists)."""
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _centre(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def _fdc_references(x: torch.Tensor, side: int, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Real-domain references for the comparator, all [B, 3, side, side]:
+    x at native scale, x_U (x upscaled by `scale`), x_D (x downscaled by `scale`), each a random crop."""
+    x_up = upscale(x, scale)
+    x_down = downscale(x, scale)
+    size = min(side, x_down.shape[-1])
+    return _random_crops(x, size, gen), _random_crops(x_up, size, gen), _random_crops(x_down, size, gen)

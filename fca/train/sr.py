@@ -1,0 +1,121 @@
+"""Training the referee's small SR network on (LR, HR) pairs (DESIGN.md section 2).
+
+The referee trains one `SRNet` per kind of pairs (bicubic, ours, oracle) with the same
+config and seed, so the nets start from the same weights and see the same crops in the
+same order; only the LR side of the pairs differs. Differences in test PSNR are then
+the pairs' doing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from fca.config import param
+from fca.models.sr_arch import SRNet
+
+
+@dataclass(frozen=True)
+class SRConfig:
+    """The referee's SR probe: a small net and a fixed training budget."""
+
+    blocks: int = param(3, ge=1, help="residual blocks of the SR net")
+    channels: int = param(32, ge=1, help="feature channels of the SR net")
+    steps: int = param(800, ge=1, help="training steps, the same for every kind of pairs")
+    batch_size: int = param(16, ge=1)
+    patch_size: int = param(64, ge=8, help="HR crop side for SR training (a multiple of the scale)")
+    lr: float = param(5e-4, gt=0, help="Adam learning rate (cosine-decayed to 0 over the steps)")
+
+
+def _random_dihedral(lr: torch.Tensor, hr: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply one of the 8 flips/rotations, the same to an LR and an HR crop [3, h, w]."""
+    flip_h, flip_v, transpose = torch.randint(0, 2, (3,), generator=gen).tolist()
+    if flip_h:
+        lr, hr = lr.flip(-1), hr.flip(-1)
+    if flip_v:
+        lr, hr = lr.flip(-2), hr.flip(-2)
+    if transpose:
+        lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
+    return lr, hr
+
+
+def _check_pairs(lr_images: torch.Tensor, hr_images: torch.Tensor, scale: int, patch_size: int) -> None:
+    if lr_images.dim() != 4 or hr_images.dim() != 4 or lr_images.shape[:2] != hr_images.shape[:2]:
+        raise ValueError(f"train_sr: expected [N, 3, h, w] LR and [N, 3, H, W] HR, got {tuple(lr_images.shape)} and {tuple(hr_images.shape)}")
+    h, w = lr_images.shape[-2:]
+    if tuple(hr_images.shape[-2:]) != (h * scale, w * scale):
+        raise ValueError(f"train_sr: HR {tuple(hr_images.shape[-2:])} is not LR {(h, w)} times scale {scale}")
+    if patch_size % scale:
+        raise ValueError(f"train_sr: sr.patch_size = {patch_size} is not a multiple of the scale {scale}")
+    if patch_size > min(hr_images.shape[-2:]):
+        raise ValueError(f"train_sr: sr.patch_size = {patch_size} is larger than the HR images {tuple(hr_images.shape[-2:])}")
+
+
+def train_sr(
+    config: SRConfig,
+    lr_images: torch.Tensor,
+    hr_images: torch.Tensor,
+    scale: float,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    desc: str = "sr",
+) -> SRNet:
+    """Train an SRNet on aligned pairs: lr_images [N, 3, h, w], hr_images [N, 3, s*h, s*w].
+
+    Each step draws `batch_size` random aligned crops (HR side `patch_size`), each under a
+    random flip/rotation, and takes an Adam step on the L1 loss. All randomness (init,
+    crops, flips) comes from `seed`, and the global RNG is left untouched.
+    `on_step(step, {"loss": l1, "lr": lr})` is called after every step (1-based).
+    Returns the trained net in eval mode (CPU, float32).
+    """
+    if float(scale) != int(scale):
+        raise ValueError(f"train_sr: the SR net needs an integer scale, got {scale}")
+    s = int(scale)
+    _check_pairs(lr_images, hr_images, s, config.patch_size)
+    lr_images, hr_images = lr_images.float(), hr_images.float()
+    n, _, h, w = lr_images.shape
+    p = config.patch_size // s
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SRNet(s, config.blocks, config.channels)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
+    net.train()
+    for step in tqdm(range(1, config.steps + 1), desc=desc, disable=not progress, leave=False):
+        idx = torch.randint(0, n, (config.batch_size,), generator=gen)
+        ys = torch.randint(0, h - p + 1, (config.batch_size,), generator=gen)
+        xs = torch.randint(0, w - p + 1, (config.batch_size,), generator=gen)
+        lr_batch, hr_batch = [], []
+        for i, y, x in zip(idx.tolist(), ys.tolist(), xs.tolist()):
+            lr_crop = lr_images[i, :, y : y + p, x : x + p]
+            hr_crop = hr_images[i, :, y * s : (y + p) * s, x * s : (x + p) * s]
+            lr_crop, hr_crop = _random_dihedral(lr_crop, hr_crop, gen)
+            lr_batch.append(lr_crop)
+            hr_batch.append(hr_crop)
+        loss = F.l1_loss(net(torch.stack(lr_batch)), torch.stack(hr_batch))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        current_lr = sched.get_last_lr()[0]
+        sched.step()
+        if on_step is not None:
+            on_step(step, {"loss": loss.item(), "lr": float(current_lr)})
+    return net.eval()
+
+
+@torch.no_grad()
+def sr_predict(net: SRNet, lr: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Super-resolve [N, 3, h, w] -> [N, 3, s*h, s*w], in batches, clamped to [0, 1]."""
+    was_training = net.training
+    net.eval()
+    out = [net(lr[i : i + batch_size].float()).clamp_(0.0, 1.0) for i in range(0, lr.shape[0], batch_size)]
+    net.train(was_training)
+    return torch.cat(out)

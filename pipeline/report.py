@@ -1,0 +1,108 @@
+"""Stage `report`: figures and reports/README.md from the evaluation (all figures also go to MLflow)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fca.data.images import load_rgb
+from fca.fsutil import atomic_dir, atomic_file
+from fca.plots import curves_figure, density_figure, image_grid, kernel_gallery, save_figure
+from fca.report import readme_markdown
+from pipeline import stage, tracking
+from pipeline.params import Params, section_dict
+
+DESCRIPTION = """\
+Draw the run's figures into --out (frequency density on a log axis, the kernel
+gallery true / oracle / predicted, SR crops, training curves, degraded images)
+and write --readme, a page that states the verdict against the referee's targets."""
+
+
+def build() -> argparse.ArgumentParser:
+    p = stage.parser("report", DESCRIPTION)
+    p.add_argument("--patches", type=Path, required=True, help="the patches stage's output folder")
+    p.add_argument("--evaluation", type=Path, required=True, help="the evaluate stage's arrays folder")
+    p.add_argument("--degraded", type=Path, required=True, help="the degrade stage's output folder")
+    p.add_argument("--metrics", type=Path, required=True, help="metrics JSON from evaluate")
+    p.add_argument("--density", type=Path, required=True, help="density curves CSV from evaluate")
+    p.add_argument("--fdc-curve", type=Path, required=True, help="FDC accuracy CSV from train-fdc")
+    p.add_argument("--generator-curve", type=Path, required=True, help="generator losses CSV from train-generator")
+    p.add_argument("--out", type=Path, required=True, help="figures folder (replaced as a whole)")
+    p.add_argument("--readme", type=Path, required=True, help="the report page (Markdown)")
+    return p
+
+
+def _hwc(x: np.ndarray) -> np.ndarray:
+    return np.transpose(x, (1, 2, 0))
+
+
+def _nearest_up(x: np.ndarray, size: int) -> np.ndarray:
+    f = max(1, size // x.shape[0])
+    return np.repeat(np.repeat(x, f, axis=0), f, axis=1)
+
+
+def _git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def body(args: argparse.Namespace, params: Params) -> None:
+    cfg = params.report
+    metrics = json.loads(args.metrics.read_text())
+    a = np.load(args.evaluation / "arrays.npz")
+    density = pd.read_csv(args.density)
+    figures: dict[str, object] = {}
+    figures["density"] = density_figure(density.frequency.to_numpy(), {c: density[c].to_numpy() for c in density.columns if c != "frequency"},
+                                        "Frequency density of the validation patches")
+    preds = a["kernels_pred"][: cfg.gallery_size]
+    figures["kernels"] = kernel_gallery([("k_gt (true)", a["kernel_true"]), ("k_or (oracle)", a["kernel_oracle"])]
+                                        + [(f"ours, image {i}", k) for i, k in enumerate(preds)])
+    hr = a["sample_hr_real"].shape[-1]
+    rows = [[_nearest_up(_hwc(a["sample_lr_true"][i]), hr), _hwc(a["sample_sr_bicubic"][i]), _hwc(a["sample_sr_fca"][i]),
+             _hwc(a["sample_sr_oracle"][i]), _hwc(a["sample_hr_real"][i])] for i in range(len(a["sample_hr_real"]))]
+    figures["crops"] = image_grid(rows, ["input L_true", "SR, bicubic pairs", "SR, our pairs", "SR, oracle pairs", "target R"])
+    fdc = pd.read_csv(args.fdc_curve)
+    gen = pd.read_csv(args.generator_curve)
+    acc_cols = [c for c in fdc.columns if c.startswith("acc")]
+    loss_cols = [c for c in gen.columns if c.startswith("loss") and gen[c].abs().sum() > 0]
+    sr_losses = {k.removeprefix("sr_loss_"): a[k] for k in a.files if k.startswith("sr_loss_")}
+    panels = [("FDC held-out ordering accuracy", fdc.step.to_numpy(), {c: fdc[c].to_numpy() for c in acc_cols}),
+              ("generator losses", gen.step.to_numpy(), {c: gen[c].to_numpy() for c in loss_cols})]
+    if "kernel_sigma" in gen:
+        panels.append(("predicted kernel sigma (px)", gen.step.to_numpy(), {"ours": gen.kernel_sigma.to_numpy(),
+                       "oracle": np.full(len(gen), float(metrics["kernel"]["sigma_oracle"]))}))
+    if sr_losses:
+        n = min(len(v) for v in sr_losses.values())
+        panels.append(("SR training L1", np.arange(n), {k: v[:n] for k, v in sr_losses.items()}))
+    figures["training"] = curves_figure(panels)
+    manifest = pd.read_csv(args.degraded / "manifest.csv")
+    shown = manifest[manifest.status == "ok"].head(cfg.gallery_size)
+    deg_rows = []
+    for _, r in shown.iterrows():
+        src = load_rgb(args.patches / "val" / "real" / r.file)
+        lr = load_rgb(args.degraded / "lr" / Path(r.file).with_suffix(".png"))
+        deg_rows.append([src, _nearest_up(lr, src.shape[0])])
+    figures["degraded"] = image_grid(deg_rows, ["HR input (real domain)", "degraded by G (nearest-upscaled)"])
+
+    names = {role: f"{role}.png" for role in figures}
+    with tracking.stage_run("report", section_dict(cfg)) as run, atomic_dir(args.out) as out:
+        for role, fig in figures.items():
+            run.log_figure(fig, f"report/{names[role]}")
+            save_figure(fig, out / names[role])
+        rel = Path(args.out.name) if args.out.parent == args.readme.parent else args.out
+        text = readme_markdown(metrics, {k: str(rel / v) for k, v in names.items()},
+                               {"git commit": _git_commit(), "scale": f"x{params.generator.scale:g}", "loss": params.generator.loss})
+        with atomic_file(args.readme) as tmp:
+            tmp.write_text(text)
+        run.log_artifact(args.readme)
+    print(f"report: {args.readme} and {len(figures)} figures in {args.out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return stage.run("report", argv, build, body)

@@ -1,0 +1,114 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from fca.kernels import anisotropic_gaussian, delta, gaussian
+from fca.models.generator_arch import Generator, KernelEstimator, gaussian_kernels
+from fca.resample import downscale
+
+
+def _generator(**kw) -> Generator:
+    torch.manual_seed(0)
+    args = dict(scale=4.0, kernel_size=7, channels=8, dense_blocks=1, res_blocks=1)
+    args.update(kw)
+    return Generator(**args)
+
+
+def _random_kernels(b: int, k: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    kern = torch.rand(b, k, k, generator=g, dtype=torch.float64)
+    return kern / kern.sum((-2, -1), keepdim=True)
+
+
+def test_degrade_matches_scipy_per_image_and_channel():
+    x = torch.rand(3, 3, 64, 48, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kernels = _random_kernels(3, 7)  # asymmetric: catches a missing flip
+    gen = _generator(kernel_size=7)
+    out = gen.degrade(x, kernels).double()
+    bicubic = downscale(x.float(), 4.0).double().numpy()
+    assert out.shape == (3, 3, 16, 12)
+    for i in range(3):
+        for c in range(3):
+            # scipy 'mirror' (d c b | a b c d | c b a) is torch's 'reflect' padding.
+            ref = ndimage.convolve(bicubic[i, c], kernels[i].numpy(), mode="mirror")
+            np.testing.assert_allclose(out[i, c].numpy(), ref, atol=1e-5)
+    # ...and scipy's 'reflect' (edge repeated) is not: the check above can tell them apart.
+    other = ndimage.convolve(bicubic[0, 0], kernels[0].numpy(), mode="reflect")
+    assert np.abs(out[0, 0].numpy() - other).max() > 1e-3
+
+
+def test_delta_kernel_returns_the_bicubic_image():
+    x = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(2))
+    gen = _generator(kernel_size=5)
+    k = torch.from_numpy(delta(5)).float().expand(2, 5, 5)
+    assert torch.equal(gen.degrade(x, k), downscale(x, 4.0))
+
+
+def test_sum_to_one_kernel_keeps_channel_means():
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(3))
+    gen = _generator(kernel_size=7)
+    k = torch.from_numpy(gaussian(7, 1.5)).float().expand(2, 7, 7)
+    out, bic = gen.degrade(x, k), downscale(x, 4.0)
+    # reflect padding keeps the mean only approximately (border pixels are re-used)
+    torch.testing.assert_close(out.mean((-2, -1)), bic.mean((-2, -1)), atol=5e-3, rtol=0)
+
+
+@pytest.mark.parametrize("kernel_param", ["free", "gaussian"])
+def test_forward_shapes_and_kernels_are_distributions(kernel_param):
+    gen = _generator(kernel_size=7, kernel_param=kernel_param)
+    with torch.no_grad():  # move the head off its zero init so kernels differ per image
+        for p in gen.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.rand(3, 3, 64, 64)
+    lr, kernels = gen(x)
+    assert lr.shape == (3, 3, 16, 16)
+    assert kernels.shape == (3, 7, 7) and kernels.dtype == torch.float32
+    assert (kernels >= 0).all()
+    torch.testing.assert_close(kernels.sum((-2, -1)), torch.ones(3))
+    assert not torch.allclose(kernels[0], kernels[1])  # image-dependent
+
+
+@pytest.mark.parametrize("kernel_param", ["free", "gaussian"])
+def test_initial_kernel_is_the_init_gaussian_for_every_image(kernel_param):
+    gen = _generator(kernel_size=9, kernel_param=kernel_param, init_sigma=1.2)
+    kernels = gen.estimate_kernel(torch.rand(2, 3, 64, 64))
+    ref = torch.from_numpy(gaussian(9, 1.2)).float()
+    torch.testing.assert_close(kernels, ref.expand(2, 9, 9), atol=1e-6, rtol=0)
+
+
+def test_gaussian_kernels_match_the_numpy_reference():
+    sx, sy, theta_deg = 2.5, 1.0, 30.0
+    k = gaussian_kernels(
+        torch.tensor([math.log(sx)]), torch.tensor([math.log(sy)]), torch.tensor([math.radians(theta_deg)]), 13
+    )
+    ref = torch.from_numpy(anisotropic_gaussian(13, sx, sy, theta_deg)).float()
+    torch.testing.assert_close(k[0], ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kernel_param", ["free", "gaussian"])
+def test_gradients_reach_prior_and_head(kernel_param):
+    gen = _generator(kernel_size=7, kernel_param=kernel_param)
+    x = torch.rand(2, 3, 64, 64)
+    lr, kernels = gen(x)
+    # a loss that depends on the kernel shape (the sum is constant, so use its square)
+    (kernels.pow(2).sum() + lr.pow(2).mean()).backward()
+    assert gen.estimator.prior.grad.abs().sum() > 0
+    assert gen.estimator.head[-1].weight.grad.abs().sum() > 0
+
+
+def test_bf16_autocast_keeps_fp32_kernels_summing_to_one():
+    gen = _generator(kernel_size=7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lr, kernels = gen(torch.rand(2, 3, 64, 64))
+    assert kernels.dtype == torch.float32 and lr.dtype == torch.float32
+    torch.testing.assert_close(kernels.sum((-2, -1)), torch.ones(2))
+
+
+def test_bad_arguments_are_errors():
+    with pytest.raises(ValueError, match="kernel_param"):
+        KernelEstimator(kernel_param="box")
+    with pytest.raises(ValueError, match="odd"):
+        KernelEstimator(kernel_size=8)

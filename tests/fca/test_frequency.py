@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+
+from fca.frequency import (
+    bin_centres,
+    high_frequency_share,
+    jensen_shannon,
+    log_l1,
+    mean_density,
+    radial_density,
+    symmetric_kl,
+)
+from fca.kernels import conv_per_sample, gaussian
+from fca.resample import downscale
+
+
+def sinusoid(freq: float, angle_deg: float, size: int = 64) -> torch.Tensor:
+    """[1, 1, size, size] cosine with radial frequency `freq` cycles/pixel."""
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
+    a = math.radians(angle_deg)
+    wave = torch.cos(2 * math.pi * freq * (math.cos(a) * xx + math.sin(a) * yy))
+    return (0.5 + 0.4 * wave)[None, None]
+
+
+@pytest.mark.parametrize("freq,angle", [(0.1, 0), (0.2, 90), (0.3, 45), (0.05, 30), (0.4, 0)])
+def test_pure_sinusoid_lands_in_its_bin(freq, angle):
+    bins = 16
+    d = radial_density(sinusoid(freq, angle, 128), bins)[0]
+    expected = math.ceil(freq / 0.5 * bins) - 1
+    assert int(d.argmax()) == expected
+    # The Hann window spreads power only into the neighbouring rings.
+    assert d[max(0, expected - 1) : expected + 2].sum() > 0.9
+
+
+def test_density_is_normalised_and_shape():
+    x = torch.rand(3, 3, 40, 56)
+    d = radial_density(x, 20)
+    assert d.shape == (3, 20)
+    torch.testing.assert_close(d.sum(1), torch.ones(3))
+    assert (d >= 0).all()
+
+
+def test_density_ignores_brightness_and_contrast_offset():
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(radial_density(x * 0.5 + 0.2, 8), radial_density(x, 8), atol=1e-6, rtol=1e-5)
+
+
+def _photo_like(n=4, size=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # Brownian-ish images: integrated noise gives a natural 1/f^2 power spectrum.
+    noise = torch.randn(n, 1, size, size, generator=g)
+    f = torch.fft.fft2(noise)
+    fy = torch.fft.fftfreq(size).view(-1, 1)
+    fx = torch.fft.fftfreq(size).view(1, -1)
+    r = torch.sqrt(fx**2 + fy**2).clamp(min=1.0 / size)
+    img = torch.fft.ifft2(f / r).real
+    img = (img - img.amin((2, 3), keepdim=True)) / (img.amax((2, 3), keepdim=True) - img.amin((2, 3), keepdim=True))
+    return img.repeat(1, 3, 1, 1)
+
+
+def test_blur_lowers_and_downscaling_raises_the_high_frequency_share():
+    x = _photo_like()
+    base = high_frequency_share(mean_density(x, 16))
+    blurred = high_frequency_share(mean_density(conv_per_sample(x, torch.from_numpy(gaussian(13, 2.0)).float()), 16))
+    down = high_frequency_share(mean_density(downscale(x, 4), 16))
+    assert blurred < 0.5 * base
+    assert down > 1.5 * base
+
+
+def test_distances_are_zero_on_equal_and_positive_otherwise():
+    p = torch.softmax(torch.randn(16), 0)
+    q = torch.softmax(torch.randn(16), 0)
+    for dist in (log_l1, symmetric_kl, jensen_shannon):
+        assert float(dist(p, p)) == pytest.approx(0.0, abs=1e-9)
+        assert float(dist(p, q)) > 0
+        assert float(dist(p, q)) == pytest.approx(float(dist(q, p)))
+
+
+def test_density_is_differentiable():
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    radial_density(x, 8)[:, -1].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_bin_centres_cover_zero_to_nyquist():
+    c = bin_centres(10)
+    assert c[0] == pytest.approx(0.025) and c[-1] == pytest.approx(0.475)
+
+
+def test_too_many_bins_for_a_tiny_patch_is_an_error():
+    with pytest.raises(ValueError, match="too many"):
+        radial_density(torch.rand(1, 1, 4, 4), 64)

@@ -1,0 +1,96 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from fca.frequency import radial_density
+from fca.kernels import conv_per_sample, gaussian
+from fca.losses import (
+    centre_crop,
+    density_loss,
+    fdc_generator_loss,
+    floored_log_l1,
+    lsgan_d_loss,
+    lsgan_g_loss,
+    spectral_loss,
+)
+
+
+def _images(n=4, size=64, seed=0):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _blur(x, sigma):
+    return conv_per_sample(x, torch.from_numpy(gaussian(9, sigma)).float())
+
+
+def test_floored_log_l1_ignores_differences_below_the_floor():
+    p = torch.tensor([0.5, 0.5 - 1e-9, 1e-9])
+    q = torch.tensor([0.5, 0.5 - 1e-7, 1e-7])
+    assert floored_log_l1(p, q, 1e-4) < 1e-3 * floored_log_l1(p, q, 1e-12)
+    assert floored_log_l1(p, p) == 0
+
+
+def test_spectral_loss_zero_for_same_patches_and_orders_blur():
+    real = _blur(_images(8, 64), 2.0)
+    same = centre_crop(real, 32)
+    assert float(spectral_loss(same, real, 8)) < 1e-6
+    sharp, blurred = _images(8, 32, seed=1), _blur(_images(8, 32, seed=1), 2.0)
+    assert spectral_loss(blurred, real, 8) < spectral_loss(sharp, real, 8)
+
+
+def test_spectral_loss_crops_real_patches_to_the_lr_size():
+    real, fake = _images(4, 64), _images(4, 32, seed=1)
+    target = radial_density(real[..., 16:48, 16:48], 8).mean(0)
+    torch.testing.assert_close(spectral_loss(fake, real, 8), density_loss(fake, target, 8))
+
+
+def test_spectral_loss_is_differentiable_and_fp32_under_autocast():
+    real = _blur(_images(4, 64), 2.0)
+    fake = _images(4, 32, seed=1).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = spectral_loss(fake, real, 8)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert fake.grad.abs().sum() > 0
+
+
+def test_lsgan_losses():
+    ones, zeros = torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    assert lsgan_d_loss(ones, zeros) == 0
+    assert lsgan_d_loss(zeros, ones) == 1.0
+    assert lsgan_g_loss(ones) == 0
+    assert lsgan_g_loss(zeros) == 1.0
+
+
+class MeanComparator(nn.Module):
+    """Stand-in FDC: E(x) = mean of x, C(a, b) = E(a) - E(b) -> [B]; one weight so freezing is testable."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, a, b):
+        return self.w * (a.mean((1, 2, 3)) - b.mean((1, 2, 3)))
+
+
+def test_fdc_generator_loss_targets():
+    fdc = MeanComparator()
+    z = torch.zeros(2, 3, 8, 8)
+    # E(fake) = E(x) = 0, E(x_U) = -1 -> C(fake, x_U) = +1, E(x_D) = +1 -> C(fake, x_D) = -1: all targets met
+    assert fdc_generator_loss(fdc, z, z, z - 1, z + 1) == 0
+    # fake too dense by 0.5: each of the three scores is off by 0.5
+    torch.testing.assert_close(fdc_generator_loss(fdc, z + 0.5, z, z - 1, z + 1), torch.tensor(0.25))
+    # the sign convention matters: swapping x_U and x_D is wrong
+    assert fdc_generator_loss(fdc, z, z, z + 1, z - 1) > 2
+
+
+def test_fdc_generator_loss_gradient_reaches_fake_only_when_frozen():
+    fdc = MeanComparator().requires_grad_(False)
+    fake = torch.rand(2, 3, 8, 8, requires_grad=True)
+    fdc_generator_loss(fdc, fake, *torch.rand(3, 2, 3, 8, 8)).backward()
+    assert fake.grad.abs().sum() > 0 and fdc.w.grad is None
+
+
+def test_fdc_generator_loss_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        fdc_generator_loss(MeanComparator(), torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 9, 9), torch.zeros(1, 3, 8, 8))

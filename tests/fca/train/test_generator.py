@@ -1,0 +1,151 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from fca.data.builtin import load_photo
+from fca.kernels import conv_per_sample, gaussian
+from fca.train.checkpoint import load_checkpoint
+from fca.train.generator import (
+    GeneratorConfig,
+    TrainingDivergedError,
+    half_then_linear_decay,
+    resolve_device,
+    train_generator,
+)
+
+CPU = torch.device("cpu")
+
+TINY = GeneratorConfig(
+    scale=4.0, patch_size=64, kernel_size=7, kernel_init_sigma=1.0, channels=4, dense_blocks=1, res_blocks=1,
+    wd_channels=4, loss="spectral", w_wd=0.0, spectral_bins=8, batch_size=4, steps=40, lr=1e-3, lr_prior=0.1,
+    checkpoint_every=1000, image_every=1000, seed=0,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def photo_patches() -> torch.Tensor:
+    """32 sharp 64 px patches of the astronaut photo, 8-bit like the patches stage's PNGs: [32, 3, 64, 64]."""
+    img = torch.from_numpy(load_photo("astronaut")).permute(2, 0, 1)
+    tiles = img.unfold(1, 64, 64).unfold(2, 64, 64).permute(1, 2, 0, 3, 4).reshape(-1, 3, 64, 64)
+    return tiles[torch.randperm(len(tiles), generator=torch.Generator().manual_seed(0))[:32]]
+
+
+def _blurred(patches: torch.Tensor, sigma: float) -> torch.Tensor:
+    out = conv_per_sample(patches, torch.from_numpy(gaussian(9, sigma)).float()).clamp(0, 1)
+    return (out * 255).round() / 255
+
+
+class ConvComparator(nn.Module):
+    """A stand-in FDC with the real one's interface: C(a, b) = E(a) - E(b) -> [B]."""
+
+    def __init__(self, nan_from_call: int | None = None):
+        super().__init__()
+        torch.manual_seed(123)
+        self.enc = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.LeakyReLU(0.2), nn.Conv2d(4, 1, 3))
+        self.calls, self.nan_from_call = 0, nan_from_call
+
+    def forward(self, a, b):
+        self.calls += 1
+        c = self.enc(a).mean((1, 2, 3)) - self.enc(b).mean((1, 2, 3))
+        if self.nan_from_call is not None and self.calls >= self.nan_from_call:
+            c = c * float("nan")
+        return c
+
+
+def _weights(gen) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in gen.state_dict().items()}
+
+
+def test_spectral_fit_widens_the_kernel_for_a_blurred_real_domain(photo_patches):
+    real = _blurred(photo_patches, 3.0)
+    gen, hist = train_generator(TINY, real, None, device=CPU, checkpoint_dir=None, progress=False)
+    first = np.mean([h["loss_spectral"] for h in hist[:5]])
+    last = np.mean([h["loss_spectral"] for h in hist[-5:]])
+    assert last < 0.7 * first
+    assert hist[0]["kernel_sigma"] == pytest.approx(1.0, abs=0.05)  # starts at the init Gaussian
+    assert hist[-1]["kernel_sigma"] > 1.3
+    # Control: with a sharp real domain the same run does not widen the kernel like that.
+    _, sharp_hist = train_generator(TINY, photo_patches, None, device=CPU, checkpoint_dir=None, progress=False)
+    assert sharp_hist[-1]["kernel_sigma"] < hist[-1]["kernel_sigma"] - 0.2
+
+
+def test_killed_and_resumed_run_is_bit_identical(photo_patches, tmp_path):
+    cfg = dataclasses.replace(TINY, loss="both", w_wd=0.001, steps=6, checkpoint_every=3)
+    real = _blurred(photo_patches, 2.0)
+    full, full_hist = train_generator(cfg, real, ConvComparator(), device=CPU, checkpoint_dir=tmp_path / "a", progress=False)
+
+    def kill_at_5(step, metrics):
+        if step == 5:
+            raise KeyboardInterrupt  # dies after the step-3 checkpoint, mid-way to the next one
+
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(cfg, real, ConvComparator(), device=CPU, checkpoint_dir=tmp_path / "b", on_step=kill_at_5, progress=False)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 3
+    resumed, resumed_hist = train_generator(cfg, real, ConvComparator(), device=CPU, checkpoint_dir=tmp_path / "b", progress=False)
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed_hist == full_hist
+    ca, cb = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(ca["discriminator"][k], cb["discriminator"][k]) for k in ca["discriminator"])
+
+
+def test_resume_with_changed_params_is_an_error(photo_patches, tmp_path):
+    cfg = dataclasses.replace(TINY, steps=2)
+    train_generator(cfg, photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="kernel_size"):
+        train_generator(dataclasses.replace(cfg, kernel_size=5), photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_nan_loss_raises_and_keeps_the_last_good_checkpoint(photo_patches, tmp_path):
+    cfg = dataclasses.replace(TINY, loss="fdc", w_wd=0.001, steps=10, checkpoint_every=2)
+    fdc = ConvComparator(nan_from_call=3 * 4 + 1)  # three calls per step: step 5 is the first bad one
+    with pytest.raises(TrainingDivergedError, match="step 5: loss_fdc") as err:
+        train_generator(cfg, photo_patches, fdc, device=CPU, checkpoint_dir=tmp_path, progress=False)
+    assert err.value.step == 5 and err.value.loss_name == "loss_fdc"
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["generator"].values())
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_fdc_is_frozen_and_callbacks_get_what_they_promise(photo_patches):
+    cfg = dataclasses.replace(TINY, loss="both", w_wd=0.001, steps=4, image_every=2)
+    fdc = ConvComparator()
+    before = {k: v.clone() for k, v in fdc.state_dict().items()}
+    steps, images = [], []
+    train_generator(
+        cfg, photo_patches, fdc, device=CPU, checkpoint_dir=None, progress=False,
+        on_step=lambda s, m: steps.append((s, m)),
+        on_images=lambda s, k, hr, bic, ours: images.append((s, k.shape, hr.shape, bic.shape, ours.shape)),
+    )  # fmt: skip
+    assert all(torch.equal(before[k], v) for k, v in fdc.state_dict().items())
+    assert not fdc.training and not any(p.requires_grad for p in fdc.parameters())
+    assert [s for s, _ in steps] == [1, 2, 3, 4]
+    m = steps[-1][1]
+    assert set(m) == {"loss_g", "loss_d", "loss_fdc", "loss_spectral", "loss_wd", "lr", "kernel_sigma"}
+    assert m["loss_fdc"] > 0 and m["loss_spectral"] > 0 and m["loss_d"] > 0
+    assert images == [(2, (4, 7, 7), (4, 3, 64, 64), (4, 3, 16, 16), (4, 3, 16, 16))] * 1 + [
+        (4, (4, 7, 7), (4, 3, 64, 64), (4, 3, 16, 16), (4, 3, 16, 16))
+    ]
+
+
+def test_fdc_loss_without_a_comparator_is_an_error(photo_patches):
+    with pytest.raises(ValueError, match="needs a trained FDC"):
+        train_generator(dataclasses.replace(TINY, loss="fdc"), photo_patches, None, device=CPU, checkpoint_dir=None, progress=False)
+
+
+def test_lr_schedule_constant_then_linear_to_zero():
+    f = half_then_linear_decay(10)
+    assert [f(t) for t in range(11)] == [1, 1, 1, 1, 1, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0]
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == CPU
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="tpu"):
+        resolve_device("tpu")

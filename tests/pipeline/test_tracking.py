@@ -1,0 +1,145 @@
+"""The MLflow adapter against a real `mlflow server` on 127.0.0.1, and its failure modes."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import tracking
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("mlflow server exited at start")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start in 90 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_stage_run_is_logged_to_a_real_server_and_read_back(mlflow_server, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("FCA_PIPELINE_ID", "test-pipeline-1")
+    monkeypatch.setenv("FCA_EXPERIMENT", "fca-test")
+    monkeypatch.delenv("FCA_TRACKING", raising=False)
+    artifact = tmp_path / "kernel.txt"
+    artifact.write_text("13x13")
+    with tracking.stage_run("patches", {"size": 128, "blur.type": "gaussian"}) as run:
+        for step in range(5):
+            run.log_metrics({"loss": 1.0 / (step + 1)}, step)
+        run.log_artifact(artifact)
+        run_id = run.run_id
+    with tracking.stage_run("train_fdc", {"steps": 3}) as run2:
+        run2.log_metrics({"acc": 0.9})
+
+    client = MlflowClient(mlflow_server)
+    got = client.get_run(run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.params == {"size": "128", "blur.type": "gaussian"}
+    assert got.data.tags["fca.stage"] == "patches"
+    assert "fca.git_commit" in got.data.tags
+    history = client.get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == [0, 1, 2, 3, 4]
+    assert history[-1].value == pytest.approx(0.2)
+    assert [a.path for a in client.list_artifacts(run_id)] == ["kernel.txt"]
+    # Both stage runs hang under one parent run for the pipeline invocation.
+    parent = got.data.tags["mlflow.parentRunId"]
+    assert client.get_run(run2.run_id).data.tags["mlflow.parentRunId"] == parent
+    assert client.get_run(parent).data.tags["fca.pipeline_id"] == "test-pipeline-1"
+
+
+def test_failed_stage_marks_the_run_failed(mlflow_server, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("FCA_EXPERIMENT", "fca-test")
+    with pytest.raises(RuntimeError):
+        with tracking.stage_run("degrade", {}) as run:
+            run_id = run.run_id
+            raise RuntimeError("boom")
+    assert MlflowClient(mlflow_server).get_run(run_id).info.status == "FAILED"
+
+
+def test_tracking_off_and_unreachable_server_do_not_stop_work(monkeypatch, caplog):
+    monkeypatch.setenv("FCA_TRACKING", "off")
+    with tracking.stage_run("patches", {"a": 1}) as run:
+        assert isinstance(run, tracking.NullRun) and run.run_id is None
+        run.log_metrics({"x": 1.0}, 0)
+    monkeypatch.setenv("FCA_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with tracking.stage_run("patches", {"a": 1}) as run:
+        run.log_metrics({"x": 1.0}, 0)
+    assert "runs untracked" in caplog.text
+
+
+def test_server_going_away_mid_run_keeps_metrics_and_retries():
+    """A client that fails for a while: calls are kept and sent once it answers again."""
+
+    class Flaky:
+        def __init__(self):
+            self.up = True
+            self.calls = []
+
+        def log_batch(self, run_id, metrics=(), params=()):
+            if not self.up:
+                raise ConnectionError("server gone")
+            self.calls.append([(m.key, m.step) for m in metrics])
+
+    client = Flaky()
+    run = tracking.MlflowRun(client, "r1")
+    run.log_metrics({"loss": 1.0}, 0)
+    run.flush()
+    client.up = False
+    run.log_metrics({"loss": 0.5}, 1)
+    run.flush()  # fails: kept
+    client.up = True
+    run.log_metrics({"loss": 0.25}, 2)
+    run.flush()
+    sent = [item for call in client.calls for item in call]
+    assert sent == [("loss", 0), ("loss", 1), ("loss", 2)]
+
+
+def test_pipeline_id_comes_from_the_env_or_the_engine(monkeypatch):
+    monkeypatch.setenv("FCA_PIPELINE_ID", "abc")
+    assert tracking.pipeline_id() == "abc"
+    monkeypatch.delenv("FCA_PIPELINE_ID")
+    # Run under a process whose argv names an engine: the child sees it as its ancestor.
+    code = "from pipeline.tracking import pipeline_id; print(pipeline_id())"
+    out = subprocess.run(["bash", "-c", f"exec -a snakemake bash -c '{sys.executable} -c \"{code}\"; true'"],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], env=dict(os.environ))
+    assert out.stdout.strip().startswith("snakemake-"), out.stdout + out.stderr

@@ -1,0 +1,109 @@
+"""The whole graph on tiny params under both engines, each in its own temporary git checkout."""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+EXPECTED_STAGES = ["download", "patches", "train_fdc", "train_generator", "degrade", "evaluate", "report"]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DVC_NO_ANALYTICS="1", FCA_PROGRESS="off", XDG_CACHE_HOME=str(tmp / "xdg"),
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
+        FCA_THREADS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+    )
+    env.pop("FCA_TRACKING", None)
+    env.pop("FCA_PIPELINE_ID", None)
+    return env
+
+
+def checkout(tmp: Path) -> Path:
+    """A fresh git repo holding the project's files (what a clone has), with the tiny params."""
+    repo = tmp / "repo"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file() and not f.startswith(("reports/", "dvc.lock")):
+            (repo / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / f)
+    shutil.copy(ROOT / "tests" / "params_tiny.yaml", repo / "params.yaml")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        subprocess.run(cmd, cwd=repo, check=True, env=_env(tmp), capture_output=True)
+    return repo
+
+
+def run(cmd: list[str], repo: Path, tmp: Path, timeout: int = 900) -> str:
+    out = subprocess.run(cmd, cwd=repo, env=_env(tmp), capture_output=True, text=True, timeout=timeout)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{text[-6000:]}"
+    return text
+
+
+def check_outputs(repo: Path) -> dict:
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    for key in ("gap_bicubic", "gap_fca", "gap_reduction"):
+        assert key in metrics["density"]
+    for key in ("cov_rel_error", "sigma_pred", "sigma_oracle", "lr_psnr_bicubic", "lr_psnr_fca", "lr_psnr_oracle"):
+        assert key in metrics["kernel"]
+    for key in ("psnr_bicubic", "psnr_fca", "psnr_oracle", "ssim_bicubic", "ssim_fca", "ssim_oracle", "gain_fraction"):
+        assert key in metrics["sr"]
+    assert {"acc_s3.5", "acc_s2.0", "acc_s1.2"} <= set(metrics["fdc"])
+    for fig in ("density", "kernels", "crops", "training", "degraded"):
+        assert (repo / "reports" / "figures" / f"{fig}.png").stat().st_size > 1000
+    assert "## Verdict" in (repo / "reports" / "README.md").read_text()
+    return metrics
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_all_then_nothing_then_only_what_a_param_touches(tmp_path):
+    repo = checkout(tmp_path)
+    first = run([str(BIN / "dvc"), "repro"], repo, tmp_path)
+    for name in EXPECTED_STAGES:
+        assert f"Running stage '{name}'" in first
+    check_outputs(repo)
+
+    second = run([str(BIN / "dvc"), "repro"], repo, tmp_path)
+    assert "Running stage" not in second
+
+    params = (repo / "params.yaml").read_text().replace("gallery_size: 2", "gallery_size: 1")
+    (repo / "params.yaml").write_text(params)
+    third = run([str(BIN / "dvc"), "repro"], repo, tmp_path)
+    assert [n for n in EXPECTED_STAGES if f"Running stage '{n}'" in third] == ["report"]
+
+    # Every stage is an MLflow run under one parent per invocation, tagged with its stage.
+    db = sqlite3.connect(tmp_path / "mlflow.db")
+    stages = [r[0] for r in db.execute("select value from tags where key = 'fca.stage'")]
+    assert sorted(stages) == sorted(EXPECTED_STAGES + ["report"])
+    parents = {r[0] for r in db.execute("select value from tags where key = 'mlflow.parentRunId'")}
+    assert len(parents) == 2  # the first full run and the report-only re-run
+    names = {r[0] for r in db.execute("select key from metrics")}
+    assert {"density.gap_fca", "sr.gain_fraction", "loss_g"} <= names
+
+
+@pytest.mark.slow
+def test_snakemake_runs_the_same_graph(tmp_path):
+    repo = checkout(tmp_path)
+    first = run([str(BIN / "snakemake"), "--cores", "2"], repo, tmp_path)
+    for name in EXPECTED_STAGES:
+        assert (repo / "logs" / f"{name}.log").is_file(), first[-3000:]
+    check_outputs(repo)
+
+    second = run([str(BIN / "snakemake"), "--cores", "2"], repo, tmp_path)
+    assert "Nothing to be done" in second
+
+    params = (repo / "params.yaml").read_text().replace("gallery_size: 2", "gallery_size: 1")
+    (repo / "params.yaml").write_text(params)
+    dry = run([str(BIN / "snakemake"), "--cores", "2", "-n", "--quiet", "rules"], repo, tmp_path)
+    jobs = [n for n in EXPECTED_STAGES if f"\n{n} " in dry or f"\n    {n}" in dry or f" {n} " in dry]
+    assert jobs == ["report"], dry
