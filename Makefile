@@ -30,6 +30,9 @@ test: $(STAMP)  ## run the test suite
 bench: $(STAMP)  ## speed and memory benchmarks (not part of the tests)
 	$(BIN)/python -m benchmarks.run
 
+compare: $(STAMP)  ## generator.loss = fdc, spectral, both as DVC experiments; table + plot in reports/compare/
+	fca compare
+
 mlflow-ui: $(STAMP)  ## open the local MLflow UI on 127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 

@@ -7,9 +7,9 @@ s = 3.5 / 2.0 / 1.2 (bicubic pairs, native anchors; see fca/train/fdc.py), |C(x'
 the wall time, and the sigma-crossing test: with the FDC frozen, the mean of
 C(down(R, 4) (*) k_sigma, crop(R)) over held-out patches for Gaussian sigma in 0..5;
 the sigma where it crosses 0 is the kernel width a generator trained against this FDC
-would settle on (the least-squares oracle is ~2.67 for these data). The same crossing
-for the analytic radial density (fca.frequency) is printed as the reference a
-perfect density comparator would give.
+would settle on (the least-squares oracle is ~2.67 for these data). Also printed:
+the crossing against L_true (same scene, true blur: isolates the FDC's calibration
+from the content's scale statistics) and the analytic density fit (fca.frequency).
 
     .venv/bin/python benchmarks/fdc_experiments.py                 # all variants
     .venv/bin/python benchmarks/fdc_experiments.py default naive   # some of them
@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fdc_data import cached_demo_patches  # noqa: E402
 
-from fca.frequency import high_frequency_share, mean_density, radial_density  # noqa: E402
+from fca.frequency import log_l1, mean_density  # noqa: E402
 from fca.kernels import conv_per_sample, gaussian  # noqa: E402
 from fca.resample import downscale  # noqa: E402
 from fca.train.fdc import FDCConfig, evaluate_fdc, train_fdc  # noqa: E402
@@ -54,6 +54,8 @@ VARIANTS: dict[str, dict] = {
     "+normalize": {**NAIVE, "lr": 1e-3, "lr_final": 0.1, "resamplers": ["bicubic", "bilinear", "area"], "augment": True,
                    "scale_sampling": "range", "curriculum_fraction": 0.5, "normalize_input": True},
     "default": {},  # FDCConfig's defaults (+anchor jitter on top of the above)
+    "aligned": {"aligned": 1.0},
+    "aligned0.5": {"aligned": 0.5},
     "logistic": {"loss": "logistic"},
     "jitter1.5": {"anchor_jitter": 1.5},
     "no_jitter": {"anchor_jitter": 1.0},
@@ -67,41 +69,51 @@ VARIANTS: dict[str, dict] = {
 BASE = dict(steps=600, eval_every=10**6, checkpoint_every=10**6, eval_repeats=2)
 
 
-def sigma_sweep(fdc, real: torch.Tensor, patch: int, sigmas: list[float], scale: float = 4.0, seed: int = 0, crops: int = 2) -> dict[float, float]:
-    """Mean C(down(R, scale) (*) k_sigma, crop(R)) over patches R [N, 3, H, W] for each sigma (0 = no blur)."""
+def sigma_sweep(
+    fdc, real: torch.Tensor, patch: int, sigmas: list[float], scale: float = 4.0, seed: int = 0, crops: int = 2, clean: torch.Tensor | None = None
+) -> tuple[dict[float, float], dict[float, float]]:
+    """Mean C(down(R, scale) (*) k_sigma, ref) for each sigma (0 = no blur), R: real patches [N, 3, H, W].
+
+    Returns two curves: ref = random crops of R (what the generator is trained
+    against), and ref = L_true = down(I) (*) k_gt, the same crop of the same scene
+    (needs `clean` I); the second crosses 0 at the right width if the FDC is a pure
+    blur meter, whatever the content's statistics at the two zooms.
+    """
     gen = torch.Generator().manual_seed(seed)
     lr = downscale(real, scale)
+    ltrue = None if clean is None else conv_per_sample(downscale(clean, scale), torch.from_numpy(gaussian(13, 3.0)).float())
     h, w = lr.shape[-2:]
-    refs, fakes = [], []
+    n = real.shape[0]
+
+    def crop(images, ys, xs):
+        return torch.stack([im[:, y : y + patch, x : x + patch] for im, y, x in zip(images, ys.tolist(), xs.tolist())])
+
+    refs, places = [], []
     for _ in range(crops):
-        ys = torch.randint(0, real.shape[-2] - patch + 1, (real.shape[0],), generator=gen)
-        xs = torch.randint(0, real.shape[-1] - patch + 1, (real.shape[0],), generator=gen)
-        refs.append(torch.stack([r[:, y : y + patch, x : x + patch] for r, y, x in zip(real, ys.tolist(), xs.tolist())]))
-        ys = torch.randint(0, h - patch + 1, (real.shape[0],), generator=gen)
-        xs = torch.randint(0, w - patch + 1, (real.shape[0],), generator=gen)
-        fakes.append((ys, xs))
-    out = {}
+        ys = torch.randint(0, real.shape[-2] - patch + 1, (n,), generator=gen)
+        xs = torch.randint(0, real.shape[-1] - patch + 1, (n,), generator=gen)
+        refs.append(crop(real, ys, xs))
+        places.append((torch.randint(0, h - patch + 1, (n,), generator=gen), torch.randint(0, w - patch + 1, (n,), generator=gen)))
+    vs_real, vs_true = {}, {}
     fdc.eval()
     with torch.no_grad():
-        ref_scores = torch.cat([fdc.score(r) for r in refs])
+        ref_score = torch.cat([fdc.score(r) for r in refs]).mean()
+        true_scores = None if ltrue is None else torch.cat([fdc.score(crop(ltrue, ys, xs)) for ys, xs in places])
         for s in sigmas:
             blurred = lr if s == 0 else conv_per_sample(lr, torch.from_numpy(gaussian(13, s)).float())
-            crops_ = [torch.stack([b[:, y : y + patch, x : x + patch] for b, y, x in zip(blurred, ys.tolist(), xs.tolist())]) for ys, xs in fakes]
-            out[s] = (torch.cat([fdc.score(c) for c in crops_]).mean() - ref_scores.mean()).item()
-    return out
+            fake = torch.cat([fdc.score(crop(blurred, ys, xs)) for ys, xs in places])
+            vs_real[s] = (fake.mean() - ref_score).item()
+            if true_scores is not None:
+                vs_true[s] = (fake - true_scores).mean().item()
+    return vs_real, vs_true
 
 
-def density_sweep(real: torch.Tensor, patch: int, sigmas: list[float], scale: float = 4.0, bins: int = 16) -> dict[float, float]:
-    """Analytic reference: high-frequency share (above 0.1 cyc/px) of down(R) (*) k_sigma minus that of R's patch-size crops."""
+def density_fit(real: torch.Tensor, sigmas: list[float], scale: float = 4.0, bins: int = 16) -> float:
+    """Analytic reference: the sigma minimising log-L1 between the mean density of down(R) (*) k_sigma and of R (whole patches)."""
     lr = downscale(real, scale)
-    c = (real.shape[-1] - patch) // 2
-    ref = high_frequency_share(mean_density(real[..., c : c + patch, c : c + patch], bins), 0.1)
-    out = {}
-    for s in sigmas:
-        blurred = lr if s == 0 else conv_per_sample(lr, torch.from_numpy(gaussian(13, s)).float())
-        c2 = (blurred.shape[-1] - patch) // 2
-        out[s] = (high_frequency_share(mean_density(blurred[..., c2 : c2 + patch, c2 : c2 + patch], bins), 0.1) - ref).item()
-    return out
+    ref = mean_density(real, bins)
+    gap = {s: log_l1(mean_density(lr if s == 0 else conv_per_sample(lr, torch.from_numpy(gaussian(13, s)).float()), bins), ref).item() for s in sigmas}
+    return min(gap, key=gap.get)
 
 
 def zero_crossing(curve: dict[float, float]) -> float:
@@ -116,24 +128,28 @@ def zero_crossing(curve: dict[float, float]) -> float:
 SIGMAS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5, 4.0, 4.5, 5.0]
 
 
-def run_variant(name: str, overrides: dict, train: torch.Tensor, test: torch.Tensor, seed: int) -> dict:
+def run_variant(name: str, overrides: dict, train: torch.Tensor, test: torch.Tensor, test_clean: torch.Tensor, seed: int, save_dir: Path | None = None) -> dict:
     cfg = FDCConfig(**{**BASE, **overrides, "seed": seed})
     t0, c0 = time.perf_counter(), time.process_time()
     fdc, _ = train_fdc(cfg, train, test, progress=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": dataclasses.asdict(cfg), "model": fdc.state_dict()}, save_dir / f"{name}_{seed}.pt")
     m = evaluate_fdc(fdc, test, [3.5, 2.0, 1.2], seed=123, patch_size=cfg.patch_size, repeats=4)
-    curve = sigma_sweep(fdc, test, cfg.patch_size, SIGMAS)
-    curve_train = sigma_sweep(fdc, train[::2], cfg.patch_size, SIGMAS)
+    curve, curve_true = sigma_sweep(fdc, test, cfg.patch_size, SIGMAS, clean=test_clean)
+    curve_train, _ = sigma_sweep(fdc, train[::2], cfg.patch_size, SIGMAS)
     return {"variant": name, "seed": seed, "overrides": overrides, "wall_s": wall, "cpu_s": cpu, **m,
-            "sigma_cross": zero_crossing(curve), "sigma_cross_train": zero_crossing(curve_train), "curve": curve}
+            "sigma_cross": zero_crossing(curve), "sigma_cross_train": zero_crossing(curve_train),
+            "sigma_cross_ltrue": zero_crossing(curve_true), "curve": curve, "curve_ltrue": curve_true}
 
 
 def print_table(rows: list[dict], verbose: bool = False) -> None:
-    print(f"{'variant':<16}{'seed':>5}{'acc3.5':>8}{'acc2.0':>8}{'acc1.2':>8}{'dn1.2':>7}{'up1.2':>7}{'|same|':>8}{'sig0':>7}{'sig0tr':>7}{'cpu s':>7}{'wall s':>8}")
+    print(f"{'variant':<16}{'seed':>5}{'acc3.5':>8}{'acc2.0':>8}{'acc1.2':>8}{'rnd1.2':>8}{'dn1.2':>7}{'up1.2':>7}{'|same|':>8}{'sig0':>7}{'sig0tr':>7}{'sig0L':>7}{'cpu s':>7}{'wall s':>8}")
     for r in rows:
         print(
-            f"{r['variant']:<16}{r['seed']:>5}{100 * r['acc_s3.5']:>7.1f}%{100 * r['acc_s2.0']:>7.1f}%{100 * r['acc_s1.2']:>7.1f}%"
-            f"{100 * r['acc_down_s1.2']:>6.0f}%{100 * r['acc_up_s1.2']:>6.0f}%{r['same_abs']:>8.3f}{r['sigma_cross']:>7.2f}{r['sigma_cross_train']:>7.2f}{r.get('cpu_s', math.nan):>7.0f}{r['wall_s']:>8.0f}"
+            f"{r['variant']:<16}{r['seed']:>5}{100 * r['acc_s3.5']:>7.1f}%{100 * r['acc_s2.0']:>7.1f}%{100 * r['acc_s1.2']:>7.1f}%{100 * r.get('acc_rand_s1.2', math.nan):>7.1f}%"
+            f"{100 * r['acc_down_s1.2']:>6.0f}%{100 * r['acc_up_s1.2']:>6.0f}%{r['same_abs']:>8.3f}{r['sigma_cross']:>7.2f}{r['sigma_cross_train']:>7.2f}{r.get('sigma_cross_ltrue', math.nan):>7.2f}{r.get('cpu_s', math.nan):>7.0f}{r['wall_s']:>8.0f}"
         )
         if verbose:
             print("    C vs sigma: " + " ".join(f"{float(k):g}:{v:+.2f}" for k, v in r["curve"].items()))
@@ -146,6 +162,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--out", default="/tmp/fdc_experiments.jsonl")
+    ap.add_argument("--save", default="/tmp/fdcx_models", help="folder for the trained models ('' = do not keep)")
     ap.add_argument("--table", action="store_true", help="print the table from --out and stop")
     ap.add_argument("--set", nargs="*", default=[], help="extra overrides key=json, applied to every variant")
     args = ap.parse_args()
@@ -159,14 +176,14 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    train, test, _, _ = cached_demo_patches()
-    ref = density_sweep(test, 32, SIGMAS)
-    print(f"analytic density (HF share above 0.1 cyc/px) crosses at sigma {zero_crossing(ref):.2f} (held-out), "
-          f"{zero_crossing(density_sweep(train, 32, SIGMAS)):.2f} (train); the least-squares oracle is ~2.67")
+    train, test, _, test_clean = cached_demo_patches()
+    fine = [round(2.0 + 0.05 * i, 2) for i in range(41)]
+    print(f"analytic density fit (log-L1, 16 bins, whole patches): sigma {density_fit(test, fine):.2f} (held-out), "
+          f"{density_fit(train, fine):.2f} (train); the least-squares oracle is ~2.67")
     rows = []
     for name in args.variants or list(VARIANTS):
         for seed in args.seeds:
-            row = run_variant(name, {**VARIANTS[name], **extra}, train, test, seed)
+            row = run_variant(name, {**VARIANTS[name], **extra}, train, test, test_clean, seed, Path(args.save) if args.save else None)
             if extra:
                 row["variant"] = name + "*"
             rows.append(row)

@@ -417,7 +417,7 @@ def degrade_folder(
             row.update(file=rel.as_posix(), status="ok", reason="")
             t0 = time.perf_counter()
             try:
-                image = load_rgb(path)
+                image = load_rgb(path, uint8=True)  # converted to float per block: bounded memory
                 h, w = image.shape[:2]
                 row.update(width=w, height=h)
                 _check_size(path, h, w, source)

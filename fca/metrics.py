@@ -15,7 +15,10 @@ SSIM follows Wang et al. (2004) and `skimage.metrics.structural_similarity` with
 window, K1 = 0.01, K2 = 0.03, and the mean of the SSIM map over the positions where
 the whole window fits ("valid").
 
-All functions are batched: [N, 3, H, W] pairs -> [N] per image, in float64.
+All functions are batched: [N, 3, H, W] pairs -> [N] per image, in float64. The
+`pooled_*` PSNRs instead take the mean squared error over all images at once (the PSNR
+of the set as one mosaic): for small crops the per-image mean is dominated by nearly
+flat crops, where a tiny absolute error moves PSNR by tens of dB.
 """
 
 from __future__ import annotations
@@ -102,6 +105,22 @@ def ssim_gray(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torc
     c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.flatten(1).mean(1)
+
+
+def pooled_psnr(a: torch.Tensor, b: torch.Tensor, border: int = 0) -> float:
+    """PSNR (dB) of the mean squared error over all images, channels and pixels of [N, C, H, W] pairs."""
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if border:
+        a = a[..., border:-border, border:-border]
+        b = b[..., border:-border, border:-border]
+    return float(-10.0 * torch.log10((a.double() - b.double()).pow(2).mean()))
+
+
+def pooled_psnr_y(a: torch.Tensor, b: torch.Tensor, border: int = 0) -> float:
+    """PSNR (dB) on BT.601 Y of the mean squared error over all images of RGB pairs [N, 3, H, W]."""
+    ya, yb = _prepare(a, b, border)
+    return float(-10.0 * torch.log10((ya - yb).pow(2).mean()))
 
 
 def mean_psnr_y(a: torch.Tensor, b: torch.Tensor, border: int = 0) -> float:

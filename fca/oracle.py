@@ -9,8 +9,9 @@ The convolution is linear in k, so this is a least-squares problem with simplex
 constraints. We build its normal equations from shifted copies of the
 reflect-padded input (the same padding `conv_per_sample` uses), in float64, and
 solve the small K^2-variable QP exactly: non-negative least squares (Lawson-Hanson)
-with the sum constraint as a heavily weighted extra row finds the support, and an
-equality-constrained solve on that support removes the penalty's small bias.
+with the sum constraint as a heavily weighted extra row gives a near-optimal feasible
+start, and primal active-set iterations (equality-constrained solves on the support)
+remove the penalty's small bias and end at the exact optimum (KKT checked).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def _check_pair(lr_in: torch.Tensor, target: torch.Tensor, size: int) -> None:
 def _normal_equations(lr_in: torch.Tensor, target: torch.Tensor, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Gram matrix A^T A [K^2, K^2] and A^T t [K^2] of one least-squares problem.
 
-    Column (i, j) of A is the padded input shifted by (i, j), i.e. what multiplies the
-    *flipped* kernel entry (i, j) in `conv_per_sample`; the caller flips back.
+    Column (i*K + j) of A is the padded input shifted by (i, j), i.e. what multiplies
+    the *flipped* kernel entry (i, j) in `conv_per_sample`; the caller flips back.
     """
     n, c, h, w = lr_in.shape
     pad = size // 2

@@ -88,3 +88,14 @@ def save_figure(fig: plt.Figure, path) -> None:
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def bar_comparison(df, label: str, columns: list[str]) -> plt.Figure:
+    """One panel per metric column, one bar per row of `df` (labelled by `label`)."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.4 * len(columns), 3.2), dpi=110, squeeze=False)
+    for ax, col in zip(axes[0], columns):
+        ax.bar(df[label].astype(str), df[col], color=["tab:blue", "tab:orange", "tab:green", "tab:red"][: len(df)])
+        ax.set_title(col, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

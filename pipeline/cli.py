@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "degrade": ("pipeline.degrade", "degrade any folder of images with a trained generator"),
     "evaluate": ("pipeline.evaluate", "the referee: oracle kernel, density gaps, kernel error, SR trained three ways"),
     "report": ("pipeline.report", "figures and reports/README.md from the evaluation"),
+    "compare": ("pipeline.compare", "run generator.loss = fdc / spectral / both as DVC experiments and compare them"),
 }
 
 

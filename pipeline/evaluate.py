@@ -56,7 +56,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         lr, kernels = generator(hr.to(device))
         return lr.float().cpu(), kernels.float().cpu()
 
-    with tracking.stage_run("evaluate", section_dict(cfg)) as run:
+    with tracking.stage_run("evaluate", section_dict(cfg) | {"generator.loss": params.generator.loss}) as run:
         result = referee(
             clean_val, real_val, k_gt, generator.scale, degrade_fn, clean_train, real_train, cfg,
             progress=stage.progress_enabled(args),

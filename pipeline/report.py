@@ -69,7 +69,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
     figures["crops"] = image_grid(rows, ["input L_true", "SR, bicubic pairs", "SR, our pairs", "SR, oracle pairs", "target R"])
     fdc = pd.read_csv(args.fdc_curve)
     gen = pd.read_csv(args.generator_curve)
-    acc_cols = [c for c in fdc.columns if c.startswith("acc")]
+    acc_cols = [c for c in fdc.columns if c.startswith("acc_s")]
     loss_cols = [c for c in gen.columns if c.startswith("loss") and gen[c].abs().sum() > 0]
     sr_losses = {k.removeprefix("sr_loss_"): a[k] for k in a.files if k.startswith("sr_loss_")}
     panels = [("FDC held-out ordering accuracy", fdc.step.to_numpy(), {c: fdc[c].to_numpy() for c in acc_cols}),

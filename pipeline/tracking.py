@@ -227,3 +227,20 @@ def stage_run(stage: str, params: dict[str, Any]) -> Iterator[NullRun]:
         except Exception as e:  # noqa: BLE001
             log.warning("could not close MLflow run %s: %s", tracked.run_id, e)
 
+
+
+def stage_runs(stage: str) -> list[dict[str, Any]]:
+    """Finished runs of one stage in the current experiment, newest first: [{run_id, start_time, params, metrics, tags}]."""
+    client = _client()
+    exp = client.get_experiment_by_name(os.environ.get("FCA_EXPERIMENT", "fca"))
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`fca.stage` = '{stage}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1000,
+    )
+    return [
+        {"run_id": r.info.run_id, "start_time": r.info.start_time, "params": dict(r.data.params),
+         "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)}
+        for r in runs
+    ]

@@ -22,8 +22,12 @@ Ordering accuracy at scale s (`evaluate_fdc`): on held-out patches, anchors at
 native scale, x_D and x_U made with one resampler (bicubic, what the generator uses);
 each pair is judged on its own: a (x_D, x) pair is right when C(x_D, x) > 0, a
 (x_U, x) pair when C(x_U, x) < 0. acc_s{s} is the share of right judgements over
-both kinds (acc_down_s{s} and acc_up_s{s} split it); same_abs is the mean |C(x', x)|
-and same_mean the mean C(x', x) for same-scale pairs.
+both kinds (acc_down_s{s} and acc_up_s{s} split it) when the three crops are centred
+on the same scene point, so a pair differs in scale only; acc_rand_s{s} is the same
+with crops at independent places, where the content of two 32 px crops differs more
+than a 1.2x change of scale does (hand-made density measures score ~0.77 there at
+s = 1.2; see benchmarks/fdc_experiments.py). same_abs is the mean |C(x', x)| and
+same_mean the mean C(x', x) for same-scale pairs.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class FDCConfig:
     scale_sampling: str = param("range", choices=("current", "range"), help="all pairs at the current s, or s drawn in [current, start]")
     anchor_jitter: float = param(1.25, ge=1.0, help="anchor resized by t0 in [1/j, j] (log-uniform); 1 = native anchors")
     augment: bool = param(True, help="random flips and 90-degree rotations")
+    aligned: float = param(0.0, ge=0, le=1, help="share of training pairs whose crops show the same scene point")
     resamplers: list[str] = param(["bicubic", "bilinear", "area"], choices=RESAMPLERS, nonempty=True)
     eval_every: int = param(200, ge=1)
     eval_scales: list[float] = param([3.5, 2.0, 1.2], ge=1.0, nonempty=True)
@@ -102,6 +107,14 @@ def _random_crop(img: torch.Tensor, patch: int, gen: torch.Generator) -> torch.T
     return img[:, y : y + patch, x : x + patch]
 
 
+def _crop_around(img: torch.Tensor, cy: float, cx: float, shrink: float, patch: int) -> torch.Tensor:
+    """[C, h, w] (a source image shrunk by `shrink`) -> the [C, patch, patch] crop centred on source point (cy, cx)."""
+    h, w = img.shape[-2:]
+    y = min(max(round(cy / shrink - patch / 2), 0), h - patch)
+    x = min(max(round(cx / shrink - patch / 2), 0), w - patch)
+    return img[:, y : y + patch, x : x + patch]
+
+
 def _resized(img: torch.Tensor, shrink: float, modes: list[str], gen: torch.Generator) -> torch.Tensor:
     """[C, H, W] shrunk by `shrink` (< 1 enlarges) with a resampler drawn from `modes`; 1 is a no-op."""
     if shrink == 1.0:
@@ -128,6 +141,7 @@ def make_pairs(
     *,
     anchor_jitter: float = 1.0,
     augment: bool = False,
+    aligned: bool | float = False,
 ) -> PairBatch:
     """Build the FDC training/evaluation pairs from real-domain patches.
 
@@ -136,6 +150,9 @@ def make_pairs(
     anchor = R resized by 1/t0 (t0 log-uniform in [1/anchor_jitter, anchor_jitter],
     capped so x_D still fits; t0 = 1 is a plain crop), down = R shrunk by t0*s,
     up = R resized by s/t0 (enlarged), same = another crop of the anchor's image.
+    Crops are at independent random places, or with `aligned` (True, or the
+    probability per patch) the anchor, down and up crops are centred on one random
+    scene point (the pair differs in scale, not in what it shows; `same` stays elsewhere).
     Every resize draws its resampler from `resamplers`; all randomness comes from
     `generator_rng` (a CPU torch.Generator), so the pairs are reproducible.
     """
@@ -167,11 +184,18 @@ def make_pairs(
             hi = min(anchor_jitter, most / s)
             lo = 1.0 / anchor_jitter
             t0 = math.exp(_uniform(generator_rng, math.log(lo), math.log(max(hi, lo))))
-        anchor_img = _resized(src, t0, modes, generator_rng)
-        out["anchor"].append(_random_crop(anchor_img, patch, generator_rng))
-        out["same"].append(_random_crop(anchor_img, patch, generator_rng))
-        out["down"].append(_random_crop(_resized(src, t0 * s, modes, generator_rng), patch, generator_rng))
-        out["up"].append(_random_crop(_resized(src, t0 / s, modes, generator_rng), patch, generator_rng))
+        shrink = {"anchor": t0, "down": t0 * s, "up": t0 / s}
+        imgs = {k: _resized(src, f, modes, generator_rng) for k, f in shrink.items()}
+        if float(aligned) >= 1.0 or (float(aligned) > 0.0 and torch.rand((), generator=generator_rng).item() < float(aligned)):
+            # a scene point every crop can be centred on
+            half = shrink["down"] * patch / 2
+            cy, cx = _uniform(generator_rng, half, h - half), _uniform(generator_rng, half, w - half)
+            for k, f in shrink.items():
+                out[k].append(_crop_around(imgs[k], cy, cx, f, patch))
+        else:
+            for k in shrink:
+                out[k].append(_random_crop(imgs[k], patch, generator_rng))
+        out["same"].append(_random_crop(imgs["anchor"], patch, generator_rng))
     return PairBatch(**{k: torch.stack(v) for k, v in out.items()}, scale=scales.float().clone())
 
 
@@ -243,9 +267,11 @@ def evaluate_fdc(
     """Ordering accuracy of `fdc` on held-out real patches [M, 3, H, W] (see the module docstring).
 
     Anchors are native crops; x_D / x_U use `resampler` only. Each patch gives
-    `repeats` random crops per scale, drawn from a generator seeded with `seed`, so
-    the same patches and seed give the same numbers. Returns acc_s{s},
-    acc_down_s{s}, acc_up_s{s} for each scale, and same_abs / same_mean.
+    `repeats` random pairs per scale and crop policy, drawn from a generator seeded
+    with `seed`, so the same patches and seed give the same numbers. Returns, per
+    scale s: acc_s{s}, acc_down_s{s}, acc_up_s{s} (aligned crops: x_D, x, x_U show
+    the same scene point) and acc_rand_s{s} (crops at independent places); and
+    same_abs / same_mean, the mean |C(x', x)| and C(x', x).
     The FDC is evaluated in eval mode (BatchNorm running statistics) and its mode is restored.
     """
     was_training = fdc.training
@@ -255,19 +281,23 @@ def evaluate_fdc(
     same_vals: list[torch.Tensor] = []
     try:
         for s in scales:
-            downs, ups = [], []
-            for _ in range(repeats):
-                for start in range(0, patches.shape[0], batch_size):
-                    chunk = patches[start : start + batch_size].float()
-                    pairs = make_pairs(chunk, s, patch_size, gen, [resampler])
-                    c_down, c_same, c_up = comparator_outputs(fdc, pairs)
-                    downs.append(c_down > 0)
-                    ups.append(c_up < 0)
-                    same_vals.append(c_same)
-            down, up = torch.cat(downs).float(), torch.cat(ups).float()
-            metrics[scale_key("acc", s)] = torch.cat([down, up]).mean().item()
-            metrics[scale_key("acc_down", s)] = down.mean().item()
-            metrics[scale_key("acc_up", s)] = up.mean().item()
+            for aligned in (True, False):
+                downs, ups = [], []
+                for _ in range(repeats):
+                    for start in range(0, patches.shape[0], batch_size):
+                        chunk = patches[start : start + batch_size].float()
+                        pairs = make_pairs(chunk, s, patch_size, gen, [resampler], aligned=aligned)
+                        c_down, c_same, c_up = comparator_outputs(fdc, pairs)
+                        downs.append(c_down > 0)
+                        ups.append(c_up < 0)
+                        same_vals.append(c_same)
+                down, up = torch.cat(downs).float(), torch.cat(ups).float()
+                if aligned:
+                    metrics[scale_key("acc", s)] = torch.cat([down, up]).mean().item()
+                    metrics[scale_key("acc_down", s)] = down.mean().item()
+                    metrics[scale_key("acc_up", s)] = up.mean().item()
+                else:
+                    metrics[scale_key("acc_rand", s)] = torch.cat([down, up]).mean().item()
         same = torch.cat(same_vals)
         metrics["same_abs"] = same.abs().mean().item()
         metrics["same_mean"] = same.mean().item()
@@ -387,6 +417,7 @@ def train_fdc(
             config.resamplers,
             anchor_jitter=config.anchor_jitter,
             augment=config.augment,
+            aligned=config.aligned,
         )
         loss = pair_loss(*comparator_outputs(fdc, pairs), kind=config.loss)
         opt.zero_grad(set_to_none=True)

@@ -204,6 +204,11 @@ def train_generator(
         raise ValueError(
             f"generator.patch_size / scale = {side} px is too small for a {config.kernel_size}x{config.kernel_size} kernel"
         )
+    if use_spectral and config.spectral_bins > side // 2:
+        raise ValueError(
+            f"generator.spectral_bins = {config.spectral_bins}: at most {side // 2} for {side} px LR patches "
+            f"(patch_size {config.patch_size} / scale {config.scale})"
+        )
     patches = _as_float(train_patches)
 
     # --- construction (identical on a fresh start and on a resume) ---
@@ -351,7 +356,8 @@ def train_generator(
             scaler.update()
         lr_now = opt_g.param_groups[0]["lr"]
         sched_g.step()
-        sched_d.step()
+        if use_wd:
+            sched_d.step()
         step += 1
 
         metrics = {
@@ -397,3 +403,21 @@ def _fdc_references(x: torch.Tensor, side: int, scale: float, gen: torch.Generat
     x_down = downscale(x, scale)
     size = min(side, x_down.shape[-1])
     return _random_crops(x, size, gen), _random_crops(x_up, size, gen), _random_crops(x_down, size, gen)
+
+
+def load_generator(path: Path | str, device: torch.device | str = "cpu") -> Generator:
+    """The trained generator in a checkpoint written by `train_generator` (eval mode, no grads), on `device`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no generator checkpoint (run train-generator first)")
+    state = load_checkpoint(path, map_location="cpu")
+    if not isinstance(state, dict) or "generator" not in state or "config" not in state:
+        raise ValueError(f"{path}: not a generator checkpoint (no 'generator'/'config' entries)")
+    known = {f.name for f in dataclasses.fields(GeneratorConfig)}
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items() if k in known}
+    gen = build_generator(dataclasses.replace(GeneratorConfig(), **cfg))
+    gen.load_state_dict(state["generator"])
+    gen.eval().to(device)
+    for p in gen.parameters():
+        p.requires_grad_(False)
+    return gen

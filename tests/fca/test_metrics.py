@@ -6,7 +6,7 @@ import skimage.data
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from fca.metrics import mean_psnr_y, psnr, psnr_y, rgb_to_y, ssim_y
+from fca.metrics import mean_psnr_y, pooled_psnr, pooled_psnr_y, psnr, psnr_y, rgb_to_y, ssim_y
 
 
 def _photo_pair():
@@ -74,3 +74,13 @@ def test_shape_errors_are_clear():
         ssim_y(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16))
     with pytest.raises(ValueError, match="border"):
         psnr_y(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), border=4)
+
+
+def test_pooled_psnr_takes_the_mse_over_all_images():
+    a = torch.zeros(2, 3, 8, 8)
+    b = torch.cat([torch.full((1, 3, 8, 8), 0.1), torch.full((1, 3, 8, 8), 0.01)])
+    # Per-image PSNRs are 20 and 40 dB (mean 30); pooled MSE is (0.01 + 0.0001) / 2.
+    assert float(psnr(a, b).mean()) == pytest.approx(30.0)
+    assert pooled_psnr(a, b) == pytest.approx(-10 * math.log10((0.01 + 0.0001) / 2))
+    c = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert pooled_psnr_y(c, c.flip(-1), 2) == pytest.approx(float(psnr_y(c, c.flip(-1), 2)))

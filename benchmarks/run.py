@@ -1,0 +1,392 @@
+"""Speed and memory of the library's hot paths, measured side by side in one run (`make bench`).
+
+    python -m benchmarks.run [--device auto|cpu|cuda] [--quick] [--json PATH] [--threads N]
+
+Each benchmark runs in a fresh child process (`--only NAME`), so each peak RSS is its own:
+  matmul   a dense n x n torch.mm (n = 2048), fp32 and bf16: the GFLOP/s this machine reaches.
+  train    `fca.train.generator.train_generator` itself at the demo params (params.yaml
+           `generator:`), fp32 and bf16 autocast + channels_last (CUDA: fp32 and mixed
+           precision, plus a paper-scale run: 512 px patches, batch 8, the paper-size
+           estimator). A step is timed between two `on_step` calls, so it is one full step
+           (sampling, G forward, discriminator step, G backward, both optimisers); the median
+           over the steps after a warm-up is reported. The FLOPs of one step are counted with
+           `torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls, forward and
+           backward; FFTs, resizes and element-wise ops are not counted).
+  degrade  `fca.degrade.degrade_image` on a synthetic 2048 x 2048 image (HR megapixels/s),
+           `estimate_image_kernel` on it, and `degrade_folder` end to end including PNG I/O.
+  density  `fca.frequency.radial_density` and `mean_density` on 128 x 128 patches, next to
+           a bare `torch.fft.rfft2` of the same patches' luma.
+Every row gives a value, its goal, value / goal and whether the goal is met. Weights are
+untrained and images synthetic: the work per step or per pixel does not depend on either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = ("matmul", "train", "degrade", "density")
+RSS_GOAL_MB = 2048.0  # the project's memory target for any stage on this 2-core, shared machine
+DEMO_BUDGET_S = 600.0  # goal: the demo's generator stage (generator.steps steps) in 10 minutes
+MATMUL_SHARE_GOAL = 0.6  # goal: a training step reaches 60 % of a dense matmul's GFLOP/s
+FFT_SHARE_GOAL = 0.5  # goal: radial_density at least half as fast as the bare FFT inside it
+DEGRADE_GOAL_MPX = 20.0  # goal: HR megapixels/s through degrade_image on 2 cores
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(fn: Callable[[], object], device: torch.device, min_reps: int = 3, min_time: float = 1.0) -> float:
+    """Median wall time of fn() over at least `min_reps` calls and `min_time` seconds, after one warm-up call."""
+    fn()
+    _sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_reps or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def demo_params(notes: list[str]):
+    """(generator, fdc, degrade) configs from params.yaml; the dataclass defaults if it does not validate."""
+    from fca.degrade import DegradeConfig
+    from fca.train.fdc import FDCConfig
+    from fca.train.generator import GeneratorConfig
+    from pipeline.params import ParamsError, load_params
+
+    try:
+        p = load_params(ROOT / "params.yaml")
+        return p.generator, p.fdc, p.degrade
+    except ParamsError as e:
+        notes.append(f"params.yaml does not validate, so the dataclass defaults are used ({str(e)[:160]})")
+        return GeneratorConfig(), FDCConfig(), DegradeConfig()
+
+
+def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
+    """float32 [size, size, 3] in [0, 1]: smooth colour waves plus noise (neither flat nor incompressible)."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, size, dtype=np.float32)
+    base = 0.5 + 0.25 * np.sin(40 * t[None, :] + 7 * t[:, None]) * np.cos(31 * t[:, None] - 5 * t[None, :])
+    img = np.stack([base + 0.1 * c * t[:, None] for c in range(3)], -1)
+    img += rng.normal(0, 0.03, img.shape).astype(np.float32)
+    return np.clip(img, 0, 1)
+
+
+# --------------------------------------------------------------------------- benchmarks (child side)
+
+
+def bench_matmul(device: torch.device, quick: bool, notes: list[str]) -> dict[str, float]:
+    n = 1024 if quick else 2048
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        t = seconds_per_call(lambda: torch.mm(a, b), device, min_reps=5, min_time=0.5 if quick else 2.0)
+        out[f"matmul.{name}.gflops"] = 2 * n**3 / t / 1e9
+    notes.append(f"matmul: {n}x{n} torch.mm")
+    return out
+
+
+class _Stop(Exception):
+    """Raised from `on_step` to end a timing run early (the LR schedule does not change the work per step)."""
+
+
+def _run_training(cfg, patches, fdc, fdc_scale: float, device: torch.device, on_step) -> None:
+    """`train_generator` (no checkpoints, no progress bar), until `on_step` raises _Stop."""
+    from fca.train.generator import train_generator
+
+    cfg = dataclasses.replace(cfg, steps=10**6, checkpoint_every=10**6, image_every=10**6)
+    try:
+        train_generator(cfg, patches, fdc, device=device, checkpoint_dir=None, fdc_scale=fdc_scale, on_step=on_step, progress=False)
+    except _Stop:
+        pass
+
+
+def step_flops(cfg, patches, fdc, fdc_scale: float, device: torch.device) -> int:
+    """FLOPs of one training step: the counter's total at the end of step 2 minus that at the end of step 1."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    totals: list[int] = []
+
+    def on_step(step: int, metrics: dict) -> None:
+        totals.append(counter.get_total_flops())
+        if step == 2:
+            raise _Stop
+
+    with FlopCounterMode(display=False) as counter:
+        _run_training(cfg, patches, fdc, fdc_scale, device, on_step)
+    return totals[1] - totals[0]
+
+
+def step_seconds(cfg, patches, fdc, fdc_scale: float, device: torch.device, max_steps: int, budget_s: float) -> tuple[float, int]:
+    """(median seconds per step, steps timed). A step is the time between two `on_step` calls (which read
+    the losses with float(), so CUDA is synchronised). Steps 1 and 2 are warm-up; then up to `max_steps`
+    are timed, fewer once `budget_s` has passed (at least one)."""
+    stamps: list[float] = []
+
+    def on_step(step: int, metrics: dict) -> None:
+        stamps.append(time.perf_counter())
+        timed = len(stamps) - 2
+        if timed >= max_steps or (timed >= 1 and stamps[-1] - stamps[0] > budget_s):
+            raise _Stop
+
+    _run_training(cfg, patches, fdc, fdc_scale, device, on_step)
+    steps = np.diff(stamps)[1:]
+    return float(np.median(steps)), len(steps)
+
+
+def bench_train(device: torch.device, quick: bool, notes: list[str]) -> dict[str, float]:
+    from fca.models.fdc_arch import build_fdc
+
+    gen_cfg, fdc_cfg, _ = demo_params(notes)
+    configs = {"demo": gen_cfg}
+    if device.type == "cuda":
+        configs["paper"] = dataclasses.replace(gen_cfg, patch_size=512, batch_size=8, channels=64, dense_blocks=5, res_blocks=2, kernel_size=13)
+    precisions = ("fp32", "bf16") if device.type == "cpu" else ("fp32", "amp")
+    max_steps, budget = (2, 10.0) if quick else (10, 45.0)
+    out: dict[str, float] = {"train.demo.steps": float(gen_cfg.steps)}
+    for scale, cfg in configs.items():
+        patches = torch.rand(4 * cfg.batch_size, 3, cfg.patch_size, cfg.patch_size, generator=torch.Generator().manual_seed(0))
+        fdc = build_fdc(fdc_cfg.channels, fdc_cfg.normalize_input) if cfg.loss in ("fdc", "both") else None
+        out[f"train.{scale}.gflop"] = step_flops(cfg, patches, fdc, fdc_cfg.scale_end, device) / 1e9
+        timed = []
+        for prec in precisions:
+            run_cfg = dataclasses.replace(cfg, cpu_bf16=prec == "bf16", cuda_amp=prec == "amp")
+            seconds, n = step_seconds(run_cfg, patches, fdc, fdc_cfg.scale_end, device, max_steps, budget)
+            out[f"train.{scale}.{prec}.s_per_step"] = seconds
+            timed.append(f"{prec} {n}")
+        notes.append(
+            f"train {scale}: patch {cfg.patch_size}, batch {cfg.batch_size}, channels {cfg.channels}, "
+            f"{cfg.dense_blocks} dense + {cfg.res_blocks} res blocks, K {cfg.kernel_size}, loss {cfg.loss}, "
+            f"w_wd {cfg.w_wd}; median over steps ({', '.join(timed)}) after 2 warm-up steps"
+        )
+    return out
+
+
+def bench_degrade(device: torch.device, quick: bool, notes: list[str]) -> dict[str, float]:
+    from fca.data.images import save_png
+    from fca.degrade import degrade_folder, degrade_image, estimate_image_kernel
+    from fca.train.generator import build_generator
+
+    gen_cfg, _, deg_cfg = demo_params(notes)
+    source = build_generator(gen_cfg).to(device).eval()  # the trained generator's shape; weights do not change the work
+    size, files = (1024, 1) if quick else (2048, 2)
+    image = synthetic_image(size)
+    mpx = size * size / 1e6
+    kernel = estimate_image_kernel(source, image, deg_cfg)
+    t_img = seconds_per_call(lambda: degrade_image(source, image, kernel, deg_cfg), device, min_time=1.0 if quick else 3.0)
+    t_est = seconds_per_call(lambda: estimate_image_kernel(source, image, deg_cfg), device, min_time=1.0)
+    out = {"degrade.image.mpx_s": mpx / t_img, "degrade.kernel.mpx_s": mpx / t_est}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(files):
+            save_png(Path(tmp) / "in" / f"{i}.png", synthetic_image(size, seed=i))
+        t0 = time.perf_counter()
+        degrade_folder(source, Path(tmp) / "in", Path(tmp) / "out", deg_cfg, progress=False)
+        out["degrade.folder.mpx_s"] = files * mpx / (time.perf_counter() - t0)
+    notes.append(
+        f"degrade: {size}x{size} float32 image, x{gen_cfg.scale:g}, K {gen_cfg.kernel_size}, work_tile {deg_cfg.work_tile}; "
+        f"kernel from {deg_cfg.kernel_from} ({deg_cfg.max_tiles} x {deg_cfg.tile} px); folder: {files} PNGs"
+    )
+    return out
+
+
+def bench_density(device: torch.device, quick: bool, notes: list[str]) -> dict[str, float]:
+    from fca.frequency import mean_density, radial_density, to_luma
+
+    n, side, bins = (32 if quick else 256), 128, 32
+    x = torch.rand(n, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
+    luma = to_luma(x)
+    mpx = n * side * side / 1e6
+    t_rd = seconds_per_call(lambda: radial_density(x, bins), device)
+    t_fft = seconds_per_call(lambda: torch.fft.rfft2(luma), device)
+    many = x.repeat(1 if quick else 2, 1, 1, 1)
+    t_mean = seconds_per_call(lambda: mean_density(many, bins), device)
+    notes.append(f"density: batches of {n} RGB {side}x{side} patches, {bins} bins; mean_density over {many.shape[0]} (float64, batch 64)")
+    return {
+        "density.radial.mpx_s": mpx / t_rd,
+        "density.fft.mpx_s": mpx / t_fft,
+        "density.mean.mpx_s": many.shape[0] * side * side / 1e6 / t_mean,
+    }
+
+
+BENCH_FUNCS = {"matmul": bench_matmul, "train": bench_train, "degrade": bench_degrade, "density": bench_density}
+
+
+def child(name: str, device: torch.device, quick: bool, result: Path) -> None:
+    """Run one benchmark and write {values, notes, threads, peak RSS} as JSON to `result`."""
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    values = BENCH_FUNCS[name](device, quick, notes)
+    values[f"{name}.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    if device.type == "cuda":
+        values[f"{name}.cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    values[f"{name}.seconds"] = time.perf_counter() - t0
+    result.write_text(json.dumps({"values": values, "notes": notes, "threads": torch.get_num_threads()}))
+
+
+# --------------------------------------------------------------------------- table (parent side)
+
+
+def make_rows(v: dict[str, float], device: torch.device) -> list[dict]:
+    """The table: one dict per row with benchmark, scale, value, unit, goal (None = for information), better."""
+    rows: list[dict] = []
+
+    def row(bench: str, scale: str, value: float | None, unit: str, goal: float | None = None, better: str = "high") -> None:
+        if value is not None:
+            rows.append({"benchmark": bench, "scale": scale, "value": value, "unit": unit, "goal": goal, "better": better})
+
+    fast = "amp" if device.type == "cuda" else "bf16"
+    fast_name = "mixed precision" if device.type == "cuda" else "bf16 autocast + channels_last"
+    for scale in ("demo", "paper"):
+        if f"train.{scale}.gflop" not in v:
+            continue
+        fp32_rate = 1 / v[f"train.{scale}.fp32.s_per_step"]
+        fp32_goal = v["train.demo.steps"] / DEMO_BUDGET_S if scale == "demo" else None
+        row("train step fp32", scale, fp32_rate, "step/s", fp32_goal)
+        row(f"train step {fast_name} (goal: fp32)", scale, 1 / v[f"train.{scale}.{fast}.s_per_step"], "step/s", fp32_rate)
+        row("train step FLOPs (counted)", scale, v[f"train.{scale}.gflop"], "GFLOP")
+        for prec, mm in (("fp32", "fp32"), (fast, "bf16")):
+            achieved = v[f"train.{scale}.gflop"] / v[f"train.{scale}.{prec}.s_per_step"]
+            row(f"train step {prec}", scale, achieved, "GFLOP/s")
+            if f"matmul.{mm}.gflops" in v:
+                row(f"train {prec} / matmul {mm} GFLOP/s", scale, achieved / v[f"matmul.{mm}.gflops"], "share", MATMUL_SHARE_GOAL)
+    row("matmul fp32", "-", v.get("matmul.fp32.gflops"), "GFLOP/s")
+    row("matmul bf16", "-", v.get("matmul.bf16.gflops"), "GFLOP/s")
+    row("degrade_image", "demo", v.get("degrade.image.mpx_s"), "HR MP/s", DEGRADE_GOAL_MPX)
+    row("estimate_image_kernel", "demo", v.get("degrade.kernel.mpx_s"), "HR MP/s")
+    row("degrade_folder (PNG I/O)", "demo", v.get("degrade.folder.mpx_s"), "HR MP/s")
+    row("radial_density", "-", v.get("density.radial.mpx_s"), "MP/s")
+    row("mean_density (float64)", "-", v.get("density.mean.mpx_s"), "MP/s")
+    row("bare rfft2 of the luma", "-", v.get("density.fft.mpx_s"), "MP/s")
+    if "density.fft.mpx_s" in v:
+        row("radial_density / rfft2", "-", v["density.radial.mpx_s"] / v["density.fft.mpx_s"], "share", FFT_SHARE_GOAL)
+    for name in BENCHES:
+        row(f"peak RSS {name}", "-", v.get(f"{name}.peak_rss_mb"), "MB", RSS_GOAL_MB, better="low")
+        row(f"peak CUDA memory {name}", "-", v.get(f"{name}.cuda_peak_mb"), "MB")
+    for r in rows:
+        g = r["goal"]
+        r["ratio"] = r["value"] / g if g else None
+        r["met"] = None if g is None else (r["value"] >= g if r["better"] == "high" else r["value"] <= g)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    def num(x: float | None) -> str:
+        if x is None:
+            return "-"
+        return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+    head = ("benchmark", "scale", "value", "unit", "goal", "ratio", "met")
+    body = [
+        (r["benchmark"], r["scale"], num(r["value"]), r["unit"], ("<= " if r["better"] == "low" and r["goal"] else "") + num(r["goal"]),
+         num(r["ratio"]), {None: "", True: "yes", False: "NO"}[r["met"]])
+        for r in rows
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in (head, *body)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def machine(device: torch.device, threads: int) -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "cpu": f"{cpu} ({os.cpu_count()} logical CPUs, {torch.backends.cpu.get_cpu_capability()})",
+        "threads": str(threads),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (auto: CUDA when available)")
+    p.add_argument("--quick", action="store_true", help="small sizes and few repetitions: a smoke run")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    p.add_argument("--only", choices=BENCHES, help="run one benchmark in this process (what the parent runs in each child)")
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)  # the child's JSON output
+    args = p.parse_args(argv)
+
+    from fca.train.generator import resolve_device
+
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.only:
+        if args.result is None:  # run by hand: print the values
+            with tempfile.TemporaryDirectory() as tmp:
+                child(args.only, device, args.quick, Path(tmp) / "r.json")
+                print(json.dumps(json.loads((Path(tmp) / "r.json").read_text()), indent=1))
+        else:
+            child(args.only, device, args.quick, args.result)
+        return 0
+
+    values: dict[str, float] = {}
+    notes: list[str] = []
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in BENCHES:
+            result = Path(tmp) / f"{name}.json"
+            cmd = [sys.executable, "-m", "benchmarks.run", "--only", name, "--device", str(device), "--result", str(result)]
+            cmd += ["--quick"] * args.quick + (["--threads", str(args.threads)] if args.threads else [])
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(cmd, cwd=ROOT)
+            if proc.returncode != 0:
+                raise SystemExit(f"benchmark {name!r} failed (exit {proc.returncode}): {' '.join(cmd)}")
+            res = json.loads(result.read_text())
+            values.update(res["values"])
+            notes += [n for n in res["notes"] if n not in notes]
+            threads = res["threads"]
+
+    info = machine(device, threads)
+    rows = make_rows(values, device)
+    print("\n".join(f"{k}: {v}" for k, v in info.items()))
+    print()
+    print(format_table(rows))
+    print()
+    print("\n".join(f"note: {n}" for n in notes))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = args.json.with_name(f".{args.json.name}.tmp")
+        tmp_path.write_text(json.dumps({"machine": info, "quick": args.quick, "values": values, "rows": rows, "notes": notes}, indent=1))
+        os.replace(tmp_path, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fca.frequency import high_frequency_share, radial_density
+from fca.kernels import conv_per_sample, gaussian
+from fca.train.fdc import (
+    FDCConfig,
+    comparator_outputs,
+    curriculum_scale,
+    evaluate_fdc,
+    load_fdc,
+    make_pairs,
+    pair_loss,
+    train_fdc,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny convs on a shared 2-core machine: a second thread only adds waiting.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _real_patches(n: int, size: int = 64, sigma: float = 1.5, seed: int = 0) -> torch.Tensor:
+    """Blurred noise: a 'real domain' whose density moves with scale like a blurred photo's does."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=g)
+    return conv_per_sample(x, torch.from_numpy(gaussian(9, sigma)).float()).clamp(0, 1)
+
+
+class OracleComparator(nn.Module):
+    """A hand-made comparator: score = share of the radial density above 0.15 cycles/pixel."""
+
+    def __init__(self, sign: float = 1.0):
+        super().__init__()
+        self.sign = sign
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sign * high_frequency_share(radial_density(x, 8), 0.15)
+
+
+TINY = FDCConfig(
+    patch_size=16, channels=4, batch_size=3, steps=6, lr=1e-3, eval_every=3, eval_scales=[3.5, 1.5], eval_repeats=1, checkpoint_every=2
+)
+
+
+def test_make_pairs_sizes_and_density_order():
+    x = _real_patches(8)
+    g = torch.Generator().manual_seed(0)
+    p = make_pairs(x, 2.0, 24, g, ["bicubic", "area"], anchor_jitter=1.2, augment=True)
+    for t in (p.anchor, p.down, p.up, p.same):
+        assert t.shape == (8, 3, 24, 24)
+    assert p.scale.shape == (8,)
+    # Targets +1 / -1 are right: x_D is denser than the anchor, x_U sparser, for every pair here.
+    hf = {k: high_frequency_share(radial_density(getattr(p, k), 12), 0.15) for k in ("anchor", "down", "up")}
+    assert torch.all(hf["down"] > hf["anchor"]) and torch.all(hf["up"] < hf["anchor"])
+
+
+def test_make_pairs_native_anchor_is_a_plain_crop_and_is_reproducible():
+    x = _real_patches(4)
+    a = make_pairs(x, torch.tensor([1.5, 2.0, 2.5, 3.0]), 16, torch.Generator().manual_seed(5), ["bicubic"])
+    b = make_pairs(x, torch.tensor([1.5, 2.0, 2.5, 3.0]), 16, torch.Generator().manual_seed(5), ["bicubic"])
+    for t, u in zip(a, b):
+        assert torch.equal(t, u)
+    # With anchor_jitter 1 and no augmentation the anchor is a crop of x itself.
+    crop = a.anchor[0]
+    found = any(torch.equal(crop, x[0, :, i : i + 16, j : j + 16]) for i in range(49) for j in range(49))
+    assert found
+
+
+def test_make_pairs_rejects_scales_too_large_for_the_patches():
+    with pytest.raises(ValueError, match="s <= 2"):
+        make_pairs(_real_patches(2, size=64), 3.0, 32, torch.Generator(), ["bicubic"])
+    with pytest.raises(ValueError, match="> 1"):
+        make_pairs(_real_patches(2), 1.0, 16, torch.Generator(), ["bicubic"])
+
+
+def test_evaluation_scores_an_oracle_comparator_near_one_and_its_negation_near_zero():
+    patches = _real_patches(12)
+    m = evaluate_fdc(OracleComparator(), patches, [3.5, 1.2], seed=0, patch_size=16, repeats=2)
+    assert m["acc_s3.5"] >= 0.95
+    assert m["acc_s1.2"] > 0.7
+    assert set(m) >= {"acc_s3.5", "acc_down_s3.5", "acc_up_s3.5", "acc_s1.2", "same_abs", "same_mean"}
+    anti = evaluate_fdc(OracleComparator(-1.0), patches, [3.5], seed=0, patch_size=16, repeats=2)
+    assert anti["acc_s3.5"] <= 0.05
+
+
+def test_curriculum_goes_from_start_to_end_then_stays():
+    cfg = dataclasses.replace(TINY, steps=100, curriculum_fraction=0.5, scale_start=3.5, scale_end=1.2)
+    assert curriculum_scale(1, cfg) == pytest.approx(3.5)
+    assert curriculum_scale(50, cfg) == pytest.approx(1.2)
+    assert curriculum_scale(100, cfg) == pytest.approx(1.2)
+    mids = [curriculum_scale(s, cfg) for s in range(1, 51)]
+    assert all(a > b for a, b in zip(mids, mids[1:]))
+
+
+def test_mse_loss_is_zero_at_the_targets_and_logistic_ranks():
+    one = torch.ones(4)
+    assert pair_loss(one, 0 * one, -one, "mse").item() == 0.0
+    assert pair_loss(5 * one, 0 * one, -5 * one, "logistic").item() < pair_loss(-one, 0 * one, one, "logistic").item()
+
+
+def test_resumed_run_ends_bit_exactly_where_an_uninterrupted_one_does(tmp_path):
+    train, val = _real_patches(10, seed=1), _real_patches(4, seed=2)
+    full, hist_full = train_fdc(TINY, train, val, checkpoint_dir=tmp_path / "a", progress=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_5(step, metrics):
+        if step == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_fdc(TINY, train, val, on_step=crash_at_5, checkpoint_dir=tmp_path / "b", progress=False)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 4
+    steps = []
+    resumed, hist_resumed = train_fdc(TINY, train, val, on_step=lambda s, m: steps.append(s), checkpoint_dir=tmp_path / "b", progress=False)
+    assert steps == [5, 6]
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert hist_full == hist_resumed
+    assert [h["step"] for h in hist_full] == [3, 6]
+    # No temp files left behind; the saved model loads frozen and equal.
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["last.pt"]
+    frozen = load_fdc(tmp_path / "b" / "last.pt")
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    x = val[:, :, :16, :16]
+    torch.testing.assert_close(frozen.score(x), resumed.score(x))
+
+
+def test_resume_with_another_config_is_an_error(tmp_path):
+    train, val = _real_patches(6, seed=1), _real_patches(2, seed=2)
+    train_fdc(dataclasses.replace(TINY, steps=2), train, val, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="another fdc config"):
+        train_fdc(dataclasses.replace(TINY, steps=2, lr=5e-4), train, val, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_short_training_lowers_the_loss_on_a_fixed_batch():
+    train, val = _real_patches(16, seed=1), _real_patches(2, seed=2)
+    cfg = dataclasses.replace(TINY, steps=30, channels=8, batch_size=8, scale_start=3.0, scale_end=3.0, eval_every=1000)
+    fixed = make_pairs(train[:8], 3.0, 16, torch.Generator().manual_seed(9), ["bicubic"])
+    torch.manual_seed(cfg.seed)
+    from fca.models.fdc_arch import build_fdc
+
+    untrained = build_fdc(cfg.channels, cfg.normalize_input)  # the same init train_fdc starts from
+    trained, _ = train_fdc(cfg, train, val, progress=False)
+    with torch.no_grad():
+        before = pair_loss(*comparator_outputs(untrained.train(), fixed)).item()
+        after = pair_loss(*comparator_outputs(trained.train(), fixed)).item()
+    assert after < 0.7 * before
+
+
+def test_too_small_patches_are_an_error():
+    with pytest.raises(ValueError, match="too small"):
+        train_fdc(dataclasses.replace(TINY, patch_size=32), _real_patches(4), _real_patches(2), progress=False)
