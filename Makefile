@@ -28,7 +28,7 @@ test: $(STAMP)  ## run the test suite
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)  ## speed and memory benchmarks (not part of the tests)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 compare: $(STAMP)  ## generator.loss = fdc, spectral, both as DVC experiments; table + plot in reports/compare/
 	fca compare

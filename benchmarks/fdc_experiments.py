@@ -37,75 +37,62 @@ from fdc_data import cached_demo_patches  # noqa: E402
 from fca.frequency import log_l1, mean_density  # noqa: E402
 from fca.kernels import conv_per_sample, gaussian  # noqa: E402
 from fca.resample import downscale  # noqa: E402
-from fca.train.fdc import FDCConfig, evaluate_fdc, train_fdc  # noqa: E402
+from fca.train.fdc import FDCConfig, blur_probe, evaluate_fdc, train_fdc, zero_crossing  # noqa: E402
 
-# The paper's recipe as we first read it (DESIGN.md's "naive" FDC), then one change at a time.
-NAIVE = dict(
-    resamplers=["bicubic"], anchor_jitter=1.0, augment=False, scale_sampling="current",
-    normalize_input=False, loss="mse", lr=1e-4, lr_final=1.0, curriculum_fraction=1.0,
-)
-VARIANTS: dict[str, dict] = {
-    "naive": NAIVE,
-    "naive_lr1e-3": {**NAIVE, "lr": 1e-3, "lr_final": 0.1},
-    "+resamplers": {**NAIVE, "lr": 1e-3, "lr_final": 0.1, "resamplers": ["bicubic", "bilinear", "area"]},
-    "+augment": {**NAIVE, "lr": 1e-3, "lr_final": 0.1, "resamplers": ["bicubic", "bilinear", "area"], "augment": True},
-    "+range": {**NAIVE, "lr": 1e-3, "lr_final": 0.1, "resamplers": ["bicubic", "bilinear", "area"], "augment": True,
-               "scale_sampling": "range", "curriculum_fraction": 0.5},
-    "+normalize": {**NAIVE, "lr": 1e-3, "lr_final": 0.1, "resamplers": ["bicubic", "bilinear", "area"], "augment": True,
-                   "scale_sampling": "range", "curriculum_fraction": 0.5, "normalize_input": True},
-    "default": {},  # FDCConfig's defaults (+anchor jitter on top of the above)
-    "aligned": {"aligned": 1.0},
-    "aligned0.5": {"aligned": 0.5},
+# The paper's recipe as we first read it (DESIGN.md's "naive" FDC), then our changes added one at a time
+# (each row keeps the ones above it); the last of the chain is FDCConfig's defaults. Then single changes to the defaults.
+CHAIN = [
+    ("naive", dict(resamplers=["bicubic"], anchor_jitter=1.0, augment=False, scale_sampling="current", curriculum_fraction=1.0,
+                   normalize_input=False, loss="mse", lr=1e-4, lr_final=1.0, blur_weight=0.0)),
+    ("+lr1e-3,cosine", dict(lr=1e-3, lr_final=0.1)),
+    ("+resamplers", dict(resamplers=["bicubic", "bilinear", "area"])),
+    ("+augment", dict(augment=True)),
+    ("+range", dict(scale_sampling="range", curriculum_fraction=0.5)),
+    ("+normalize", dict(normalize_input=True)),
+    ("+anchor_jitter", dict(anchor_jitter=1.25)),
+    ("+blur_pairs", dict(blur_weight=1.0)),
+]
+VARIANTS: dict[str, dict] = {}
+_acc: dict = {}
+for _name, _change in CHAIN:
+    _acc = {**_acc, **_change}
+    VARIANTS[_name] = dict(_acc)
+VARIANTS.update({
+    "default": {},  # FDCConfig's defaults (= the end of the chain)
     "logistic": {"loss": "logistic"},
-    "jitter1.5": {"anchor_jitter": 1.5},
-    "no_jitter": {"anchor_jitter": 1.0},
+    "aligned_train": {"aligned": 0.5},
+    "blur_w3": {"blur_weight": 3.0},
+    "blur_wide": {"blur_sigma": [1.0, 5.0]},
     "ch16": {"channels": 16},
     "ch64": {"channels": 64},
     "lr3e-4": {"lr": 3e-4},
     "steps1200": {"steps": 1200},
     "batch32": {"batch_size": 32},
-    "patch24": {"patch_size": 24},
-}
-BASE = dict(steps=600, eval_every=10**6, checkpoint_every=10**6, eval_repeats=2)
+})
+BASE = dict(eval_every=10**6, checkpoint_every=10**6)
 
 
-def sigma_sweep(
-    fdc, real: torch.Tensor, patch: int, sigmas: list[float], scale: float = 4.0, seed: int = 0, crops: int = 2, clean: torch.Tensor | None = None
-) -> tuple[dict[float, float], dict[float, float]]:
-    """Mean C(down(R, scale) (*) k_sigma, ref) for each sigma (0 = no blur), R: real patches [N, 3, H, W].
+def ltrue_sweep(fdc, real: torch.Tensor, clean: torch.Tensor, patch: int, sigmas: list[float], scale: float = 4.0, seed: int = 0) -> dict[float, float]:
+    """Mean C(crop(down(R) (*) k_sigma), the same crop of L_true = down(I) (*) k_gt) per sigma.
 
-    Returns two curves: ref = random crops of R (what the generator is trained
-    against), and ref = L_true = down(I) (*) k_gt, the same crop of the same scene
-    (needs `clean` I); the second crosses 0 at the right width if the FDC is a pure
+    Same scene, same zoom: this crosses 0 at the right width if the FDC is a pure
     blur meter, whatever the content's statistics at the two zooms.
     """
     gen = torch.Generator().manual_seed(seed)
     lr = downscale(real, scale)
-    ltrue = None if clean is None else conv_per_sample(downscale(clean, scale), torch.from_numpy(gaussian(13, 3.0)).float())
-    h, w = lr.shape[-2:]
-    n = real.shape[0]
+    ltrue = conv_per_sample(downscale(clean, scale), torch.from_numpy(gaussian(13, 3.0)).float())
+    n, _, h, w = lr.shape
+    ys = torch.randint(0, h - patch + 1, (n,), generator=gen).tolist()
+    xs = torch.randint(0, w - patch + 1, (n,), generator=gen).tolist()
 
-    def crop(images, ys, xs):
-        return torch.stack([im[:, y : y + patch, x : x + patch] for im, y, x in zip(images, ys.tolist(), xs.tolist())])
+    def crop(images):
+        return torch.stack([im[:, y : y + patch, x : x + patch] for im, y, x in zip(images, ys, xs)])
 
-    refs, places = [], []
-    for _ in range(crops):
-        ys = torch.randint(0, real.shape[-2] - patch + 1, (n,), generator=gen)
-        xs = torch.randint(0, real.shape[-1] - patch + 1, (n,), generator=gen)
-        refs.append(crop(real, ys, xs))
-        places.append((torch.randint(0, h - patch + 1, (n,), generator=gen), torch.randint(0, w - patch + 1, (n,), generator=gen)))
-    vs_real, vs_true = {}, {}
     fdc.eval()
     with torch.no_grad():
-        ref_score = torch.cat([fdc.score(r) for r in refs]).mean()
-        true_scores = None if ltrue is None else torch.cat([fdc.score(crop(ltrue, ys, xs)) for ys, xs in places])
-        for s in sigmas:
-            blurred = lr if s == 0 else conv_per_sample(lr, torch.from_numpy(gaussian(13, s)).float())
-            fake = torch.cat([fdc.score(crop(blurred, ys, xs)) for ys, xs in places])
-            vs_real[s] = (fake.mean() - ref_score).item()
-            if true_scores is not None:
-                vs_true[s] = (fake - true_scores).mean().item()
-    return vs_real, vs_true
+        true_scores = fdc.score(crop(ltrue))
+        return {s: (fdc.score(crop(lr if s == 0 else conv_per_sample(lr, torch.from_numpy(gaussian(13, s)).float()))) - true_scores).mean().item()
+                for s in sigmas}
 
 
 def density_fit(real: torch.Tensor, sigmas: list[float], scale: float = 4.0, bins: int = 16) -> float:
@@ -114,15 +101,6 @@ def density_fit(real: torch.Tensor, sigmas: list[float], scale: float = 4.0, bin
     ref = mean_density(real, bins)
     gap = {s: log_l1(mean_density(lr if s == 0 else conv_per_sample(lr, torch.from_numpy(gaussian(13, s)).float()), bins), ref).item() for s in sigmas}
     return min(gap, key=gap.get)
-
-
-def zero_crossing(curve: dict[float, float]) -> float:
-    """First sigma where a (decreasing) curve goes from > 0 to <= 0, linearly interpolated; nan if it never does."""
-    xs = sorted(curve)
-    for a, b in zip(xs, xs[1:]):
-        if curve[a] > 0 >= curve[b]:
-            return a + (b - a) * curve[a] / (curve[a] - curve[b])
-    return math.nan
 
 
 SIGMAS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5, 4.0, 4.5, 5.0]
@@ -137,8 +115,9 @@ def run_variant(name: str, overrides: dict, train: torch.Tensor, test: torch.Ten
         save_dir.mkdir(parents=True, exist_ok=True)
         torch.save({"config": dataclasses.asdict(cfg), "model": fdc.state_dict()}, save_dir / f"{name}_{seed}.pt")
     m = evaluate_fdc(fdc, test, [3.5, 2.0, 1.2], seed=123, patch_size=cfg.patch_size, repeats=4)
-    curve, curve_true = sigma_sweep(fdc, test, cfg.patch_size, SIGMAS, clean=test_clean)
-    curve_train, _ = sigma_sweep(fdc, train[::2], cfg.patch_size, SIGMAS)
+    curve, _ = blur_probe(fdc, test, 4.0, SIGMAS, patch_size=cfg.patch_size)
+    curve_train, _ = blur_probe(fdc, train[::2], 4.0, SIGMAS, patch_size=cfg.patch_size)
+    curve_true = ltrue_sweep(fdc, test, test_clean, cfg.patch_size, SIGMAS)
     return {"variant": name, "seed": seed, "overrides": overrides, "wall_s": wall, "cpu_s": cpu, **m,
             "sigma_cross": zero_crossing(curve), "sigma_cross_train": zero_crossing(curve_train),
             "sigma_cross_ltrue": zero_crossing(curve_true), "curve": curve, "curve_ltrue": curve_true}

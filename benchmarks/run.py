@@ -3,21 +3,26 @@
     python -m benchmarks.run [--device auto|cpu|cuda] [--quick] [--json PATH] [--threads N]
 
 Each benchmark runs in a fresh child process (`--only NAME`), so each peak RSS is its own:
-  matmul   a dense n x n torch.mm (n = 2048), fp32 and bf16: the GFLOP/s this machine reaches.
+  matmul   a dense n x n torch.mm (n = 2048, smaller if a call takes over a second), fp32 and
+           bf16: the GFLOP/s this machine reaches.
   train    `fca.train.generator.train_generator` itself at the demo params (params.yaml
            `generator:`), fp32 and bf16 autocast + channels_last (CUDA: fp32 and mixed
            precision, plus a paper-scale run: 512 px patches, batch 8, the paper-size
-           estimator). A step is timed between two `on_step` calls, so it is one full step
+           estimator, FDC loss). A step is timed between two `on_step` calls, so it is one full step
            (sampling, G forward, discriminator step, G backward, both optimisers); the median
-           over the steps after a warm-up is reported. The FLOPs of one step are counted with
+           over the steps after step 1 is reported. The FLOPs of one step are counted with
            `torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls, forward and
-           backward; FFTs, resizes and element-wise ops are not counted).
+           backward; FFTs, resizes and element-wise ops are not counted). On CUDA, fp32 convs
+           may run in TF32 (torch's default) while the fp32 matmul does not.
   degrade  `fca.degrade.degrade_image` on a synthetic 2048 x 2048 image (HR megapixels/s),
            `estimate_image_kernel` on it, and `degrade_folder` end to end including PNG I/O.
   density  `fca.frequency.radial_density` and `mean_density` on 128 x 128 patches, next to
            a bare `torch.fft.rfft2` of the same patches' luma.
 Every row gives a value, its goal, value / goal and whether the goal is met. Weights are
 untrained and images synthetic: the work per step or per pixel does not depend on either.
+On a CPU shared with other processes, use --threads 1: with more threads than idle cores,
+each parallel region waits for a descheduled thread (measured here: 7x slower training steps,
+6x slower degrade_image with 2 threads than with 1 at a load average of 6 on 2 cores).
 """
 
 from __future__ import annotations
@@ -33,18 +38,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # pytorch_wavelets' import, once per child
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ("matmul", "train", "degrade", "density")
 RSS_GOAL_MB = 2048.0  # the project's memory target for any stage on this 2-core, shared machine
 DEMO_BUDGET_S = 600.0  # goal: the demo's generator stage (generator.steps steps) in 10 minutes
 MATMUL_SHARE_GOAL = 0.6  # goal: a training step reaches 60 % of a dense matmul's GFLOP/s
-FFT_SHARE_GOAL = 0.5  # goal: radial_density at least half as fast as the bare FFT inside it
+DENSITY_GOAL_MPX = 10.0  # goal: the real domain's target density over the demo's ~800 training patches in about a second
 DEGRADE_GOAL_MPX = 20.0  # goal: HR megapixels/s through degrade_image on 2 cores
 
 
@@ -71,18 +79,32 @@ def seconds_per_call(fn: Callable[[], object], device: torch.device, min_reps: i
 
 
 def demo_params(notes: list[str]):
-    """(generator, fdc, degrade) configs from params.yaml; the dataclass defaults if it does not validate."""
+    """(generator, fdc, degrade) configs from params.yaml. If the file does not validate (someone is
+    mid-edit), each section is built from its YAML keys without the loader's checks, or else is the
+    dataclass defaults; a note says which."""
+    import yaml
+
     from fca.degrade import DegradeConfig
     from fca.train.fdc import FDCConfig
     from fca.train.generator import GeneratorConfig
     from pipeline.params import ParamsError, load_params
 
+    path = ROOT / "params.yaml"
     try:
-        p = load_params(ROOT / "params.yaml")
+        p = load_params(path)
         return p.generator, p.fdc, p.degrade
     except ParamsError as e:
-        notes.append(f"params.yaml does not validate, so the dataclass defaults are used ({str(e)[:160]})")
-        return GeneratorConfig(), FDCConfig(), DegradeConfig()
+        notes.append(f"params.yaml does not validate ({str(e)[:200]})")
+    raw = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    configs = []
+    for section, cls in (("generator", GeneratorConfig), ("fdc", FDCConfig), ("degrade", DegradeConfig)):
+        try:
+            configs.append(cls(**raw[section]))
+            notes.append(f"{section}: built from params.yaml without validation")
+        except (KeyError, TypeError, ValueError) as e:
+            configs.append(cls())
+            notes.append(f"{section}: {cls.__name__}() defaults ({type(e).__name__}: {e})")
+    return tuple(configs)
 
 
 def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
@@ -99,14 +121,22 @@ def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
 
 
 def bench_matmul(device: torch.device, quick: bool, notes: list[str]) -> dict[str, float]:
-    n = 1024 if quick else 2048
-    out = {}
+    """GFLOP/s of an n x n torch.mm, n = 2048 (1024 with --quick), or the largest power of two that
+    takes under a second per call (bf16 on a CPU without native bf16 runs at well under 1 GFLOP/s)."""
+    n_max = 1024 if quick else 2048
+    out, sizes = {}, []
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a = torch.randn(n, n, device=device).to(dtype)
-        b = torch.randn(n, n, device=device).to(dtype)
-        t = seconds_per_call(lambda: torch.mm(a, b), device, min_reps=5, min_time=0.5 if quick else 2.0)
+        n = 256
+        while True:
+            a = torch.randn(n, n, device=device).to(dtype)
+            b = torch.randn(n, n, device=device).to(dtype)
+            t = seconds_per_call(lambda: torch.mm(a, b), device, min_reps=5, min_time=0.5 if quick else 2.0)
+            if n >= n_max or t * 8 > 1.0:  # the next size would take over a second per call
+                break
+            n *= 2
         out[f"matmul.{name}.gflops"] = 2 * n**3 / t / 1e9
-    notes.append(f"matmul: {n}x{n} torch.mm")
+        sizes.append(f"{name} {n}x{n}")
+    notes.append(f"matmul: torch.mm, {', '.join(sizes)}")
     return out
 
 
@@ -141,47 +171,51 @@ def step_flops(cfg, patches, fdc, fdc_scale: float, device: torch.device) -> int
     return totals[1] - totals[0]
 
 
-def step_seconds(cfg, patches, fdc, fdc_scale: float, device: torch.device, max_steps: int, budget_s: float) -> tuple[float, int]:
-    """(median seconds per step, steps timed). A step is the time between two `on_step` calls (which read
-    the losses with float(), so CUDA is synchronised). Steps 1 and 2 are warm-up; then up to `max_steps`
-    are timed, fewer once `budget_s` has passed (at least one)."""
+def step_seconds(cfg, patches, fdc, fdc_scale: float, device: torch.device, max_steps: int, budget_s: float) -> list[float]:
+    """Seconds of each timed step. A step is the time between two `on_step` calls (which read the losses
+    with float(), so CUDA is synchronised), so step 1 (first-call setup, Adam state) is never timed;
+    then up to `max_steps` are, fewer once `budget_s` has passed (at least one)."""
     stamps: list[float] = []
 
     def on_step(step: int, metrics: dict) -> None:
         stamps.append(time.perf_counter())
-        timed = len(stamps) - 2
+        timed = len(stamps) - 1
         if timed >= max_steps or (timed >= 1 and stamps[-1] - stamps[0] > budget_s):
             raise _Stop
 
     _run_training(cfg, patches, fdc, fdc_scale, device, on_step)
-    steps = np.diff(stamps)[1:]
-    return float(np.median(steps)), len(steps)
+    return np.diff(stamps).tolist()
 
 
 def bench_train(device: torch.device, quick: bool, notes: list[str]) -> dict[str, float]:
     from fca.models.fdc_arch import build_fdc
 
     gen_cfg, fdc_cfg, _ = demo_params(notes)
+    max_steps, budget = (1, 0.0) if quick else (10, 40.0)
+    if quick:  # a smoke run: a quarter of the batch
+        gen_cfg = dataclasses.replace(gen_cfg, batch_size=max(1, gen_cfg.batch_size // 4))
     configs = {"demo": gen_cfg}
     if device.type == "cuda":
-        configs["paper"] = dataclasses.replace(gen_cfg, patch_size=512, batch_size=8, channels=64, dense_blocks=5, res_blocks=2, kernel_size=13)
+        configs["paper"] = dataclasses.replace(
+            gen_cfg, patch_size=512, batch_size=8, channels=64, dense_blocks=5, res_blocks=2, kernel_size=13, wd_channels=64, loss="fdc"
+        )
     precisions = ("fp32", "bf16") if device.type == "cpu" else ("fp32", "amp")
-    max_steps, budget = (2, 10.0) if quick else (10, 45.0)
     out: dict[str, float] = {"train.demo.steps": float(gen_cfg.steps)}
     for scale, cfg in configs.items():
         patches = torch.rand(4 * cfg.batch_size, 3, cfg.patch_size, cfg.patch_size, generator=torch.Generator().manual_seed(0))
         fdc = build_fdc(fdc_cfg.channels, fdc_cfg.normalize_input) if cfg.loss in ("fdc", "both") else None
-        out[f"train.{scale}.gflop"] = step_flops(cfg, patches, fdc, fdc_cfg.scale_end, device) / 1e9
+        fdc_scale = fdc_cfg.scale_end
+        out[f"train.{scale}.gflop"] = step_flops(cfg, patches, fdc, fdc_scale, device) / 1e9
         timed = []
         for prec in precisions:
             run_cfg = dataclasses.replace(cfg, cpu_bf16=prec == "bf16", cuda_amp=prec == "amp")
-            seconds, n = step_seconds(run_cfg, patches, fdc, fdc_cfg.scale_end, device, max_steps, budget)
-            out[f"train.{scale}.{prec}.s_per_step"] = seconds
-            timed.append(f"{prec} {n}")
+            seconds = step_seconds(run_cfg, patches, fdc, fdc_scale, device, max_steps, budget)
+            out[f"train.{scale}.{prec}.s_per_step"] = float(np.median(seconds))
+            timed.append(f"{prec} " + " ".join(f"{t:.3g}" for t in seconds))
         notes.append(
             f"train {scale}: patch {cfg.patch_size}, batch {cfg.batch_size}, channels {cfg.channels}, "
             f"{cfg.dense_blocks} dense + {cfg.res_blocks} res blocks, K {cfg.kernel_size}, loss {cfg.loss}, "
-            f"w_wd {cfg.w_wd}; median over steps ({', '.join(timed)}) after 2 warm-up steps"
+            f"w_wd {cfg.w_wd}{' (--quick: smaller batch)' if quick else ''}; median of the steps after step 1 (seconds: {'; '.join(timed)})"
         )
     return out
 
@@ -198,7 +232,9 @@ def bench_degrade(device: torch.device, quick: bool, notes: list[str]) -> dict[s
     mpx = size * size / 1e6
     kernel = estimate_image_kernel(source, image, deg_cfg)
     t_img = seconds_per_call(lambda: degrade_image(source, image, kernel, deg_cfg), device, min_time=1.0 if quick else 3.0)
-    t_est = seconds_per_call(lambda: estimate_image_kernel(source, image, deg_cfg), device, min_time=1.0)
+    t0 = time.perf_counter()  # once: it is the slow part (the estimator on up to max_tiles crops); the call above warmed up
+    estimate_image_kernel(source, image, deg_cfg)
+    t_est = time.perf_counter() - t0
     out = {"degrade.image.mpx_s": mpx / t_img, "degrade.kernel.mpx_s": mpx / t_est}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(files):
@@ -222,9 +258,9 @@ def bench_density(device: torch.device, quick: bool, notes: list[str]) -> dict[s
     mpx = n * side * side / 1e6
     t_rd = seconds_per_call(lambda: radial_density(x, bins), device)
     t_fft = seconds_per_call(lambda: torch.fft.rfft2(luma), device)
-    many = x.repeat(1 if quick else 2, 1, 1, 1)
-    t_mean = seconds_per_call(lambda: mean_density(many, bins), device)
-    notes.append(f"density: batches of {n} RGB {side}x{side} patches, {bins} bins; mean_density over {many.shape[0]} (float64, batch 64)")
+    many = x.repeat(1 if quick else 2, 1, 1, 1).cpu()  # mean_density sums on the CPU: it takes CPU tensors only
+    t_mean = seconds_per_call(lambda: mean_density(many, bins), torch.device("cpu"))
+    notes.append(f"density: batches of {n} RGB {side}x{side} patches, {bins} bins; mean_density over {many.shape[0]} on the CPU (float64, batch 64)")
     return {
         "density.radial.mpx_s": mpx / t_rd,
         "density.fft.mpx_s": mpx / t_fft,
@@ -278,11 +314,11 @@ def make_rows(v: dict[str, float], device: torch.device) -> list[dict]:
     row("degrade_image", "demo", v.get("degrade.image.mpx_s"), "HR MP/s", DEGRADE_GOAL_MPX)
     row("estimate_image_kernel", "demo", v.get("degrade.kernel.mpx_s"), "HR MP/s")
     row("degrade_folder (PNG I/O)", "demo", v.get("degrade.folder.mpx_s"), "HR MP/s")
-    row("radial_density", "-", v.get("density.radial.mpx_s"), "MP/s")
+    row("radial_density", "-", v.get("density.radial.mpx_s"), "MP/s", DENSITY_GOAL_MPX)
     row("mean_density (float64)", "-", v.get("density.mean.mpx_s"), "MP/s")
     row("bare rfft2 of the luma", "-", v.get("density.fft.mpx_s"), "MP/s")
     if "density.fft.mpx_s" in v:
-        row("radial_density / rfft2", "-", v["density.radial.mpx_s"] / v["density.fft.mpx_s"], "share", FFT_SHARE_GOAL)
+        row("radial_density / rfft2", "-", v["density.radial.mpx_s"] / v["density.fft.mpx_s"], "share")
     for name in BENCHES:
         row(f"peak RSS {name}", "-", v.get(f"{name}.peak_rss_mb"), "MB", RSS_GOAL_MB, better="low")
         row(f"peak CUDA memory {name}", "-", v.get(f"{name}.cuda_peak_mb"), "MB")
@@ -311,7 +347,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def machine(device: torch.device, threads: int) -> dict[str, str]:
+def machine(device: torch.device, threads: int, load: float) -> dict[str, str]:
     cpu = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -325,6 +361,7 @@ def machine(device: torch.device, threads: int) -> dict[str, str]:
         "device": str(device),
         "cpu": f"{cpu} ({os.cpu_count()} logical CPUs, {torch.backends.cpu.get_cpu_capability()})",
         "threads": str(threads),
+        "load average before the run (1 min)": f"{load:.2f}",
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -343,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from fca.train.generator import resolve_device
 
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        raise SystemExit(f"--device {args.device}: {e}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.only:
@@ -357,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
 
     values: dict[str, float] = {}
     notes: list[str] = []
+    load = os.getloadavg()[0]  # before our own work: what the neighbours are doing
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         for name in BENCHES:
@@ -372,13 +413,17 @@ def main(argv: list[str] | None = None) -> int:
             notes += [n for n in res["notes"] if n not in notes]
             threads = res["threads"]
 
-    info = machine(device, threads)
+    info = machine(device, threads, load)
     rows = make_rows(values, device)
     print("\n".join(f"{k}: {v}" for k, v in info.items()))
     print()
     print(format_table(rows))
     print()
     print("\n".join(f"note: {n}" for n in notes))
+    if device.type == "cpu" and threads > 1 and load > 1.0:
+        print(f"warning: the load average before the run ({load:.1f}) shows other processes on these {os.cpu_count()} CPUs; "
+              f"with {threads} threads every parallel region waits for a descheduled thread, which made small ops "
+              "10-40x slower here: rerun with --threads 1 for numbers about the code rather than the neighbours")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp_path = args.json.with_name(f".{args.json.name}.tmp")

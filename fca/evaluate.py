@@ -114,7 +114,9 @@ def referee(
 
     Returns {"metrics": nested dict of floats (keys below), "arrays": dict of numpy arrays
     for the report, "timings_s": seconds per phase}. Metrics:
-      density.{gap,skl}_{bicubic,fca,oracle}, density.gap_reduction  (vs the density of R)
+      density.{gap,skl}_{bicubic,fca,oracle}, density.gap_true (L_true), density.gap_reduction
+        (log-L1 / symmetric KL of each LR set's mean density to that of R; reduction =
+        1 - gap_fca / gap_bicubic)
       kernel.cov_rel_error, kernel.sigma_{pred,oracle,true}
       kernel.lr_psnr_{bicubic,fca,oracle}                   (pooled RGB PSNR, against L_true)
       sr.psnr_* (pooled PSNR-Y), sr.ssim_* (mean SSIM-Y) for bicubic/fca/oracle pairs and

@@ -79,7 +79,7 @@ def bin_centres(bins: int) -> torch.Tensor:
 
 def mean_density(images: torch.Tensor, bins: int = 32, batch: int = 64) -> torch.Tensor:
     """Density of a set of images (mean over them): [N, C, H, W] -> [bins]."""
-    total = torch.zeros(bins, dtype=torch.float64)
+    total = torch.zeros(bins, dtype=torch.float64, device=images.device)
     for start in range(0, images.shape[0], batch):
         total += radial_density(images[start : start + batch].double(), bins).sum(0)
     return total / images.shape[0]

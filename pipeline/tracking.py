@@ -171,7 +171,7 @@ def _experiment_id(client: Any) -> str:
 
 
 def _parent_run(client: Any, experiment_id: str, pid: str, commit: str) -> str:
-    found = client.search_runs([experiment_id], filter_string=f"tags.`fca.pipeline_id` = '{pid}'", max_results=1)
+    found = client.search_runs([experiment_id], filter_string=f"tags.`fca.pipeline_id` = '{pid}' and tags.`fca.kind` = 'pipeline'", max_results=1)
     if found:
         return found[0].info.run_id
     run = client.create_run(

@@ -8,9 +8,14 @@ colour or brightness, which the bicubic path already gets right.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
-from pytorch_wavelets import DWTForward
+with warnings.catch_warnings():
+    # pytorch_wavelets imports pkg_resources, which warns on every start; nothing we can act on.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    from pytorch_wavelets import DWTForward
 
 
 class HaarHighBands(nn.Module):

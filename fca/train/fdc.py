@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from fca.config import param
+from fca.kernels import conv_per_sample, gaussian
 from fca.models.fdc_arch import FDC, build_fdc
 from fca.resample import RESAMPLERS, resize, scaled_size
 from fca.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -70,10 +71,12 @@ class FDCConfig:
     anchor_jitter: float = param(1.25, ge=1.0, help="anchor resized by t0 in [1/j, j] (log-uniform); 1 = native anchors")
     augment: bool = param(True, help="random flips and 90-degree rotations")
     aligned: float = param(0.0, ge=0, le=1, help="share of training pairs whose crops show the same scene point")
+    blur_weight: float = param(1.0, ge=0, help="weight of the extra-blur pairs C(x_B, x) < 0 (0 = none)")
+    blur_sigma: tuple[float, float] = param((1.0, 3.0), gt=0, help="sigma range (px) of the extra blur of x_B")
     resamplers: list[str] = param(["bicubic", "bilinear", "area"], choices=RESAMPLERS, nonempty=True)
     eval_every: int = param(200, ge=1)
     eval_scales: list[float] = param([3.5, 2.0, 1.2], ge=1.0, nonempty=True)
-    eval_repeats: int = param(4, ge=1, help="random crops per held-out patch and scale")
+    eval_repeats: int = param(2, ge=1, help="random crops per held-out patch, scale and crop policy")
     checkpoint_every: int = param(200, ge=1)
     seed: int = param(0, ge=0)
 
@@ -83,13 +86,18 @@ class FDCConfig:
 
 
 class PairBatch(NamedTuple):
-    """Images for the three FDC pairs, each [N, 3, P, P]; `scale` [N] is s per pair."""
+    """Images for the FDC pairs, each [N, 3, P, P]; `scale` [N] is s per pair.
+
+    `blurred` (or None) is the anchor blurred further by a Gaussian: the same zoom,
+    fewer high frequencies, so C(x_B, x) < 0 whatever the content.
+    """
 
     anchor: torch.Tensor
     down: torch.Tensor
     up: torch.Tensor
     same: torch.Tensor
     scale: torch.Tensor
+    blurred: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------------- pairs
@@ -142,6 +150,7 @@ def make_pairs(
     anchor_jitter: float = 1.0,
     augment: bool = False,
     aligned: bool | float = False,
+    blur_sigma: tuple[float, float] | None = None,
 ) -> PairBatch:
     """Build the FDC training/evaluation pairs from real-domain patches.
 
@@ -153,6 +162,8 @@ def make_pairs(
     Crops are at independent random places, or with `aligned` (True, or the
     probability per patch) the anchor, down and up crops are centred on one random
     scene point (the pair differs in scale, not in what it shows; `same` stays elsewhere).
+    With `blur_sigma` = (lo, hi), `blurred` is the anchor crop convolved with a
+    Gaussian whose sigma is uniform in [lo, hi] (pixels).
     Every resize draws its resampler from `resamplers`; all randomness comes from
     `generator_rng` (a CPU torch.Generator), so the pairs are reproducible.
     """
@@ -196,7 +207,16 @@ def make_pairs(
             for k in shrink:
                 out[k].append(_random_crop(imgs[k], patch, generator_rng))
         out["same"].append(_random_crop(imgs["anchor"], patch, generator_rng))
-    return PairBatch(**{k: torch.stack(v) for k, v in out.items()}, scale=scales.float().clone())
+    batch = PairBatch(**{k: torch.stack(v) for k, v in out.items()}, scale=scales.float().clone())
+    if blur_sigma is not None:
+        lo, hi = blur_sigma
+        if not 0 < lo <= hi:
+            raise ValueError(f"make_pairs: blur_sigma must be 0 < lo <= hi, got {blur_sigma}")
+        size = min(2 * math.ceil(2.5 * hi) + 1, 2 * ((patch - 1) // 2) - 1)  # odd, and reflect padding needs size//2 < patch
+        sig = [_uniform(generator_rng, lo, hi) for _ in range(n)]
+        kernels = torch.stack([torch.from_numpy(gaussian(size, sg)) for sg in sig]).to(batch.anchor.dtype)
+        batch = batch._replace(blurred=conv_per_sample(batch.anchor, kernels))
+    return batch
 
 
 # ---------------------------------------------------------------------------- schedule and loss
@@ -222,26 +242,37 @@ def learning_rate(step: int, config: FDCConfig) -> float:
     return config.lr * (config.lr_final + (1 - config.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def pair_loss(c_down: torch.Tensor, c_same: torch.Tensor, c_up: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Loss on the three comparator outputs [N] each.
+def pair_loss(c: dict[str, torch.Tensor], kind: str = "mse", blur_weight: float = 1.0) -> torch.Tensor:
+    """Loss on the comparator outputs `c` (from `comparator_outputs`, each [N]).
 
     mse: (C(x_D,x) - 1)^2 + C(x',x)^2 + (C(x_U,x) + 1)^2, the paper's targets.
     logistic: softplus(-C(x_D,x)) + softplus(C(x_U,x)) + C(x',x)^2 (a ranking loss
     that does not saturate the outputs at +-1).
+    If `c` has "blur": + blur_weight * softplus(4 C(x_B,x)) / 4, sign only (a smooth
+    hinge at 0): how much sparser a blurred image is depends on the real domain's own
+    blur, which we do not know, so no value target.
     """
     if kind == "mse":
-        return ((c_down - TARGETS["down"]) ** 2 + (c_same - TARGETS["same"]) ** 2 + (c_up - TARGETS["up"]) ** 2).mean()
-    if kind == "logistic":
-        return (F.softplus(-c_down) + F.softplus(c_up) + c_same**2).mean()
-    raise ValueError(f"unknown FDC loss {kind!r}; expected 'mse' or 'logistic'")
+        loss = (c["down"] - TARGETS["down"]) ** 2 + (c["same"] - TARGETS["same"]) ** 2 + (c["up"] - TARGETS["up"]) ** 2
+    elif kind == "logistic":
+        loss = F.softplus(-c["down"]) + F.softplus(c["up"]) + c["same"] ** 2
+    else:
+        raise ValueError(f"unknown FDC loss {kind!r}; expected 'mse' or 'logistic'")
+    if "blur" in c:
+        loss = loss + blur_weight * F.softplus(4.0 * c["blur"]) / 4.0
+    return loss.mean()
 
 
-def comparator_outputs(fdc: FDC, pairs: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """C(x_D, x), C(x', x), C(x_U, x), each [N]; all four image sets go through the encoder as one batch."""
+def comparator_outputs(fdc: FDC, pairs: PairBatch) -> dict[str, torch.Tensor]:
+    """C(x_D, x), C(x', x), C(x_U, x) (and C(x_B, x) if there is `blurred`), each [N], keyed down/same/up/blur.
+
+    All image sets go through the encoder as one batch (one set of BatchNorm statistics).
+    """
     n = pairs.anchor.shape[0]
-    s = fdc.score(torch.cat([pairs.anchor, pairs.down, pairs.same, pairs.up]))
-    a, d, same, u = s[:n], s[n : 2 * n], s[2 * n : 3 * n], s[3 * n :]
-    return d - a, same - a, u - a
+    names = ["down", "same", "up"] + (["blur"] if pairs.blurred is not None else [])
+    images = [pairs.anchor, pairs.down, pairs.same, pairs.up] + ([pairs.blurred] if pairs.blurred is not None else [])
+    s = fdc.score(torch.cat(images)).view(len(images), n)
+    return {k: s[i + 1] - s[0] for i, k in enumerate(names)}
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -287,10 +318,10 @@ def evaluate_fdc(
                     for start in range(0, patches.shape[0], batch_size):
                         chunk = patches[start : start + batch_size].float()
                         pairs = make_pairs(chunk, s, patch_size, gen, [resampler], aligned=aligned)
-                        c_down, c_same, c_up = comparator_outputs(fdc, pairs)
-                        downs.append(c_down > 0)
-                        ups.append(c_up < 0)
-                        same_vals.append(c_same)
+                        c = comparator_outputs(fdc, pairs)
+                        downs.append(c["down"] > 0)
+                        ups.append(c["up"] < 0)
+                        same_vals.append(c["same"])
                 down, up = torch.cat(downs).float(), torch.cat(ups).float()
                 if aligned:
                     metrics[scale_key("acc", s)] = torch.cat([down, up]).mean().item()
@@ -304,6 +335,71 @@ def evaluate_fdc(
     finally:
         fdc.train(was_training)
     return metrics
+
+
+@torch.no_grad()
+def blur_probe(
+    fdc: FDC,
+    patches: torch.Tensor,
+    scale: float,
+    sigmas: list[float],
+    *,
+    patch_size: int = 32,
+    kernel_size: int = 13,
+    crops: int = 2,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> tuple[dict[float, float], float]:
+    """Where would a generator trained against this FDC put its kernel width?
+
+    For real patches R [N, 3, H, W] and each Gaussian sigma (0 = no blur), the mean
+    of score(crop(down(R, scale) (*) k_sigma)) - score(crop(R)) over `crops` random
+    crops per patch (bicubic `down`, as the generator's). Returns (curve, crossing):
+    the sigma where the curve first goes from > 0 to <= 0, linearly interpolated
+    (nan if it does not). Needs only real patches, so it can be logged while training.
+    """
+    lr_h, lr_w = scaled_size(patches.shape[-2], patches.shape[-1], 1.0 / scale)
+    if min(lr_h, lr_w) < patch_size:
+        raise ValueError(f"blur_probe: {patches.shape[-2]}x{patches.shape[-1]} patches shrunk by {scale} are smaller than patch {patch_size}")
+    was_training = fdc.training
+    fdc.eval()
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        sums = dict.fromkeys(sigmas, 0.0)
+        ref_sum, count = 0.0, 0
+        for start in range(0, patches.shape[0], batch_size):
+            real = patches[start : start + batch_size].float()
+            lr = resize(real, (lr_h, lr_w), "bicubic")
+            places = [(_random_crop_places(real, patch_size, gen), _random_crop_places(lr, patch_size, gen)) for _ in range(crops)]
+            for real_at, _ in places:
+                ref_sum += fdc.score(_crop_batch(real, real_at, patch_size)).sum().item()
+            for sg in sigmas:
+                blurred = lr if sg == 0 else conv_per_sample(lr, torch.from_numpy(gaussian(kernel_size, sg)).float())
+                for _, lr_at in places:
+                    sums[sg] += fdc.score(_crop_batch(blurred, lr_at, patch_size)).sum().item()
+            count += real.shape[0] * crops
+    finally:
+        fdc.train(was_training)
+    curve = {sg: (sums[sg] - ref_sum) / count for sg in sigmas}
+    return curve, zero_crossing(curve)
+
+
+def _random_crop_places(images: torch.Tensor, patch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    n, _, h, w = images.shape
+    return torch.randint(0, h - patch + 1, (n,), generator=gen), torch.randint(0, w - patch + 1, (n,), generator=gen)
+
+
+def _crop_batch(images: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor], patch: int) -> torch.Tensor:
+    return torch.stack([im[:, y : y + patch, x : x + patch] for im, y, x in zip(images, at[0].tolist(), at[1].tolist())])
+
+
+def zero_crossing(curve: dict[float, float]) -> float:
+    """First x (in sorted order) where curve goes from > 0 to <= 0, linearly interpolated; nan if it never does."""
+    xs = sorted(curve)
+    for a, b in zip(xs, xs[1:]):
+        if curve[a] > 0 >= curve[b]:
+            return a + (b - a) * curve[a] / (curve[a] - curve[b])
+    return math.nan
 
 
 # ---------------------------------------------------------------------------- training
@@ -418,8 +514,9 @@ def train_fdc(
             anchor_jitter=config.anchor_jitter,
             augment=config.augment,
             aligned=config.aligned,
+            blur_sigma=tuple(config.blur_sigma) if config.blur_weight > 0 else None,
         )
-        loss = pair_loss(*comparator_outputs(fdc, pairs), kind=config.loss)
+        loss = pair_loss(comparator_outputs(fdc, pairs), kind=config.loss, blur_weight=config.blur_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

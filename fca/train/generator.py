@@ -24,9 +24,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from fca.config import param
-from fca.frequency import radial_density, to_luma
 from fca.kernels import effective_sigma
-from fca.losses import density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss
+from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, target_density
 from fca.models.generator_arch import Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
 from fca.resample import downscale, upscale
@@ -113,27 +112,6 @@ def half_then_linear_decay(steps: int) -> Callable[[int], float]:
 def lr_side(config: GeneratorConfig) -> int:
     """Side of G's output for a `patch_size` input."""
     return max(1, round(config.patch_size / config.scale))
-
-
-def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float = 0.02, batch: int = 256) -> torch.Tensor:
-    """The real domain's density at the LR patch size: mean over the non-overlapping side x side tiles
-    whose luma std is at least `min_std`. [N, 3, H, W] -> [bins].
-
-    Computed once, with no randomness: a per-batch target of 8 crops is noisy, and the
-    real domain's density is a property of the whole set. Flat tiles are left out
-    because their normalised density is 8-bit quantisation noise (white); on the
-    bundled photos 38 % of the 32 px tiles are that flat, and keeping them drags the
-    spectral fit to a spiky kernel that imitates the noise (benchmarks/generator_experiments.py).
-    """
-    tiles = patches.unfold(2, side, side).unfold(3, side, side)  # [N, 3, nh, nw, side, side]
-    tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, patches.shape[1], side, side)
-    tiles = tiles[to_luma(tiles).flatten(1).std(1) >= min_std]
-    if tiles.shape[0] == 0:
-        raise ValueError(f"no {side}x{side} tile of the training patches has luma std >= {min_std}")
-    total = torch.zeros(bins, dtype=torch.float64)
-    for start in range(0, tiles.shape[0], batch):
-        total += radial_density(tiles[start : start + batch].double(), bins).sum(0)
-    return (total / tiles.shape[0]).float()
 
 
 def _random_crops(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -338,7 +316,7 @@ def train_generator(
         loss_fdc = loss_spec = loss_wd = zero
         if use_fdc:
             with autocast():
-                loss_fdc = fdc_generator_loss(fdc, _centre(fake, refs[0].shape[-1]), *refs)
+                loss_fdc = fdc_generator_loss(fdc, centre_crop(fake, refs[0].shape[-1]), *refs)
             _check(n, "loss_fdc", loss_fdc)
         if use_spectral:
             loss_spec = density_loss(fake, target, config.spectral_bins, config.spectral_floor)
@@ -388,12 +366,6 @@ def train_generator(
 def _plain(v):
     """Config values as checkpoint-safe plain types (tuples -> lists)."""
     return list(v) if isinstance(v, tuple) else v
-
-
-def _centre(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top : top + size, left : left + size]
 
 
 def _fdc_references(x: torch.Tensor, side: int, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -25,10 +25,10 @@ class SRConfig:
 
     blocks: int = param(3, ge=1, help="residual blocks of the SR net")
     channels: int = param(32, ge=1, help="feature channels of the SR net")
-    steps: int = param(400, ge=1, help="training steps, the same for every kind of pairs")
+    steps: int = param(600, ge=1, help="training steps, the same for every kind of pairs")
     batch_size: int = param(16, ge=1)
-    patch_size: int = param(64, ge=8, help="HR crop side for SR training (a multiple of the scale)")
-    lr: float = param(2e-3, gt=0, help="Adam learning rate (cosine-decayed to 0 over the steps)")
+    patch_size: int = param(48, ge=8, help="HR crop side for SR training (a multiple of the scale)")
+    lr: float = param(1e-3, gt=0, help="Adam learning rate (cosine-decayed to 0 over the steps)")
 
 
 def _random_dihedral(lr: torch.Tensor, hr: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

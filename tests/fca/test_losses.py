@@ -5,13 +5,13 @@ import torch.nn as nn
 from fca.frequency import radial_density
 from fca.kernels import conv_per_sample, gaussian
 from fca.losses import (
-    centre_crop,
     density_loss,
     fdc_generator_loss,
     floored_log_l1,
     lsgan_d_loss,
     lsgan_g_loss,
     spectral_loss,
+    target_density,
 )
 
 
@@ -32,16 +32,27 @@ def test_floored_log_l1_ignores_differences_below_the_floor():
 
 def test_spectral_loss_zero_for_same_patches_and_orders_blur():
     real = _blur(_images(8, 64), 2.0)
-    same = centre_crop(real, 32)
-    assert float(spectral_loss(same, real, 8)) < 1e-6
+    same = real[..., :32, :32]
+    assert float(spectral_loss(same, real[..., :32, :32], 8)) < 1e-6
     sharp, blurred = _images(8, 32, seed=1), _blur(_images(8, 32, seed=1), 2.0)
     assert spectral_loss(blurred, real, 8) < spectral_loss(sharp, real, 8)
 
 
-def test_spectral_loss_crops_real_patches_to_the_lr_size():
+def test_spectral_loss_tiles_real_patches_at_the_lr_size():
     real, fake = _images(4, 64), _images(4, 32, seed=1)
-    target = radial_density(real[..., 16:48, 16:48], 8).mean(0)
+    tiles = torch.cat([real[..., :32, :32], real[..., :32, 32:], real[..., 32:, :32], real[..., 32:, 32:]])
+    target = radial_density(tiles, 8).mean(0)
     torch.testing.assert_close(spectral_loss(fake, real, 8), density_loss(fake, target, 8))
+
+
+def test_target_density_leaves_flat_tiles_out():
+    textured = _images(2, 32)
+    flat = 0.5 + 0.002 * _images(2, 32, seed=3)  # luma std far below 0.02: 8-bit-noise-like
+    both = torch.cat([textured, flat])
+    torch.testing.assert_close(target_density(both, 32, 8), target_density(textured, 32, 8))
+    assert not torch.allclose(target_density(both, 32, 8, min_std=0.0), target_density(textured, 32, 8))
+    with pytest.raises(ValueError, match="luma std"):
+        target_density(flat, 32, 8)
 
 
 def test_spectral_loss_is_differentiable_and_fp32_under_autocast():

@@ -75,11 +75,12 @@ def test_normalized_input_ignores_brightness_and_contrast():
     assert (raw.score(x) - raw.score(0.3 + 1.7 * x)).abs().max() > 1e-4  # without it, it does not
 
 
-def test_reflect_padding_keeps_a_flat_image_flat_across_the_map():
-    # With zero padding a constant image would light up the border cells of the map.
-    fdc = _fdc(normalize_input=False).eval()
-    m = fdc.encode(torch.full((1, 3, 32, 32), 0.7))
-    torch.testing.assert_close(m, m.flatten()[0].expand_as(m))
+def test_reflect_padding_of_the_image_hides_its_brightness_at_the_border():
+    # Zero padding of the image would make a bright flat image's border differ from a dark one's.
+    first = _fdc(normalize_input=False).body[0]
+    for level in (0.1, 0.9):
+        out = first(torch.full((1, 3, 16, 16), level))
+        torch.testing.assert_close(out, out[..., 8:9, 8:9].expand_as(out))
 
 
 def test_bad_input_shapes_are_errors():

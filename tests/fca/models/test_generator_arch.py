@@ -10,6 +10,15 @@ from fca.models.generator_arch import Generator, KernelEstimator, gaussian_kerne
 from fca.resample import downscale
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors: on a shared 2-core box, two threads mostly wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _generator(**kw) -> Generator:
     torch.manual_seed(0)
     args = dict(scale=4.0, kernel_size=7, channels=8, dense_blocks=1, res_blocks=1)

@@ -163,3 +163,13 @@ def test_resolve_device():
 def test_too_many_bins_for_the_lr_size_is_an_error_naming_the_key(photo_patches):
     with pytest.raises(ValueError, match="spectral_bins = 16: at most 8"):
         train_generator(dataclasses.replace(TINY, spectral_bins=16), photo_patches, None, device=CPU, checkpoint_dir=None, progress=False)
+
+
+def test_load_generator_rebuilds_the_trained_model(photo_patches, tmp_path):
+    from fca.train.generator import load_generator
+
+    gen, _ = train_generator(dataclasses.replace(TINY, steps=2), photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+    loaded = load_generator(tmp_path / "last.pt")
+    x = photo_patches[:2]
+    with torch.no_grad():
+        assert torch.equal(loaded(x)[0], gen(x)[0])
