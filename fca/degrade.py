@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +45,9 @@ from tqdm import tqdm
 from fca.config import param
 from fca.data.images import IMAGE_SUFFIXES, BadImageError, list_images, load_rgb, save_npy, save_png
 from fca.frequency import to_luma
+from fca.fsutil import atomic_dir
 from fca.kernels import conv_per_sample, effective_sigma
+from fca.plots import kernel_image
 from fca.resample import resize, scaled_size
 
 
@@ -326,14 +326,6 @@ def degrade_image(
 # --------------------------------------------------------------------------- folders
 
 
-def kernel_picture(kernel: np.ndarray, zoom: int = 8) -> np.ndarray:
-    """[K, K] kernel -> uint8 greyscale [K*zoom, K*zoom], scaled so its peak is white (nearest upsampling)."""
-    k = np.asarray(kernel, dtype=np.float64)
-    k = k / k.max() if k.max() > 0 else k
-    pic = (np.clip(k, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return np.kron(pic, np.ones((zoom, zoom), dtype=np.uint8))
-
-
 MANIFEST_COLUMNS = ("file", "status", "reason", "width", "height", "lr_width", "lr_height", "kernel_sigma", "lr_file", "kernel_file")
 
 
@@ -347,17 +339,6 @@ def _check_size(path: Path, h: int, w: int, source: KernelSource) -> None:
     ho, wo = lr_size(h, w, float(source.scale))
     if min(ho, wo) <= source.kernel_size // 2:
         raise ImageTooSmallError(path, f"{w}x{h} is too small: its x{source.scale:g} LR image ({wo}x{ho}) must be wider and taller than {source.kernel_size // 2} pixels for a {source.kernel_size}x{source.kernel_size} kernel")
-
-
-def _replace_folder(tmp: Path, output_dir: Path) -> None:
-    """Rename the finished folder `tmp` to `output_dir`; an existing `output_dir` is removed only after the swap."""
-    if not output_dir.exists():
-        os.rename(tmp, output_dir)
-        return
-    old = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(output_dir, old)
-    os.rename(tmp, output_dir)
-    shutil.rmtree(old)
 
 
 def degrade_folder(
@@ -375,7 +356,7 @@ def degrade_folder(
     Writes, keeping each image's path relative to `input_dir`:
       lr/<rel>.png        the LR image (8-bit PNG, whatever the input format)
       kernels/<rel>.npy   its kernel, float32 [K, K]
-      kernels/<rel>.png   the kernel as a picture (peak = white, 8x nearest)
+      kernels/<rel>.png   the kernel as a picture (viridis, peak = yellow, 8x nearest)
       manifest.csv        one row per input: MANIFEST_COLUMNS; status "ok" or
                           "skipped" with the reason (unreadable, too small)
     Bad images follow `config.on_bad_image`: "error" raises, naming the file;
@@ -408,9 +389,7 @@ def degrade_folder(
             raise ValueError(f"{input_dir}: {seen[stem]} and {rel} would both be written as {stem}.png; rename one")
         seen[stem] = rel
 
-    tmp = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(output_dir, replace=overwrite) as tmp:
         rows = []
         for i, (path, rel) in enumerate(tqdm(list(zip(paths, rels)), desc="degrade", unit="img", disable=not progress)):
             row: dict = dict.fromkeys(MANIFEST_COLUMNS)
@@ -434,7 +413,7 @@ def degrade_folder(
             stem = rel.with_suffix("")
             save_png(tmp / "lr" / f"{stem}.png", lr)
             save_npy(tmp / "kernels" / f"{stem}.npy", kernel.numpy().astype(np.float32))
-            save_png(tmp / "kernels" / f"{stem}.png", kernel_picture(kernel.numpy()))
+            save_png(tmp / "kernels" / f"{stem}.png", kernel_image(kernel.numpy(), zoom=8))
             sigma = float(effective_sigma(kernel.double()))
             row.update(
                 lr_width=lr.shape[1], lr_height=lr.shape[0], kernel_sigma=sigma,
@@ -445,8 +424,4 @@ def degrade_folder(
                 on_step(i, {"seconds": time.perf_counter() - t0, "hr_megapixels": h * w / 1e6, "kernel_sigma": sigma})
         manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
         manifest.to_csv(tmp / "manifest.csv", index=False)
-        _replace_folder(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest

@@ -34,19 +34,11 @@ def progress_enabled(args: argparse.Namespace) -> bool:
     return not args.no_progress and os.environ.get("FCA_PROGRESS", "on").lower() not in ("off", "0", "false")
 
 
-def resolve_device(name: str) -> Any:
-    """'auto' | 'cpu' | 'cuda' -> torch.device; asking for CUDA without one is an error."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is available (use --device auto or cpu)")
-    return torch.device(name)
-
-
 def setup_torch(args: argparse.Namespace) -> Any:
+    """Apply --threads and return the torch.device --device names."""
     import torch
+
+    from fca.train.generator import resolve_device
 
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
@@ -60,8 +52,11 @@ def run(stage: str, argv: Sequence[str] | None, build: Callable[[], argparse.Arg
     try:
         params = load_params(args.params)
         body(args, params)
-    except (ParamsError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as e:
+    except (ParamsError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, RuntimeError) as e:
+        if os.environ.get("FCA_DEBUG"):
+            raise
         print(f"fca {stage}: error: {e}", file=sys.stderr)
+        print("(set FCA_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
     return 0
 

@@ -13,14 +13,6 @@ from fca.resample import downscale
 from fca.train.sr import SRConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets: a second OpenMP thread only adds sync overhead (and spins on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 SCALE = 4
 K = 7
 CONFIG = EvaluateConfig(density_bins=6, batch_size=4, samples=2, sr=SRConfig(blocks=1, channels=4, steps=15, batch_size=4, patch_size=32, lr=1e-3), seed=0)

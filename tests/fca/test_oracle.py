@@ -10,14 +10,6 @@ from fca.oracle import fit_oracle_kernel, fit_oracle_kernels_per_image
 from fca.resample import downscale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: a second OpenMP thread only adds sync overhead (and spins on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _photo_crops(size: int = 128) -> torch.Tensor:
     """[N, 3, size, size] grid crops of three bundled photos, in [0, 1]."""

@@ -4,14 +4,6 @@ import torch
 from fca.models.fdc_arch import FDC
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convs on a shared 2-core machine: a second thread only adds waiting.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _fdc(**kw) -> FDC:
     torch.manual_seed(0)

@@ -10,14 +10,6 @@ from fca.models.generator_arch import Generator, KernelEstimator, gaussian_kerne
 from fca.resample import downscale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: on a shared 2-core box, two threads mostly wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _generator(**kw) -> Generator:
     torch.manual_seed(0)

@@ -21,14 +21,6 @@ from fca.train.fdc import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convs on a shared 2-core machine: a second thread only adds waiting.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _real_patches(n: int, size: int = 64, sigma: float = 1.5, seed: int = 0) -> torch.Tensor:
     """Blurred noise: a 'real domain' whose density moves with scale like a blurred photo's does."""

@@ -7,14 +7,6 @@ from fca.resample import downscale, upscale
 from fca.train.sr import SRConfig, sr_predict, train_sr
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets: a second OpenMP thread only adds sync overhead (and spins on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _pairs(n: int = 6, size: int = 32, scale: int = 2):
     """Smooth random HR images (blurred noise) and their bicubic LR: [n, 3, size/s, size/s], [n, 3, size, size]."""
