@@ -22,6 +22,7 @@ from that file without training.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -68,6 +69,7 @@ VARIANTS.update({
     "lr3e-4": {"lr": 3e-4},
     "steps1200": {"steps": 1200},
     "batch32": {"batch_size": 32},
+    "head1x1": {"_head_kernel": 1},
 })
 BASE = dict(eval_every=10**6, checkpoint_every=10**6)
 
@@ -106,10 +108,35 @@ def density_fit(real: torch.Tensor, sigmas: list[float], scale: float = 4.0, bin
 SIGMAS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5, 4.0, 4.5, 5.0]
 
 
+@contextlib.contextmanager
+def _arch_patch(arch: dict):
+    """Architecture variants not in FDCConfig: `_head_kernel` 1 makes the last conv 1x1 (receptive field 17 px, not 33)."""
+    if not arch:
+        yield
+        return
+    import fca.train.fdc as mod
+
+    original = mod.build_fdc
+
+    def build(channels, normalize_input):
+        fdc = original(channels, normalize_input)
+        if arch.get("_head_kernel", 3) == 1:
+            fdc.body[-1] = torch.nn.Conv2d(channels, 1, 1)
+        return fdc
+
+    mod.build_fdc = build
+    try:
+        yield
+    finally:
+        mod.build_fdc = original
+
+
 def run_variant(name: str, overrides: dict, train: torch.Tensor, test: torch.Tensor, test_clean: torch.Tensor, seed: int, save_dir: Path | None = None) -> dict:
-    cfg = FDCConfig(**{**BASE, **overrides, "seed": seed})
+    arch = {k: v for k, v in overrides.items() if k.startswith("_")}
+    cfg = FDCConfig(**{**BASE, **{k: v for k, v in overrides.items() if not k.startswith("_")}, "seed": seed})
     t0, c0 = time.perf_counter(), time.process_time()
-    fdc, _ = train_fdc(cfg, train, test, progress=False)
+    with _arch_patch(arch):
+        fdc, _ = train_fdc(cfg, train, test, progress=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +148,29 @@ def run_variant(name: str, overrides: dict, train: torch.Tensor, test: torch.Ten
     return {"variant": name, "seed": seed, "overrides": overrides, "wall_s": wall, "cpu_s": cpu, **m,
             "sigma_cross": zero_crossing(curve), "sigma_cross_train": zero_crossing(curve_train),
             "sigma_cross_ltrue": zero_crossing(curve_true), "curve": curve, "curve_ltrue": curve_true}
+
+
+def per_image(names: list[str], save_dir: Path) -> None:
+    """For saved models: the blur-probe crossing per source photo, next to the whole-patch density fit."""
+    from fdc_data import PHOTOS, crop_patches, photo
+
+    from fca.models.fdc_arch import FDC
+
+    k = torch.from_numpy(gaussian(13, 3.0)).float()
+    per_photo = {name: crop_patches(conv_per_sample(photo(name), k))[:64] for name in PHOTOS}
+    fine = [round(2.0 + 0.1 * i, 2) for i in range(31)]
+    print(f"{'photo':<18}{'n':>4}{'density fit':>12}" + "".join(f"{n:>16}" for n in names))
+    models = []
+    for n in names:
+        state = torch.load(save_dir / f"{n}.pt")
+        fdc = FDC(state["config"]["channels"], state["config"]["normalize_input"])
+        fdc.load_state_dict(state["model"])
+        models.append(fdc.eval())
+    for name, patches in per_photo.items():
+        row = f"{name:<18}{len(patches):>4}{density_fit(patches, fine):>12.2f}"
+        for fdc in models:
+            row += f"{blur_probe(fdc, patches, 4.0, SIGMAS, patch_size=state['config']['patch_size'])[1]:>16.2f}"
+        print(row)
 
 
 def print_table(rows: list[dict], verbose: bool = False) -> None:
@@ -142,6 +192,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--out", default="/tmp/fdc_experiments.jsonl")
     ap.add_argument("--save", default="/tmp/fdcx_models", help="folder for the trained models ('' = do not keep)")
+    ap.add_argument("--per-image", nargs="+", metavar="MODEL", help="saved model names (variant_seed): crossing per photo, then stop")
     ap.add_argument("--table", action="store_true", help="print the table from --out and stop")
     ap.add_argument("--set", nargs="*", default=[], help="extra overrides key=json, applied to every variant")
     args = ap.parse_args()
@@ -154,6 +205,9 @@ def main() -> None:
         print_table([json.loads(line) for line in out.read_text().splitlines() if line.strip()])
         return
     torch.set_num_threads(args.threads)
+    if args.per_image:
+        per_image(args.per_image, Path(args.save))
+        return
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     train, test, _, test_clean = cached_demo_patches()
     fine = [round(2.0 + 0.05 * i, 2) for i in range(41)]
