@@ -16,7 +16,13 @@ What we add to the paper's recipe, each measured in benchmarks/fdc_experiments.p
 - the curriculum lowers s from scale_start to scale_end, and with
   `scale_sampling: range` each pair draws its own s log-uniformly between the
   current s and scale_start, so easy scales are not forgotten;
-- random flips / 90-degree rotations (a density has no orientation).
+- random flips / 90-degree rotations (a density has no orientation);
+- extra-blur pairs (`blur_weight`): x_B = x (*) Gaussian, asked only for
+  C(x_B, x) < 0. Resampling changes zoom and blur together, so a comparator
+  trained on it alone can rank by zoom (how busy the content looks) and barely
+  react to blur; then a generator adds far too much blur (DESIGN.md's warning).
+  x_B changes the blur alone. No value target: how much sparser x_B is depends on
+  the real domain's own blur, which is unknown.
 
 Ordering accuracy at scale s (`evaluate_fdc`): on held-out patches, anchors at
 native scale, x_D and x_U made with one resampler (bicubic, what the generator uses);
