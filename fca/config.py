@@ -31,23 +31,28 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def check_field(f: dataclasses.Field, value: Any, key: str) -> None:
-    """Raise ValueError naming `key` if `value` breaks the constraints declared on field `f`."""
+def check_field(f: dataclasses.Field, value: Any, key: str, shown: Any = dataclasses.MISSING) -> None:
+    """Raise ValueError naming `key` if `value` breaks the constraints declared on field `f`.
+
+    `shown` is what the message quotes (the value as the user wrote it); default: `value`.
+    """
     m = f.metadata
+    if shown is dataclasses.MISSING:
+        shown = value
     items = value if isinstance(value, (list, tuple)) else [value]
     for v in items:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if m.get("ge") is not None and v < m["ge"]:
-                raise ValueError(f"{key} = {value!r}: must be >= {m['ge']}")
+                raise ValueError(f"{key} = {shown!r}: must be >= {m['ge']}")
             if m.get("gt") is not None and v <= m["gt"]:
-                raise ValueError(f"{key} = {value!r}: must be > {m['gt']}")
+                raise ValueError(f"{key} = {shown!r}: must be > {m['gt']}")
             if m.get("le") is not None and v > m["le"]:
-                raise ValueError(f"{key} = {value!r}: must be <= {m['le']}")
+                raise ValueError(f"{key} = {shown!r}: must be <= {m['le']}")
             if m.get("lt") is not None and v >= m["lt"]:
-                raise ValueError(f"{key} = {value!r}: must be < {m['lt']}")
+                raise ValueError(f"{key} = {shown!r}: must be < {m['lt']}")
             if m.get("odd") and int(v) % 2 == 0:
-                raise ValueError(f"{key} = {value!r}: must be odd")
+                raise ValueError(f"{key} = {shown!r}: must be odd")
         if m.get("choices") is not None and v not in m["choices"]:
             raise ValueError(f"{key} = {v!r}: must be one of {list(m['choices'])}")
     if m.get("nonempty") and len(value) == 0:
-        raise ValueError(f"{key} = {value!r}: must not be empty")
+        raise ValueError(f"{key} = {shown!r}: must not be empty")

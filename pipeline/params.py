@@ -119,7 +119,7 @@ def _build(cls: type, raw: Any, key: str) -> Any:
         sub = f"{key}.{name}" if key else name
         value = _coerce(raw[name], hints[name], sub)
         try:
-            check_field(fields[name], value, sub)
+            check_field(fields[name], value, sub, shown=raw[name])
         except ValueError as e:
             raise ParamsError(str(e)) from None
         values[name] = value

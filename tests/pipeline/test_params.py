@@ -55,7 +55,7 @@ def _delete(d, dotted):
         ("patches.val_fraction", 1.0, "patches.val_fraction = 1.0: must be < 1"),
         ("patches.on_bad_image", "ignore", "patches.on_bad_image = 'ignore': must be one of"),
         ("generator.loss", "l2", "generator.loss = 'l2': must be one of"),
-        ("generator.betas", [0.5, 1.5], "generator.betas = (0.5, 1.5): must be < 1"),
+        ("generator.betas", [0.5, 1.5], "generator.betas = [0.5, 1.5]: must be < 1"),
         ("generator.betas", [0.5], "expected 2 items"),
         ("fdc.resamplers", ["lanczos"], "fdc.resamplers = 'lanczos': must be one of"),
         ("fdc.resamplers", [], "must not be empty"),
