@@ -70,6 +70,9 @@ VARIANTS.update({
     "steps1200": {"steps": 1200},
     "batch32": {"batch_size": 32},
     "head1x1": {"_head_kernel": 1},
+    "logistic_ch16": {"loss": "logistic", "channels": 16},
+    "logistic_ch16_1000": {"loss": "logistic", "channels": 16, "steps": 1000},
+    "logistic_noblur": {"loss": "logistic", "blur_weight": 0.0},
 })
 BASE = dict(eval_every=10**6, checkpoint_every=10**6)
 

@@ -89,6 +89,8 @@ class FDCConfig:
     def __post_init__(self) -> None:
         if self.scale_end > self.scale_start:
             raise ValueError(f"fdc.scale_end = {self.scale_end} must be <= fdc.scale_start = {self.scale_start}")
+        if self.blur_sigma[0] > self.blur_sigma[1]:
+            raise ValueError(f"fdc.blur_sigma = {list(self.blur_sigma)}: the first value must be <= the second")
 
 
 class PairBatch(NamedTuple):
@@ -325,14 +327,17 @@ def evaluate_fdc(
                         chunk = patches[start : start + batch_size].float()
                         pairs = make_pairs(chunk, s, patch_size, gen, [resampler], aligned=aligned)
                         c = comparator_outputs(fdc, pairs)
-                        downs.append(c["down"] > 0)
-                        ups.append(c["up"] < 0)
+                        downs.append(c["down"])
+                        ups.append(c["up"])
                         same_vals.append(c["same"])
-                down, up = torch.cat(downs).float(), torch.cat(ups).float()
+                c_down, c_up = torch.cat(downs), torch.cat(ups)
+                down, up = (c_down > 0).float(), (c_up < 0).float()
                 if aligned:
                     metrics[scale_key("acc", s)] = torch.cat([down, up]).mean().item()
                     metrics[scale_key("acc_down", s)] = down.mean().item()
                     metrics[scale_key("acc_up", s)] = up.mean().item()
+                    metrics[scale_key("mean_down", s)] = c_down.mean().item()
+                    metrics[scale_key("mean_up", s)] = c_up.mean().item()
                 else:
                     metrics[scale_key("acc_rand", s)] = torch.cat([down, up]).mean().item()
         same = torch.cat(same_vals)
