@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)  # the child's JSON output
     args = p.parse_args(argv)
 
-    from fca.train.generator import resolve_device
+    from fca.train.hardware import resolve_device
 
     try:
         device = resolve_device(args.device)

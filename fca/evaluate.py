@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from fca.config import param
+from fca.distributed import Dist
 from fca.frequency import bin_centres, log_l1, mean_density, symmetric_kl
 from fca.kernels import conv_per_sample, cov_rel_error, effective_sigma
 from fca.metrics import pooled_psnr, pooled_psnr_y, ssim_y
@@ -104,13 +105,16 @@ def referee(
     config: EvaluateConfig,
     progress: bool = False,
     on_step: Callable[[str, int, dict[str, float]], None] | None = None,
+    device: torch.device = torch.device("cpu"),
+    dist: Dist = Dist(),
 ) -> dict:
     """Judge a trained degradation against the known answer.
 
     clean_*/real_*: [N, 3, H, W] in [0, 1], real = clean (*) k_gt, H and W multiples of s;
     k_gt: [K, K]; degrade_fn(hr [B, 3, H, W]) -> (lr [B, 3, H/s, W/s], kernels [B, K', K'])
     is the trained generator. `on_step(kind, step, metrics)` sees every SR training step
-    (kind in PAIR_KINDS).
+    (kind in PAIR_KINDS). device / dist: where, and over how many torchrun processes, the
+    SR nets train (every rank computes the rest itself; the numbers are the same on all).
 
     Returns {"metrics": nested dict of floats (keys below), "arrays": dict of numpy arrays
     for the report, "timings_s": seconds per phase}. Metrics:
@@ -189,7 +193,8 @@ def referee(
             if on_step is not None:
                 on_step(kind, step, m)
 
-        net = train_sr(config.sr, train_lr[kind], real_train, s, seed=config.seed, progress=progress, on_step=_log, desc=f"sr[{kind}]")
+        net = train_sr(config.sr, train_lr[kind], real_train, s, seed=config.seed, progress=progress, on_step=_log,
+                       desc=f"sr[{kind}]", device=device, dist=dist)
         sr_out[kind] = sr_predict(net, true_val, config.batch_size)
         sr[f"psnr_{kind}"] = pooled_psnr_y(sr_out[kind], real_val, s)
         sr[f"ssim_{kind}"] = _mean(ssim_y(sr_out[kind], real_val, s))

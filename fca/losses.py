@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
@@ -17,6 +19,9 @@ from fca.frequency import radial_density, to_luma
 
 # Default density floor of the spectral loss (a share of the patch's total power), see `floored_log_l1`.
 DEFAULT_FLOOR = 1e-4
+
+# Mean over dim 0 of a batch of per-image values (fca.distributed.Dist.mean in a multi-process job).
+BatchMean = Callable[[torch.Tensor], torch.Tensor]
 
 
 def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -28,10 +33,14 @@ def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + size, left : left + size]
 
 
-def batch_density(x: torch.Tensor, bins: int) -> torch.Tensor:
-    """Mean frequency density of a batch, in fp32 outside autocast: [B, C, H, W] -> [bins]."""
+def batch_density(x: torch.Tensor, bins: int, batch_mean: BatchMean | None = None) -> torch.Tensor:
+    """Mean frequency density of a batch, in fp32 outside autocast: [B, C, H, W] -> [bins].
+
+    batch_mean averages the per-image densities over dim 0 (default: over this batch;
+    in a multi-process job `Dist.mean`, over the global batch)."""
     with torch.autocast(x.device.type, enabled=False):
-        return radial_density(x.float(), bins).mean(0)
+        per_image = radial_density(x.float(), bins)
+        return per_image.mean(0) if batch_mean is None else batch_mean(per_image)
 
 
 def floored_log_l1(p: torch.Tensor, q: torch.Tensor, floor: float = DEFAULT_FLOOR) -> torch.Tensor:
@@ -48,12 +57,16 @@ def floored_log_l1(p: torch.Tensor, q: torch.Tensor, floor: float = DEFAULT_FLOO
     return (torch.log(p + floor) - torch.log(q + floor)).abs().mean(-1)
 
 
-def density_loss(fake_lr: torch.Tensor, target: torch.Tensor, bins: int, floor: float = DEFAULT_FLOOR) -> torch.Tensor:
-    """Floored log-L1 between the batch's mean density and a target density [bins]: a scalar, differentiable in fake_lr."""
+def density_loss(
+    fake_lr: torch.Tensor, target: torch.Tensor, bins: int, floor: float = DEFAULT_FLOOR, batch_mean: BatchMean | None = None
+) -> torch.Tensor:
+    """Floored log-L1 between the batch's mean density and a target density [bins]: a scalar, differentiable in fake_lr.
+
+    batch_mean: see `batch_density`."""
     if target.shape != (bins,):
         raise ValueError(f"target density has shape {tuple(target.shape)}, expected ({bins},)")
     with torch.autocast(fake_lr.device.type, enabled=False):
-        return floored_log_l1(batch_density(fake_lr, bins), target.float().to(fake_lr.device), floor)
+        return floored_log_l1(batch_density(fake_lr, bins, batch_mean), target.float().to(fake_lr.device), floor)
 
 
 def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float = 0.02, batch: int = 256) -> torch.Tensor:

@@ -16,8 +16,8 @@ from fca.evaluate import flatten_metrics, referee
 from fca.frequency import mean_density
 from fca.fsutil import atomic_dir, atomic_file, write_json
 from fca.train.generator import load_generator
-from pipeline import stage, tracking
-from pipeline.params import Params, section_dict
+from pipeline import stage
+from pipeline.params import Params
 
 DESCRIPTION = """\
 Judge the trained generator where the answer is known (DESIGN.md section 2):
@@ -44,24 +44,29 @@ def build() -> argparse.ArgumentParser:
 
 def body(args: argparse.Namespace, params: Params) -> None:
     cfg = params.evaluate
-    device = stage.setup_torch(args)
     clean_train, real_train, _ = load_patch_set(args.patches, "train")
     clean_val, real_val, names = load_patch_set(args.patches, "val")
     k_gt = torch.from_numpy(np.load(args.patches / "kernel.npy"))
-    generator = load_generator(args.generator, device)
     fdc_metrics = json.loads(args.fdc_metrics.read_text())
+    run_params = {"generator.loss": params.generator.loss}
+    # Under torchrun every rank computes everything (same inputs, same numbers) and the SR
+    # nets train over the ranks; rank 0 alone writes and logs.
+    with stage.distributed(args) as (device, dist), stage.tracked("evaluate", stage.run_params(cfg, device, dist, **run_params), dist) as run:
+        generator = load_generator(args.generator, device)
 
-    @torch.no_grad()
-    def degrade_fn(hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lr, kernels = generator(hr.to(device))
-        return lr.float().cpu(), kernels.float().cpu()
+        @torch.no_grad()
+        def degrade_fn(hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            lr, kernels = generator(hr.to(device))
+            return lr.float().cpu(), kernels.float().cpu()
 
-    with tracking.stage_run("evaluate", section_dict(cfg) | {"generator.loss": params.generator.loss}) as run:
         result = referee(
             clean_val, real_val, k_gt, generator.scale, degrade_fn, clean_train, real_train, cfg,
             progress=stage.progress_enabled(args),
             on_step=lambda kind, step, m: run.log_metrics({f"sr_train.{kind}.{k}": v for k, v in m.items()}, step),
+            device=device, dist=dist,
         )
+        if not dist.is_main:
+            return
         metrics = result["metrics"] | {"fdc": {k: v for k, v in fdc_metrics.items() if k.startswith("acc")}}
         write_json(args.out, metrics)
         arrays = result["arrays"]

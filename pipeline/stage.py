@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,51 @@ def setup_torch(args: argparse.Namespace) -> Any:
     """Apply --threads and return the torch.device --device names."""
     import torch
 
-    from fca.train.generator import resolve_device
+    from fca.train.hardware import resolve_device
 
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     return resolve_device(args.device)
+
+
+@contextlib.contextmanager
+def distributed(args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
+    """(device, Dist) for a training stage: --device and --threads applied, and, under
+    `torchrun --nproc-per-node N` (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT),
+    the process group joined (nccl on CUDA, each rank on cuda:LOCAL_RANK; gloo on CPU).
+    Ranks other than 0 get no progress bars. The group is left on exit."""
+    import torch
+
+    from fca import distributed as fdist
+
+    device = setup_torch(args)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+    dist = fdist.init(rank, world, local_rank, device)
+    if not dist.is_main:
+        args.no_progress = True
+    if dist.enabled:
+        log.info("rank %d of %d on %s (backend %s)", rank, world, device, fdist.backend_for(device))
+    try:
+        yield device, dist
+    finally:
+        fdist.shutdown()
+
+
+def tracked(stage: str, params: dict[str, Any], dist: Any) -> contextlib.AbstractContextManager:
+    """The stage's MLflow run on rank 0; a run that records nothing on the other ranks."""
+    from pipeline import tracking
+
+    return tracking.stage_run(stage, params) if dist.is_main else contextlib.nullcontext(tracking.NullRun())
+
+
+def run_params(config: Any, device: Any, dist: Any, **extra: Any) -> dict[str, Any]:
+    """What a training stage's MLflow run records as params: its section, plus where it ran."""
+    from pipeline.params import section_dict
+
+    return section_dict(config) | extra | {"device": str(device), "processes": dist.world_size}
 
 
 def run(stage: str, argv: Sequence[str] | None, build: Callable[[], argparse.ArgumentParser], body: Callable[[argparse.Namespace, Params], None]) -> int:

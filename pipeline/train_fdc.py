@@ -12,8 +12,8 @@ import pandas as pd
 from fca.data.patches import load_patch_set
 from fca.fsutil import atomic_file, write_json
 from fca.train.fdc import train_fdc
-from pipeline import stage, tracking
-from pipeline.params import Params, section_dict
+from pipeline import stage
+from pipeline.params import Params
 
 DESCRIPTION = """\
 Train the FDC (a Siamese comparator: C(a, b) > 0 when a is denser in high
@@ -36,17 +36,18 @@ def build() -> argparse.ArgumentParser:
 
 def body(args: argparse.Namespace, params: Params) -> None:
     cfg = params.fdc
-    stage.setup_torch(args)
     _, train_real, _ = load_patch_set(args.patches, "train")
     _, val_real, _ = load_patch_set(args.patches, "val")
     ckpt = stage.checkpoint_dir(args.checkpoints, cfg, [args.patches / "index.csv"])
-    with tracking.stage_run("train_fdc", section_dict(cfg)) as run:
+    with stage.distributed(args) as (device, dist), stage.tracked("train_fdc", stage.run_params(cfg, device, dist), dist) as run:
         fdc, history = train_fdc(
             cfg, train_real, val_real,
             on_step=lambda step, m: run.log_metrics(m, step),
             on_eval=lambda step, m: run.log_metrics({f"val.{k}": v for k, v in m.items()}, step),
-            checkpoint_dir=ckpt, progress=stage.progress_enabled(args),
+            checkpoint_dir=ckpt, progress=stage.progress_enabled(args), device=device, dist=dist,
         )
+        if not dist.is_main:
+            return  # rank 0 writes the outputs
         final = {k: v for k, v in history[-1].items() if k != "step"}
         write_json(args.metrics, final)
         with atomic_file(args.curve) as tmp:

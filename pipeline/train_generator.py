@@ -16,8 +16,8 @@ from fca.fsutil import atomic_file
 from fca.plots import image_grid, kernel_gallery
 from fca.train.fdc import load_fdc
 from fca.train.generator import train_generator
-from pipeline import stage, tracking
-from pipeline.params import Params, section_dict
+from pipeline import stage
+from pipeline.params import Params
 
 DESCRIPTION = """\
 Train the adaptation generator on the real-domain training patches (params:
@@ -45,11 +45,11 @@ def _to_hwc(x: torch.Tensor) -> np.ndarray:
 
 def body(args: argparse.Namespace, params: Params) -> None:
     cfg = params.generator
-    device = stage.setup_torch(args)
     _, train_real, _ = load_patch_set(args.patches, "train")
     fdc = load_fdc(args.fdc) if cfg.loss in ("fdc", "both") else None
     ckpt = stage.checkpoint_dir(args.checkpoints, cfg, [args.patches / "index.csv", args.fdc])
-    with tracking.stage_run("train_generator", section_dict(cfg) | {"fdc.scale_end": params.fdc.scale_end, "device": str(device)}) as run:
+    run_params = {"fdc.scale_end": params.fdc.scale_end}
+    with stage.distributed(args) as (device, dist), stage.tracked("train_generator", stage.run_params(cfg, device, dist, **run_params), dist) as run:
 
         def on_images(step: int, kernels: torch.Tensor, hr: torch.Tensor, bicubic: torch.Tensor, ours: torch.Tensor) -> None:
             k = kernels.detach().float().cpu().numpy()
@@ -60,8 +60,10 @@ def body(args: argparse.Namespace, params: Params) -> None:
         _, history = train_generator(
             cfg, train_real, fdc, device=device, checkpoint_dir=ckpt, fdc_scale=params.fdc.scale_end,
             on_step=lambda step, m: run.log_metrics(m, step), on_images=on_images,
-            progress=stage.progress_enabled(args),
+            progress=stage.progress_enabled(args), dist=dist,
         )
+        if not dist.is_main:
+            return  # rank 0 writes the outputs
         with atomic_file(args.curve) as tmp:
             pd.DataFrame(history).to_csv(tmp, index=False)
         with atomic_file(args.out) as tmp:

@@ -1,5 +1,6 @@
 """The whole graph on tiny params under both engines, each in its own temporary git checkout."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -81,6 +83,69 @@ def assert_referee(metrics: dict) -> None:
     assert fdc["acc_s3.5"] > 0.75, fdc
 
 
+def cached_outs(repo: Path) -> list[str]:
+    """The outs DVC caches (and so pushes), by DVC's own parse of dvc.yaml."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:
+        return sorted(o.def_path for s in r.index.stages for o in s.outs if o.use_cache)
+
+
+def snapshot(repo: Path, paths: list[str]) -> dict[str, str]:
+    """Every file under `paths` -> its sha256, every folder -> "dir" (empty ones count)."""
+    out = {}
+    for rel in paths:
+        top = repo / rel
+        assert top.exists(), rel
+        for p in [top, *sorted(top.rglob("*"))] if top.is_dir() else [top]:
+            key = p.relative_to(repo).as_posix()
+            out[key] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def objects(store: Path) -> set[str]:
+    """The content-addressed objects of a DVC cache or local remote (files/md5/xx/yyy...)."""
+    return {p.relative_to(store).as_posix() for p in (store / "files" / "md5").rglob("*") if p.is_file()}
+
+
+def remote_round_trip(repo: Path, tmp: Path) -> None:
+    """Push everything to a local-directory remote, lose the cache and outs, pull: all back, nothing to run."""
+    dvc = str(BIN / "dvc")
+    remote = tmp / "remote"
+    run([dvc, "remote", "add", "-d", "local", str(remote)], repo, tmp)
+    outs = cached_outs(repo)
+    # The trained models are the checkpoints worth sharing: the resumable ones in checkpoints/
+    # are deleted when training finishes (and persist outs would lose DVC's run cache).
+    assert {"data/raw", "data/patches", "models/fdc.pt", "models/generator.pt"} <= set(outs), outs
+    before = snapshot(repo, outs)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    locked = {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", []) if o["path"] in outs}
+    assert set(locked) == set(outs), locked
+
+    # What the remote must hold: each out's object and, for a folder, its .dir listing's files.
+    # (Not the whole cache: the run-cache also keeps the cache: false metrics and plots.)
+    wanted = set(locked.values())
+    for md5 in locked.values():
+        if md5.endswith(".dir"):
+            listing = json.loads((repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).read_text())
+            wanted |= {e["md5"] for e in listing}
+    pushed = run([dvc, "push"], repo, tmp)
+    assert objects(remote) == {f"files/md5/{m[:2]}/{m[2:]}" for m in wanted}, pushed
+    assert f"{len(wanted)} files pushed" in pushed, pushed
+
+    shutil.rmtree(repo / ".dvc" / "cache")
+    for rel in outs:
+        target = repo / rel
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    status = run([dvc, "status"], repo, tmp)
+    assert "deleted:" in status and "up to date" not in status, status
+
+    run([dvc, "pull"], repo, tmp)
+    assert snapshot(repo, outs) == before
+    assert "Running stage" not in run([dvc, "repro"], repo, tmp)
+    assert "Data and pipelines are up to date." in run([dvc, "status"], repo, tmp)
+
+
 @pytest.mark.slow
 def test_dvc_repro_runs_all_then_nothing_then_only_what_a_param_touches(tmp_path):
     repo = checkout(tmp_path)
@@ -105,6 +170,8 @@ def test_dvc_repro_runs_all_then_nothing_then_only_what_a_param_touches(tmp_path
     assert len(parents) == 2  # the first full run and the report-only re-run
     names = {r[0] for r in db.execute("select key from metrics")}
     assert {"density.gap_fca", "sr.gain_fraction", "loss_g"} <= names
+
+    remote_round_trip(repo, tmp_path)
 
 
 @pytest.mark.slow

@@ -47,13 +47,16 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from fca.config import param
+from fca.distributed import Dist
 from fca.kernels import conv_per_sample, gaussian
 from fca.models.fdc_arch import FDC, build_fdc
 from fca.resample import RESAMPLERS, resize, scaled_size
 from fca.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from fca.train.hardware import Precision, to_device
 
 TARGETS = {"down": 1.0, "same": 0.0, "up": -1.0}
 Callback = Callable[[int, dict[str, float]], None]
@@ -83,6 +86,7 @@ class FDCConfig:
     eval_every: int = param(200, ge=1)
     eval_scales: list[float] = param([3.5, 2.0, 1.2], ge=1.0, nonempty=True)
     eval_repeats: int = param(2, ge=1, help="random crops per held-out patch, scale and crop policy")
+    cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
     checkpoint_every: int = param(200, ge=1)
     seed: int = param(0, ge=0)
 
@@ -227,6 +231,11 @@ def make_pairs(
     return batch
 
 
+def pairs_to(pairs: PairBatch, device: torch.device, dist: Dist = Dist()) -> PairBatch:
+    """This rank's share of a batch of pairs (fca.distributed), copied to `device`."""
+    return PairBatch(*(None if t is None else to_device(dist.shard(t), device) for t in pairs))
+
+
 # ---------------------------------------------------------------------------- schedule and loss
 
 
@@ -271,15 +280,27 @@ def pair_loss(c: dict[str, torch.Tensor], kind: str = "mse", blur_weight: float 
     return loss.mean()
 
 
-def comparator_outputs(fdc: FDC, pairs: PairBatch) -> dict[str, torch.Tensor]:
+class Scorer(nn.Module):
+    """The FDC's `score` as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, fdc: FDC):
+        super().__init__()
+        self.fdc = fdc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fdc.score(x)
+
+
+def comparator_outputs(score: Callable[[torch.Tensor], torch.Tensor], pairs: PairBatch) -> dict[str, torch.Tensor]:
     """C(x_D, x), C(x', x), C(x_U, x) (and C(x_B, x) if there is `blurred`), each [N], keyed down/same/up/blur.
 
-    All image sets go through the encoder as one batch (one set of BatchNorm statistics).
+    score: [B, 3, P, P] -> [B] (`fdc.score`, or a DDP-wrapped `Scorer`). All image sets go
+    through the encoder as one batch (one set of BatchNorm statistics).
     """
     n = pairs.anchor.shape[0]
     names = ["down", "same", "up"] + (["blur"] if pairs.blurred is not None else [])
     images = [pairs.anchor, pairs.down, pairs.same, pairs.up] + ([pairs.blurred] if pairs.blurred is not None else [])
-    s = fdc.score(torch.cat(images)).view(len(images), n)
+    s = score(torch.cat(images)).view(len(images), n)
     return {k: s[i + 1] - s[0] for i, k in enumerate(names)}
 
 
@@ -316,6 +337,7 @@ def evaluate_fdc(
     was_training = fdc.training
     fdc.eval()
     gen = torch.Generator().manual_seed(seed)
+    device = next((p.device for p in fdc.parameters()), torch.device("cpu"))  # parameter-free probes: CPU
     metrics: dict[str, float] = {}
     same_vals: list[torch.Tensor] = []
     try:
@@ -326,7 +348,7 @@ def evaluate_fdc(
                     for start in range(0, patches.shape[0], batch_size):
                         chunk = patches[start : start + batch_size].float()
                         pairs = make_pairs(chunk, s, patch_size, gen, [resampler], aligned=aligned)
-                        c = comparator_outputs(fdc, pairs)
+                        c = comparator_outputs(fdc.score, pairs_to(pairs, device))
                         downs.append(c["down"])
                         ups.append(c["up"])
                         same_vals.append(c["same"])
@@ -443,6 +465,8 @@ def train_fdc(
     on_eval: Callback | None = None,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    device: torch.device = torch.device("cpu"),
+    dist: Dist = Dist(),
 ) -> tuple[FDC, list[dict]]:
     """Train an FDC on real-domain patches with the scale curriculum; returns (fdc in eval mode, history).
 
@@ -453,9 +477,14 @@ def train_fdc(
     ({"step": ..., **metrics}). With `checkpoint_dir`, `last.pt` there is written
     every checkpoint_every steps and at the end, and a run that finds it resumes
     from it (bit-exact on CPU); a checkpoint made with another config is an error.
+    device: where the comparator trains (pairs are made on the CPU and copied over).
+    dist: this process's place in a torchrun job (fca.distributed): config.batch_size is
+    the global batch, each rank trains on its share, and rank 0 alone evaluates, calls
+    the callbacks and writes checkpoints (the history is rank 0's).
     """
     _check_patches("train_patches", train_patches, config)
     _check_patches("val_patches", val_patches, config)
+    dist.check_batch("fdc.batch_size", config.batch_size)
     train_patches = train_patches.float()
     val_patches = val_patches.float()
 
@@ -463,24 +492,26 @@ def train_fdc(
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     data_gen = torch.Generator().manual_seed(config.seed)
-    fdc = build_fdc(config.channels, config.normalize_input)
+    fdc = build_fdc(config.channels, config.normalize_input).to(device)
     opt = torch.optim.Adam(fdc.parameters(), lr=config.lr, betas=tuple(config.betas))
+    precision = Precision(device, config.cuda_amp)
     history: list[dict] = []
     start = 0
 
     ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     if ckpt_path is not None and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+        state = load_checkpoint(ckpt_path, map_location=device)
         if state.get("config") != _config_dict(config):
             raise ValueError(f"{ckpt_path}: checkpoint was made with another fdc config; delete it or restore the params ({state.get('config')})")
         fdc.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         restore_rng(state["rng"], data_gen)
+        precision.load_state_dict(state.get("scaler", {}))
         start = int(state["step"])
         history = list(state["history"])
 
     def save(step: int) -> None:
-        if ckpt_path is None:
+        if ckpt_path is None or not dist.is_main:
             return
         save_checkpoint(
             ckpt_path,
@@ -489,12 +520,15 @@ def train_fdc(
                 "optimizer": opt.state_dict(),
                 "step": step,
                 "rng": capture_rng(data_gen),
+                "scaler": precision.state_dict(),
                 "history": history,
                 "config": _config_dict(config),
             },
         )
 
     def evaluate(step: int) -> None:
+        if not dist.is_main:
+            return
         metrics = evaluate_fdc(
             fdc, val_patches, list(config.eval_scales), config.seed, patch_size=config.patch_size, repeats=config.eval_repeats
         )
@@ -503,10 +537,12 @@ def train_fdc(
             on_eval(step, metrics)
 
     bar = None
-    if progress and start < config.steps:
+    if progress and dist.is_main and start < config.steps:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=start, desc="train_fdc", unit="step")
+    # The module the step calls: the comparator's score, in DDP (global BatchNorm) when there are several ranks.
+    score = dist.parallel(Scorer(fdc), device)
     fdc.train()
     n = train_patches.shape[0]
     for step in range(start + 1, config.steps + 1):
@@ -527,21 +563,25 @@ def train_fdc(
             aligned=config.aligned,
             blur_sigma=tuple(config.blur_sigma) if config.blur_weight > 0 else None,
         )
-        loss = pair_loss(comparator_outputs(fdc, pairs), kind=config.loss, blur_weight=config.blur_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"train_fdc: loss is {loss.item()} at step {step}")
-        if on_step is not None:
-            on_step(step, {"loss": loss.item(), "scale": current, "lr": lr})
+        # Every rank made the global batch's pairs (one sampling stream); each keeps its share.
+        pairs = pairs_to(pairs, device, dist)
+        with precision.autocast():
+            loss = pair_loss(comparator_outputs(score, pairs), kind=config.loss, blur_weight=config.blur_weight)
+        precision.step(loss, opt)
+        precision.update()
+        value = dist.average({"loss": loss.item()})["loss"]
+        if not math.isfinite(value):
+            raise FloatingPointError(f"train_fdc: loss is {value} at step {step}")
+        if on_step is not None and dist.is_main:
+            on_step(step, {"loss": value, "scale": current, "lr": lr})
         if step % config.eval_every == 0 or step == config.steps:
             evaluate(step)
         if step % config.checkpoint_every == 0 or step == config.steps:
             save(step)
+            dist.barrier()  # no rank runs ahead of the checkpoint on disk
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", s=f"{current:.2f}")
+            bar.set_postfix(loss=f"{value:.3f}", s=f"{current:.2f}")
     if bar is not None:
         bar.close()
     fdc.eval()

@@ -12,7 +12,6 @@ linear decay to zero. Checkpoints hold everything a bit-exact resume needs.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -29,7 +28,9 @@ from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_lo
 from fca.models.generator_arch import Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
 from fca.resample import downscale, upscale
+from fca.distributed import Dist
 from fca.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from fca.train.hardware import Precision, to_device
 
 
 @dataclass(frozen=True)
@@ -75,17 +76,6 @@ class TrainingDivergedError(RuntimeError):
         self.step, self.loss_name, self.value = step, loss_name, value
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu'; 'cuda' (an error if there is none)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"device = {name!r}: expected auto, cpu, cuda or cuda:N")
-    return torch.device(name)
-
-
 def build_generator(config: GeneratorConfig) -> Generator:
     """The generator a config describes (also what `degrade` rebuilds before loading weights)."""
     return Generator(
@@ -114,17 +104,34 @@ def lr_side(config: GeneratorConfig) -> int:
     return max(1, round(config.patch_size / config.scale))
 
 
-def _random_crops(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    """One random size x size crop per image: [B, C, H, W] -> [B, C, size, size]."""
+def _random_crops(x: torch.Tensor, size: int, gen: torch.Generator, dist: Dist = Dist()) -> torch.Tensor:
+    """One random size x size crop per image: [b, C, H, W] -> [b, C, size, size].
+
+    x is this rank's shard of a global batch; the places are drawn for the whole global
+    batch (the same stream on every rank) and this rank keeps its own (fca.distributed).
+    """
     h, w = x.shape[-2:]
-    tops = torch.randint(0, h - size + 1, (x.shape[0],), generator=gen).tolist()
-    lefts = torch.randint(0, w - size + 1, (x.shape[0],), generator=gen).tolist()
+    n = x.shape[0] * dist.world_size
+    tops = dist.shard(torch.randint(0, h - size + 1, (n,), generator=gen)).tolist()
+    lefts = dist.shard(torch.randint(0, w - size + 1, (n,), generator=gen)).tolist()
     return torch.stack([img[:, t : t + size, l : l + size] for img, t, l in zip(x, tops, lefts)])
 
 
-def _sample(patches: torch.Tensor, batch: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    idx = torch.randint(0, patches.shape[0], (batch,), generator=gen)
-    return _random_crops(patches[idx], size, gen)
+def _sample(patches: torch.Tensor, batch: int, size: int, gen: torch.Generator, dist: Dist = Dist()) -> torch.Tensor:
+    """This rank's share of a global batch of `batch` random crops (drawn with replacement)."""
+    idx = dist.shard(torch.randint(0, patches.shape[0], (batch,), generator=gen))
+    return _random_crops(patches[idx], size, gen, dist)
+
+
+class _Critic(nn.Module):
+    """The discriminator on real and fake in one call: one forward for DDP per D step."""
+
+    def __init__(self, disc: nn.Module):
+        super().__init__()
+        self.disc = disc
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.disc(real), self.disc(fake)
 
 
 def _as_float(patches: torch.Tensor) -> torch.Tensor:
@@ -150,6 +157,7 @@ def train_generator(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     on_images: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
     progress: bool = True,
+    dist: Dist = Dist(),
 ) -> tuple[Generator, list[dict[str, float]]]:
     """Train G on real-domain HR patches; return (G in eval mode on `device`, per-step metrics).
 
@@ -164,6 +172,9 @@ def train_generator(
       kernel_sigma (mean effective sigma of the batch's kernels); a disabled loss reads 0.
     on_images(step, kernels [b,K,K], hr [b,3,P,P], bicubic_lr, ours_lr): every `image_every`
       steps and at the end, on a fixed preview batch of the first (up to 4) patches.
+    dist: this process's place in a torchrun job (fca.distributed). config.batch_size is the
+      global batch; each rank trains on its share, gradients and logged metrics are averaged
+      over ranks, and rank 0 alone calls on_step / on_images and writes checkpoints.
     Raises TrainingDivergedError when a loss is NaN or inf (the checkpoint on disk is left as it was).
     """
     use_fdc = config.loss in ("fdc", "both") and config.w_fdc > 0
@@ -187,6 +198,7 @@ def train_generator(
             f"generator.spectral_bins = {config.spectral_bins}: at most {side // 2} for {side} px LR patches "
             f"(patch_size {config.patch_size} / scale {config.scale})"
         )
+    dist.check_batch("generator.batch_size", config.batch_size)
     patches = _as_float(train_patches)
 
     # --- construction (identical on a fresh start and on a resume) ---
@@ -206,23 +218,14 @@ def train_generator(
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, half_then_linear_decay(config.steps))
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, half_then_linear_decay(config.steps))
 
-    autocast_dtype: torch.dtype | None = None
-    scaler: torch.amp.GradScaler | None = None
-    if device.type == "cuda" and config.cuda_amp:
-        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if autocast_dtype == torch.float16:
-            scaler = torch.amp.GradScaler("cuda")
-    elif device.type == "cpu" and config.cpu_bf16:
-        autocast_dtype = torch.bfloat16
-    channels_last = autocast_dtype is not None
+    precision = Precision(device, config.cuda_amp, config.cpu_bf16)
+    channels_last = precision.enabled
     if channels_last:
         gen.to(memory_format=torch.channels_last)
         disc.to(memory_format=torch.channels_last)
-
-    def autocast():
-        if autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=autocast_dtype)
+    # What the training step calls: DDP wrappers in a multi-process job, the modules otherwise.
+    gen_step = dist.parallel(gen, device)
+    critic_step = dist.parallel(_Critic(disc), device)
 
     if fdc is not None:
         fdc = fdc.to(device).eval()
@@ -249,13 +252,12 @@ def train_generator(
         opt_d.load_state_dict(state["opt_d"])
         sched_g.load_state_dict(state["sched_g"])
         sched_d.load_state_dict(state["sched_d"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        precision.load_state_dict(state.get("scaler", {}))
         restore_rng(state["rng"], data_rng)
         step, history = int(state["step"]), list(state["history"])
 
     def checkpoint() -> None:
-        if ckpt_path is None:
+        if ckpt_path is None or not dist.is_main:
             return
         save_checkpoint(
             ckpt_path,
@@ -268,77 +270,68 @@ def train_generator(
                 "opt_d": opt_d.state_dict(),
                 "sched_g": sched_g.state_dict(),
                 "sched_d": sched_d.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
+                "scaler": precision.state_dict(),
                 "rng": capture_rng(data_rng),
                 "history": history,
             },
         )
 
     def images() -> None:
-        if on_images is None:
+        if on_images is None or not dist.is_main:
             return
         with torch.no_grad():
             kernels = gen.estimate_kernel(preview)
             on_images(step, kernels.cpu(), preview.cpu(), downscale(preview, config.scale).cpu(), gen.degrade(preview, kernels).cpu())
 
-    def backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-        else:
-            loss.backward()
-            opt.step()
-
     gen.train()
     disc.train()
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="generator", dynamic_ncols=True)
+    bar = tqdm(total=config.steps, initial=step, disable=not (progress and dist.is_main), desc="generator", dynamic_ncols=True)
     zero = torch.zeros((), device=device)
     while step < config.steps:
         n = step + 1  # 1-based, as reported to on_step
-        x = _sample(patches, config.batch_size, config.patch_size, data_rng).to(device)
-        real_lr = _sample(patches, config.batch_size, side, data_rng).to(device) if use_wd else None
-        refs = _fdc_references(x, side, fdc_scale, data_rng) if use_fdc else None
+        # This rank's share of the global batch (all of it in a single process).
+        x = to_device(_sample(patches, config.batch_size, config.patch_size, data_rng, dist), device)
+        real_lr = to_device(_sample(patches, config.batch_size, side, data_rng, dist), device) if use_wd else None
+        refs = _fdc_references(x, side, fdc_scale, data_rng, dist) if use_fdc else None
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            fake, kernels = gen(x)
+        with precision.autocast():
+            fake, kernels = gen_step(x)
 
         # 1) discriminator, on detached fakes
         loss_d = zero
         if use_wd:
-            with autocast():
-                loss_d = lsgan_d_loss(disc(real_lr), disc(fake.detach()))
+            with precision.autocast():
+                loss_d = lsgan_d_loss(*critic_step(real_lr, fake.detach()))
             _check(n, "loss_d", loss_d)
-            backward_step(loss_d, opt_d)
+            precision.step(loss_d, opt_d)
 
         # 2) generator, discriminator frozen
         loss_fdc = loss_spec = loss_wd = zero
         if use_fdc:
-            with autocast():
+            with precision.autocast():
                 loss_fdc = fdc_generator_loss(fdc, centre_crop(fake, refs[0].shape[-1]), *refs)
             _check(n, "loss_fdc", loss_fdc)
         if use_spectral:
-            loss_spec = density_loss(fake, target, config.spectral_bins, config.spectral_floor)
+            loss_spec = density_loss(fake, target, config.spectral_bins, config.spectral_floor, batch_mean=dist.mean)
             _check(n, "loss_spectral", loss_spec)
         if use_wd:
             disc.requires_grad_(False)
-            with autocast():
-                loss_wd = lsgan_g_loss(disc(fake))
+            with precision.autocast():
+                loss_wd = lsgan_g_loss(disc(fake))  # the bare module: no gradient sync for a frozen D
             disc.requires_grad_(True)
             _check(n, "loss_wd", loss_wd)
         loss_g = config.w_fdc * loss_fdc + config.w_spectral * loss_spec + config.w_wd * loss_wd
         _check(n, "loss_g", loss_g)
-        backward_step(loss_g, opt_g)
-        if scaler is not None:
-            scaler.update()
+        precision.step(loss_g, opt_g)
+        precision.update()
         lr_now = opt_g.param_groups[0]["lr"]
         sched_g.step()
         if use_wd:
             sched_d.step()
         step += 1
 
-        metrics = {
+        metrics = dist.average({
             "loss_g": float(loss_g.detach()),
             "loss_d": float(loss_d.detach()),
             "loss_fdc": float(loss_fdc.detach()),
@@ -346,9 +339,9 @@ def train_generator(
             "loss_wd": float(loss_wd.detach()),
             "lr": lr_now,
             "kernel_sigma": float(effective_sigma(kernels.detach().double()).mean()),
-        }
+        })
         history.append({"step": step, **metrics})
-        if on_step is not None:
+        if on_step is not None and dist.is_main:
             on_step(step, metrics)
         bar.update(1)
         bar.set_postfix(loss_g=f"{metrics['loss_g']:.4f}", sigma=f"{metrics['kernel_sigma']:.2f}", refresh=False)
@@ -356,6 +349,7 @@ def train_generator(
             images()
         if step % config.checkpoint_every == 0 or step == config.steps:
             checkpoint()
+            dist.barrier()  # no rank runs ahead of the checkpoint on disk
     bar.close()
     gen.eval()
     if channels_last:
@@ -368,13 +362,14 @@ def _plain(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def _fdc_references(x: torch.Tensor, side: int, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """Real-domain references for the comparator, all [B, 3, side, side]:
-    x at native scale, x_U (x upscaled by `scale`), x_D (x downscaled by `scale`), each a random crop."""
+def _fdc_references(x: torch.Tensor, side: int, scale: float, gen: torch.Generator, dist: Dist = Dist()) -> tuple[torch.Tensor, ...]:
+    """Real-domain references for the comparator, all [b, 3, side, side]:
+    x at native scale, x_U (x upscaled by `scale`), x_D (x downscaled by `scale`), each a random crop
+    (x is this rank's shard; crop places as in `_random_crops`)."""
     x_up = upscale(x, scale)
     x_down = downscale(x, scale)
     size = min(side, x_down.shape[-1])
-    return _random_crops(x, size, gen), _random_crops(x_up, size, gen), _random_crops(x_down, size, gen)
+    return _random_crops(x, size, gen, dist), _random_crops(x_up, size, gen, dist), _random_crops(x_down, size, gen, dist)
 
 
 def load_generator(path: Path | str, device: torch.device | str = "cpu") -> Generator:

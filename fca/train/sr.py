@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fca.config import param
+from fca.distributed import Dist
 from fca.models.sr_arch import SRNet
+from fca.train.hardware import Precision, to_device
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class SRConfig:
     batch_size: int = param(16, ge=1)
     patch_size: int = param(48, ge=8, help="HR crop side for SR training (a multiple of the scale)")
     lr: float = param(1e-3, gt=0, help="Adam learning rate (cosine-decayed to 0 over the steps)")
+    cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
 
 
 def _random_dihedral(lr: torch.Tensor, hr: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +68,8 @@ def train_sr(
     progress: bool = False,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     desc: str = "sr",
+    device: torch.device = torch.device("cpu"),
+    dist: Dist = Dist(),
 ) -> SRNet:
     """Train an SRNet on aligned pairs: lr_images [N, 3, h, w], hr_images [N, 3, s*h, s*w].
 
@@ -72,12 +77,16 @@ def train_sr(
     random flip/rotation, and takes an Adam step on the L1 loss. All randomness (init,
     crops, flips) comes from `seed`, and the global RNG is left untouched.
     `on_step(step, {"loss": l1, "lr": lr})` is called after every step (1-based).
+    device: where the net trains (crops are cut on the CPU). dist: this process's place in
+    a torchrun job (fca.distributed): batch_size is the global batch, each rank trains on
+    its share, logged losses are averaged over ranks and rank 0 alone calls on_step.
     Returns the trained net in eval mode (CPU, float32).
     """
     if float(scale) != int(scale):
         raise ValueError(f"train_sr: the SR net needs an integer scale, got {scale}")
     s = int(scale)
     _check_pairs(lr_images, hr_images, s, config.patch_size)
+    dist.check_batch("sr.batch_size", config.batch_size)
     lr_images, hr_images = lr_images.float(), hr_images.float()
     n, _, h, w = lr_images.shape
     p = config.patch_size // s
@@ -85,11 +94,15 @@ def train_sr(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = SRNet(s, config.blocks, config.channels)
+    net.to(device)
+    step_net = dist.parallel(net, device)
+    precision = Precision(device, config.cuda_amp)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
     net.train()
-    for step in tqdm(range(1, config.steps + 1), desc=desc, disable=not progress, leave=False):
+    for step in tqdm(range(1, config.steps + 1), desc=desc, disable=not (progress and dist.is_main), leave=False):
+        # The global batch's crops and flips are drawn on every rank (one stream); each keeps its share.
         idx = torch.randint(0, n, (config.batch_size,), generator=gen)
         ys = torch.randint(0, h - p + 1, (config.batch_size,), generator=gen)
         xs = torch.randint(0, w - p + 1, (config.batch_size,), generator=gen)
@@ -100,15 +113,18 @@ def train_sr(
             lr_crop, hr_crop = _random_dihedral(lr_crop, hr_crop, gen)
             lr_batch.append(lr_crop)
             hr_batch.append(hr_crop)
-        loss = F.l1_loss(net(torch.stack(lr_batch)), torch.stack(hr_batch))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        lr_in = to_device(dist.shard(torch.stack(lr_batch)), device)
+        hr_target = to_device(dist.shard(torch.stack(hr_batch)), device)
+        with precision.autocast():
+            loss = F.l1_loss(step_net(lr_in).float(), hr_target)
+        precision.step(loss, opt)
+        precision.update()
         current_lr = sched.get_last_lr()[0]
         sched.step()
-        if on_step is not None:
-            on_step(step, {"loss": loss.item(), "lr": float(current_lr)})
-    return net.eval()
+        value = dist.average({"loss": loss.item()})["loss"]
+        if on_step is not None and dist.is_main:
+            on_step(step, {"loss": value, "lr": float(current_lr)})
+    return net.cpu().eval()
 
 
 @torch.no_grad()

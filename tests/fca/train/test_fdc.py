@@ -169,8 +169,8 @@ def test_short_training_lowers_the_loss_on_a_fixed_batch():
     untrained = build_fdc(cfg.channels, cfg.normalize_input)  # the same init train_fdc starts from
     trained, _ = train_fdc(cfg, train, val, progress=False)
     with torch.no_grad():
-        before = pair_loss(comparator_outputs(untrained.train(), fixed)).item()
-        after = pair_loss(comparator_outputs(trained.train(), fixed)).item()
+        before = pair_loss(comparator_outputs(untrained.train().score, fixed)).item()
+        after = pair_loss(comparator_outputs(trained.train().score, fixed)).item()
     assert after < 0.7 * before
 
 

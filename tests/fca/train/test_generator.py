@@ -12,7 +12,6 @@ from fca.train.generator import (
     GeneratorConfig,
     TrainingDivergedError,
     half_then_linear_decay,
-    resolve_device,
     train_generator,
 )
 
@@ -140,16 +139,6 @@ def test_fdc_loss_without_a_comparator_is_an_error(photo_patches):
 def test_lr_schedule_constant_then_linear_to_zero():
     f = half_then_linear_decay(10)
     assert [f(t) for t in range(11)] == [1, 1, 1, 1, 1, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0]
-
-
-def test_resolve_device():
-    assert resolve_device("cpu") == CPU
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="cuda"):
-            resolve_device("cuda")
-    with pytest.raises(ValueError, match="tpu"):
-        resolve_device("tpu")
 
 
 def test_too_many_bins_for_the_lr_size_is_an_error_naming_the_key(photo_patches):
