@@ -1,6 +1,6 @@
 """Speed and memory of the library's hot paths, measured side by side in one run (`make bench`).
 
-    python -m benchmarks.run [--device auto|cpu|cuda] [--quick] [--json PATH] [--threads N]
+    python -m benchmarks.run [--device auto|cpu|cuda] [--quick] [--paper] [--json PATH] [--threads N]
 
 Each benchmark runs in a fresh child process (`--only NAME`), so each peak RSS is its own:
   matmul   a dense n x n torch.mm (n = 2048, smaller if a call takes over a second), fp32 and
@@ -14,6 +14,8 @@ Each benchmark runs in a fresh child process (`--only NAME`), so each peak RSS i
            `torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls, forward and
            backward; FFTs, resizes and element-wise ops are not counted). On CUDA, fp32 convs
            may run in TF32 (torch's default) while the fp32 matmul does not.
+           The paper-scale column (CUDA, or --paper on a CPU) trains the generator and the
+           FDC of presets/paper.yaml (512 px patches, 64-channel estimator, FDC loss).
   degrade  `fca.degrade.degrade_image` on a synthetic 2048 x 2048 image (HR megapixels/s),
            `estimate_image_kernel` on it, and `degrade_folder` end to end including PNG I/O.
   density  `fca.frequency.radial_density` and `mean_density` on 128 x 128 patches, next to
@@ -187,21 +189,27 @@ def step_seconds(cfg, patches, fdc, fdc_scale: float, device: torch.device, max_
     return np.diff(stamps).tolist()
 
 
-def bench_train(device: torch.device, quick: bool, notes: list[str]) -> dict[str, float]:
+def paper_params():
+    """(generator, fdc) configs of presets/paper.yaml, through the params loader."""
+    from pipeline.params import load_params
+
+    p = load_params(ROOT / "presets" / "paper.yaml")
+    return p.generator, p.fdc
+
+
+def bench_train(device: torch.device, quick: bool, notes: list[str], paper: bool = False) -> dict[str, float]:
     from fca.models.fdc_arch import build_fdc
 
     gen_cfg, fdc_cfg, _ = demo_params(notes)
     max_steps, budget = (1, 0.0) if quick else (10, 40.0)
+    configs = {"demo": (gen_cfg, fdc_cfg)}
+    if device.type == "cuda" or paper:
+        configs["paper"] = paper_params()
     if quick:  # a smoke run: a quarter of the batch
-        gen_cfg = dataclasses.replace(gen_cfg, batch_size=max(1, gen_cfg.batch_size // 4))
-    configs = {"demo": gen_cfg}
-    if device.type == "cuda":
-        configs["paper"] = dataclasses.replace(
-            gen_cfg, patch_size=512, batch_size=8, channels=64, dense_blocks=5, res_blocks=2, kernel_size=13, wd_channels=64, loss="fdc"
-        )
+        configs = {k: (dataclasses.replace(g, batch_size=max(1, g.batch_size // 4)), f) for k, (g, f) in configs.items()}
     precisions = ("fp32", "bf16") if device.type == "cpu" else ("fp32", "amp")
     out: dict[str, float] = {"train.demo.steps": float(gen_cfg.steps)}
-    for scale, cfg in configs.items():
+    for scale, (cfg, fdc_cfg) in configs.items():
         patches = torch.rand(4 * cfg.batch_size, 3, cfg.patch_size, cfg.patch_size, generator=torch.Generator().manual_seed(0))
         fdc = build_fdc(fdc_cfg.channels, fdc_cfg.normalize_input) if cfg.loss in ("fdc", "both") else None
         fdc_scale = fdc_cfg.scale_end
@@ -271,11 +279,11 @@ def bench_density(device: torch.device, quick: bool, notes: list[str]) -> dict[s
 BENCH_FUNCS = {"matmul": bench_matmul, "train": bench_train, "degrade": bench_degrade, "density": bench_density}
 
 
-def child(name: str, device: torch.device, quick: bool, result: Path) -> None:
+def child(name: str, device: torch.device, quick: bool, result: Path, paper: bool = False) -> None:
     """Run one benchmark and write {values, notes, threads, peak RSS} as JSON to `result`."""
     notes: list[str] = []
     t0 = time.perf_counter()
-    values = BENCH_FUNCS[name](device, quick, notes)
+    values = bench_train(device, quick, notes, paper) if name == "train" else BENCH_FUNCS[name](device, quick, notes)
     values[f"{name}.peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
     if device.type == "cuda":
         values[f"{name}.cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -372,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (auto: CUDA when available)")
     p.add_argument("--quick", action="store_true", help="small sizes and few repetitions: a smoke run")
+    p.add_argument("--paper", action="store_true", help="also time paper-scale training on a CPU (always on with CUDA; slow)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     p.add_argument("--only", choices=BENCHES, help="run one benchmark in this process (what the parent runs in each child)")
@@ -389,10 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         if args.result is None:  # run by hand: print the values
             with tempfile.TemporaryDirectory() as tmp:
-                child(args.only, device, args.quick, Path(tmp) / "r.json")
+                child(args.only, device, args.quick, Path(tmp) / "r.json", args.paper)
                 print(json.dumps(json.loads((Path(tmp) / "r.json").read_text()), indent=1))
         else:
-            child(args.only, device, args.quick, args.result)
+            child(args.only, device, args.quick, args.result, args.paper)
         return 0
 
     values: dict[str, float] = {}
@@ -403,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in BENCHES:
             result = Path(tmp) / f"{name}.json"
             cmd = [sys.executable, "-m", "benchmarks.run", "--only", name, "--device", str(device), "--result", str(result)]
-            cmd += ["--quick"] * args.quick + (["--threads", str(args.threads)] if args.threads else [])
+            cmd += ["--quick"] * args.quick + ["--paper"] * args.paper + (["--threads", str(args.threads)] if args.threads else [])
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
             proc = subprocess.run(cmd, cwd=ROOT)
             if proc.returncode != 0:

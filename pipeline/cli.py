@@ -7,6 +7,8 @@ The stage graph itself (which command runs with which paths) lives in dvc.yaml.
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# The commands that train networks and so can run data-parallel under torchrun.
+DISTRIBUTED = ("train-fdc", "train-generator", "evaluate")
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name.ljust(width)}  {summary}" for name, (_, summary) in COMMANDS.items()]
@@ -30,7 +36,29 @@ def usage() -> str:
         "usage: fca <command> [options]\n\n"
         "Frequency Consistent Adaptation pipeline stages (run them all with `dvc repro` or `snakemake --cores N`).\n\n"
         "commands:\n" + "\n".join(lines) + "\n\n`fca <command> --help` explains each command's options.\n"
+        f"With FCA_NPROC=N, {', '.join(DISTRIBUTED)} run as N data-parallel processes\n"
+        "(`torchrun --standalone --nproc-per-node N`; one per GPU on CUDA).\n"
     )
+
+
+def nproc() -> int:
+    """FCA_NPROC from the environment (1 when unset); a bad value is an error naming it."""
+    raw = os.environ.get("FCA_NPROC", "1").strip() or "1"
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"FCA_NPROC = {raw!r}: expected a whole number of processes >= 1")
+    return n
+
+
+def launch(name: str, rest: list[str], n: int) -> int:
+    """Run `fca name rest` as n processes with torchrun (one node; torchrun picks a free port)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
+           "-m", "pipeline.cli", name, *rest]
+    print(f"fca: {name} on {n} processes: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
+    return subprocess.run(cmd).returncode
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,6 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"fca: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if name in DISTRIBUTED and "RANK" not in os.environ and "--help" not in rest and "-h" not in rest:
+        try:
+            n = nproc()
+        except ValueError as e:
+            print(f"fca {name}: error: {e}", file=sys.stderr)
+            return 2
+        if n > 1:
+            return launch(name, rest, n)
     module = importlib.import_module(COMMANDS[name][0])
     return module.main(rest)
 

@@ -38,9 +38,9 @@ def workdir(tmp_path_factory) -> Path:
     return tmp
 
 
-def _run(cmd: list[str], tmp: Path) -> str:
+def _run(cmd: list[str], tmp: Path, **extra_env: str) -> str:
     env = dict(os.environ, FCA_PROGRESS="off", FCA_THREADS="1", MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
-               FCA_PIPELINE_ID="torchrun-test")
+               FCA_PIPELINE_ID="torchrun-test", **extra_env)
     env.pop("FCA_TRACKING", None)
     out = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
@@ -65,9 +65,12 @@ def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_
     tmp = workdir
     for stage in ("train-fdc", "train-generator"):
         _run([sys.executable, "-m", "pipeline.cli", *_stage_cmd(stage, tmp, "single")], tmp)
-        text = _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "pipeline.cli",
-                     *_stage_cmd(stage, tmp, "ddp")], tmp)
-        assert "rank 1 of 2 on cpu (backend gloo)" in text, text[-3000:]
+    # torchrun by hand, and through FCA_NPROC (what dvc repro, Snakemake or a Slurm job set).
+    text = _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "pipeline.cli",
+                 *_stage_cmd("train-fdc", tmp, "ddp")], tmp)
+    assert "rank 1 of 2 on cpu (backend gloo)" in text, text[-3000:]
+    text = _run([str(BIN / "fca"), *_stage_cmd("train-generator", tmp, "ddp")], tmp, FCA_NPROC="2")
+    assert "train-generator on 2 processes" in text and "rank 1 of 2 on cpu (backend gloo)" in text, text[-3000:]
 
     # The models: the same training, split over two processes. The generator agrees to float
     # rounding (measured 1e-6). The FDC agrees to 1e-7 on most configs (tests/fca/
@@ -102,3 +105,10 @@ def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_
         "where m.key = 'loss_g' and p.key = 'processes' and p.value = '2'"
     ).fetchone()[0]
     assert steps == 8  # each step logged once, not once per rank
+
+
+def test_a_bad_process_count_is_an_error_naming_it(monkeypatch, capsys):
+    monkeypatch.setenv("FCA_NPROC", "two")
+    monkeypatch.delenv("RANK", raising=False)
+    assert cli.main(["train-fdc", "--patches", "nowhere", "--out", "x", "--metrics", "m", "--curve", "c"]) == 2
+    assert "FCA_NPROC = 'two'" in capsys.readouterr().err
