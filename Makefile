@@ -8,14 +8,22 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export XDG_CACHE_HOME ?= $(CURDIR)/.cache
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# `make mlflow-server`: one MLflow server for several pipeline runs (README "Shared MLflow server").
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+MLFLOW_WORKERS ?= 2
+MLFLOW_BACKEND ?= sqlite:///$(CURDIR)/mlflow-server/mlflow.db
+MLFLOW_ARTIFACTS ?= $(CURDIR)/mlflow-server/artifacts
 
-.PHONY: run test bench compare mlflow-ui lock clean-venv
+.PHONY: install run test bench compare mlflow-ui mlflow-server lock clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+install: $(STAMP)  ## only create .venv from requirements.lock (e.g. before `dvc pull`)
 
 run: $(STAMP)  ## run the whole pipeline (dvc repro) on the params in params.yaml
 	dvc repro
@@ -35,6 +43,13 @@ compare: $(STAMP)  ## generator.loss = fdc, spectral, both as DVC experiments; t
 
 mlflow-ui: $(STAMP)  ## open the local MLflow UI on 127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+mlflow-server: $(STAMP)  ## shared MLflow server on $(MLFLOW_HOST):$(MLFLOW_PORT) (database store, proxied artifacts); then export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+	@mkdir -p $(CURDIR)/mlflow-server $(MLFLOW_ARTIFACTS)
+	@echo "MLflow server: backend $(MLFLOW_BACKEND), artifacts $(MLFLOW_ARTIFACTS)"
+	@echo "Runs go there with: export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)"
+	$(BIN)/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS) \
+		--backend-store-uri $(MLFLOW_BACKEND) --serve-artifacts --artifacts-destination $(MLFLOW_ARTIFACTS)
 
 lock:  ## regenerate requirements.lock from pyproject.toml in a scratch venv
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv

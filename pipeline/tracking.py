@@ -4,23 +4,40 @@ Each stage run is an MLflow run (its params section, metrics per step, artifacts
 nested under one parent run per pipeline invocation, tagged with the git commit and
 the stage name. Settings are environment variables, never params:
 
-- `MLFLOW_TRACKING_URI`: where runs go (default: `sqlite:///mlflow.db` in the project).
+- `MLFLOW_TRACKING_URI`: where runs go (default: `sqlite:///mlflow.db` in the project;
+  `http://127.0.0.1:5000` for the shared server of `make mlflow-server`).
 - `FCA_TRACKING=off`: no tracking at all.
 - `FCA_EXPERIMENT`: experiment name (default `fca`).
 - `FCA_PIPELINE_ID`: groups stage runs under one parent run. When unset, the id is
   derived from the engine process (`dvc repro` / `snakemake`) that started the stage,
   so one invocation of either engine gives one parent run.
+- `FCA_TRACKING_SPOOL`: where calls that could not be sent are kept (default
+  `$XDG_CACHE_HOME/fca/tracking-spool`, i.e. `~/.cache/fca/tracking-spool`).
+- `FCA_TRACKING_RETRY_S` (default 30): while the server is away, seconds between tries.
+- `FCA_TRACKING_WAIT_S` (default 30): at the end of a stage, how long to keep trying
+  before the calls left are written to the spool.
 
-If the tracking server goes away mid-run, logging calls warn once, keep what could not
-be sent in memory, retry later and at the end; the training itself goes on.
+If the tracking server goes away mid-run, the training goes on: logging calls warn
+once, keep what could not be sent in memory (artifact files are copied into the spool
+folder at once, since a stage may move or delete them), and try again every
+FCA_TRACKING_RETRY_S seconds, without stalling training in between. What is still not
+sent when the stage ends is written to the spool with a warning naming the folder; the
+next stage run against the same server sends it, or `python -m pipeline.tracking sync`.
+Over HTTP the MLflow client gives up on a request after 1 quick retry (not its
+default of ~4 minutes of backoff) unless MLFLOW_HTTP_REQUEST_* variables say otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import itertools
+import json
 import logging
 import os
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -82,79 +99,302 @@ class NullRun:
     def flush(self) -> None: ...
 
 
+def spool_root() -> Path:
+    """Where calls that could not be sent are kept until the server answers again."""
+    if os.environ.get("FCA_TRACKING_SPOOL"):
+        return Path(os.environ["FCA_TRACKING_SPOOL"])
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "fca" / "tracking-spool"
+
+
+def _permanent(e: Exception) -> bool:
+    """True for an error a retry cannot cure: the server answered 4xx (bad request, not found, ...)."""
+    status = None
+    get_status = getattr(e, "get_http_status_code", None)
+    if callable(get_status):
+        status = get_status()
+    elif getattr(e, "response", None) is not None:  # requests.HTTPError from an artifact upload
+        status = getattr(e.response, "status_code", None)
+    return status is not None and 400 <= status < 500 and status not in (408, 429)
+
+
+def _send(client: Any, op: dict[str, Any], base: Path) -> None:
+    """One kept call (a JSON-able dict) to the MLflow client; artifact paths are relative to `base` when not absolute."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    kind, run_id = op["op"], op["run_id"]
+    if kind == "log_batch":
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, ts, step) for k, v, ts, step in op.get("metrics", ())],
+            params=[Param(k, v) for k, v in op.get("params", ())],
+            tags=[RunTag(k, v) for k, v in op.get("tags", ())],
+        )
+    elif kind in ("log_artifact", "log_artifacts"):
+        getattr(client, kind)(run_id, str(base / op["path"]), op.get("artifact_path"))
+    elif kind == "set_terminated":
+        client.set_terminated(run_id, op["status"], end_time=op["end_time"])
+    else:
+        raise ValueError(f"unknown kept tracking call {kind!r}")
+
+
 class MlflowRun(NullRun):
     """One MLflow run, with calls that survive a tracking server going away."""
 
     # Per-step metrics are buffered and sent in batches: one SQLite transaction per
     # step would cost more than a small training step.
     BATCH_SIZE = 500
-    BATCH_SECONDS = 5.0
+    PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, tracking_uri: str = "") -> None:
         self.client = client
         self.run_id = run_id
-        self._pending: list[tuple[str, tuple, dict]] = []
-        self._metrics: list[Any] = []
+        self.tracking_uri = tracking_uri
+        self.batch_seconds = 5.0
+        self.retry_seconds = float(os.environ.get("FCA_TRACKING_RETRY_S", "30"))
+        self.wait_seconds = float(os.environ.get("FCA_TRACKING_WAIT_S", "30"))
+        self.spool = spool_root() / run_id
+        self._pending: list[dict[str, Any]] = []  # in order; the head is sent first
+        self._rejected: list[dict[str, Any]] = []  # refused by the server (4xx): kept, never sent again by this run
+        self._metrics: list[list[Any]] = []
         self._last_send = time.monotonic()
-        self._warned = False
+        self._retry_at = 0.0  # while the server is away: when to try again
+        self._down = False
+        self._files = itertools.count()
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
-        self._pending.append((method, args, kwargs))
-        self.flush()
+    # -- sending -----------------------------------------------------------------
 
-    def flush(self) -> None:
+    def _attempt(self) -> None:
+        """Send kept calls in order until one fails with a transport error."""
         if self._metrics:
-            self._pending.append(("log_batch", (), {"metrics": self._metrics}))
+            self._pending.append({"op": "log_batch", "run_id": self.run_id, "metrics": self._metrics})
             self._metrics = []
         self._last_send = time.monotonic()
+        sent = 0
         while self._pending:
-            method, args, kwargs = self._pending[0]
+            op = self._pending[0]
             try:
-                getattr(self.client, method)(self.run_id, *args, **kwargs)
+                _send(self.client, op, self.spool)
             except Exception as e:  # noqa: BLE001 - any transport error: keep training
-                if not self._warned:
-                    log.warning("MLflow tracking unavailable (%s: %s); training goes on, logs are kept and retried", type(e).__name__, e)
-                    self._warned = True
+                if _permanent(e):
+                    log.error("MLflow refused %s for run %s (%s); kept in the spool, not retried", op["op"], op["run_id"], e)
+                    self._rejected.append(self._pending.pop(0))
+                    continue
+                self._retry_at = time.monotonic() + self.retry_seconds
+                if not self._down:
+                    log.warning(
+                        "MLflow tracking server unreachable (%s: %s); training goes on, metrics and artifacts are kept "
+                        "and retried every %.0f s", type(e).__name__, str(e)[:300], self.retry_seconds,
+                    )
+                    self._down = True
                 return
             self._pending.pop(0)
-            if self._warned:
-                self._warned = False
-                log.warning("MLflow tracking reachable again")
+            sent += 1
+            if op["op"] in ("log_artifact", "log_artifacts") and op.get("owned"):
+                _remove(self.spool / op["path"])
+        if self._down:
+            self._down = False
+            log.warning("MLflow tracking server reachable again: %d kept calls sent", sent)
+
+    def flush(self) -> None:
+        """Try to send everything now (also while the server is away)."""
+        self._attempt()
+
+    def _maybe_flush(self) -> None:
+        if not self._down or time.monotonic() >= self._retry_at:
+            self._attempt()
+
+    def _queue(self, op: dict[str, Any]) -> None:
+        if self._metrics:  # keep the order of calls
+            self._pending.append({"op": "log_batch", "run_id": self.run_id, "metrics": self._metrics})
+            self._metrics = []
+        self._pending.append(op)
+        self._maybe_flush()
+
+    def close(self, status: str, parent: str | None = None) -> None:
+        """End the run (and its parent); what cannot be sent within wait_seconds goes to the spool."""
+        end = int(time.time() * 1000)
+        self._queue({"op": "set_terminated", "run_id": self.run_id, "status": status, "end_time": end})
+        if parent:  # the pipeline run ends with the state of its latest stage
+            self._queue({"op": "set_terminated", "run_id": parent, "status": status, "end_time": end})
+        deadline = time.monotonic() + self.wait_seconds
+        self._attempt()
+        while self._pending and time.monotonic() < deadline:
+            time.sleep(min(max(1.0, self.retry_seconds / 10), max(0.0, deadline - time.monotonic())))
+            self._attempt()
+        left = self._rejected + self._pending
+        if not left:
+            _remove(self.spool)
+            return
+        _write_spool(self.spool, self.tracking_uri, left)
+        log.warning(
+            "MLflow tracking server %s: %d calls of run %s could not be sent; kept in %s. The next stage run against "
+            "this server sends them, or run: python -m pipeline.tracking sync",
+            "unreachable" if self._pending else "refused some calls", len(left), self.run_id, self.spool,
+        )
+
+    # -- the stage's API ---------------------------------------------------------------
 
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        self._call("log_batch", params=[Param(str(k), str(v)[:6000]) for k, v in params.items()])
+        items = [[str(k), str(v)[:6000]] for k, v in params.items()]
+        for i in range(0, max(len(items), 1), self.PARAMS_PER_BATCH):
+            self._queue({"op": "log_batch", "run_id": self.run_id, "params": items[i:i + self.PARAMS_PER_BATCH]})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        self._metrics.extend(Metric(str(k), float(v), now, step or 0) for k, v in metrics.items())
-        if len(self._metrics) >= self.BATCH_SIZE or time.monotonic() - self._last_send > self.BATCH_SECONDS:
-            self.flush()
+        self._metrics.extend([str(k), float(v), now, step or 0] for k, v in metrics.items())
+        if len(self._metrics) >= self.BATCH_SIZE or time.monotonic() - self._last_send > self.batch_seconds:
+            if self._down and len(self._metrics) >= self.BATCH_SIZE:  # away: park the batch, try later
+                self._pending.append({"op": "log_batch", "run_id": self.run_id, "metrics": self._metrics})
+                self._metrics = []
+            self._maybe_flush()
+
+    def _log_file(self, path: Path, artifact_path: str | None, owned: bool) -> None:
+        kind = "log_artifacts" if path.is_dir() else "log_artifact"
+        op = {"op": kind, "run_id": self.run_id, "path": str(path.resolve()), "artifact_path": artifact_path, "owned": owned}
+        self._queue(op)
+        if any(o is op for o in self._pending) and not owned:
+            # Not sent now: copy it, the stage may move or delete the file before the next try.
+            dest = self.spool / "files" / str(next(self._files)) / path.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if path.is_dir() else shutil.copy2)(path, dest)
+            op.update(path=str(dest.relative_to(self.spool)), owned=True)
 
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
-        path = Path(path)
-        method = "log_artifacts" if path.is_dir() else "log_artifact"
-        self._call(method, str(path), subdir)
+        self._log_file(Path(path), subdir, owned=False)
+
+    def _staged(self, name: str) -> tuple[Path, str | None]:
+        """A file path in the spool for an artifact the stage hands over as an object."""
+        norm = Path(name)
+        dest = self.spool / "files" / str(next(self._files)) / norm.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        parent = norm.parent.as_posix()
+        return dest, (None if parent in ("", ".") else parent)
 
     def log_figure(self, figure: Any, name: str) -> None:
-        self._call("log_figure", figure, name)
+        dest, subdir = self._staged(name)
+        figure.savefig(dest)
+        self._log_file(dest, subdir, owned=True)
 
     def log_image(self, image: Any, name: str) -> None:
-        self._call("log_image", image, artifact_file=name)
+        import numpy as np
+        from PIL import Image
+
+        if not isinstance(image, Image.Image):
+            arr = np.asarray(image)
+            if arr.dtype.kind == "f":
+                arr = (np.clip(arr, 0.0, 1.0) * 255).round()
+            image = Image.fromarray(arr.astype(np.uint8))
+        dest, subdir = self._staged(name)
+        image.save(dest)
+        self._log_file(dest, subdir, owned=True)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for k, v in tags.items():
-            self._call("set_tag", k, str(v))
+        self._queue({"op": "log_batch", "run_id": self.run_id, "tags": [[str(k), str(v)] for k, v in tags.items()]})
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _write_spool(folder: Path, tracking_uri: str, ops: list[dict[str, Any]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "calls.jsonl.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps({"tracking_uri": tracking_uri, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        for op in ops:
+            f.write(json.dumps(op) + "\n")
+    os.replace(tmp, folder / "calls.jsonl")
+
+
+def sync(tracking_uri: str | None = None) -> tuple[int, int]:
+    """Send the spooled calls of ended runs (only those for `tracking_uri` when given).
+
+    Returns (calls sent, calls still kept). Safe to run from several processes at once:
+    a run's folder is locked while it is sent.
+    """
+    from mlflow.tracking import MlflowClient
+
+    sent = kept = 0
+    root = spool_root()
+    for calls in sorted(root.glob("*/calls.jsonl")) if root.is_dir() else []:
+        folder = calls.parent
+        with open(folder / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # another process is sending it
+            if not calls.exists():
+                continue
+            lines = calls.read_text().splitlines()
+            head, ops = json.loads(lines[0]), [json.loads(line) for line in lines[1:] if line.strip()]
+            if tracking_uri is not None and head["tracking_uri"] != tracking_uri:
+                continue
+            _http_defaults(head["tracking_uri"])
+            client = MlflowClient(tracking_uri=head["tracking_uri"])
+            left: list[dict[str, Any]] = []
+            for i, op in enumerate(ops):
+                try:
+                    _send(client, op, folder)
+                    sent += 1
+                except Exception as e:  # noqa: BLE001
+                    if not _permanent(e):
+                        left.extend(ops[i:])
+                        break
+                    log.error("MLflow refused kept %s for run %s: %s", op["op"], op["run_id"], e)
+                    left.append(op)
+            if left:
+                _write_spool(folder, head["tracking_uri"], left)
+                kept += len(left)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+    return sent, kept
+
+
+def _http_defaults(uri: str) -> None:
+    """Fail fast over HTTP: our own retry loop keeps the calls, MLflow's would stall training for minutes."""
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        _quiet_retries(uri)
+
+
+class _DropRetryWarnings(logging.Filter):
+    """urllib3 logs every retry to the tracking server; our own one-line warning says it once."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__()
+        self.marks = (f"host='{host}', port={port}", f"{host}:{port}")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith("Retrying") and any(m in text for m in self.marks))
+
+
+def _quiet_retries(uri: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    pool = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _DropRetryWarnings) and f.marks[0] == f"host='{parts.hostname}', port={port}" for f in pool.filters):
+        pool.addFilter(_DropRetryWarnings(parts.hostname or "", port))
+
+
+def _tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
 
 
 def _client() -> Any:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+    uri = _tracking_uri()
+    _http_defaults(uri)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
@@ -212,21 +452,20 @@ def stage_run(stage: str, params: dict[str, Any]) -> Iterator[NullRun]:
         yield NullRun()
         return
     parent = tags.get("mlflow.parentRunId")
-    tracked = MlflowRun(client, run.info.run_id)
+    try:  # runs an earlier stage could not send (server away at its end) go first
+        sent, kept = sync(_tracking_uri())
+        if sent:
+            log.warning("sent %d tracking calls kept from earlier runs", sent)
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not send the kept tracking calls in %s: %s", spool_root(), e)
+    tracked = MlflowRun(client, run.info.run_id, _tracking_uri())
     tracked.log_params(params)
     status = "FAILED"
     try:
         yield tracked
         status = "FINISHED"
     finally:
-        tracked.flush()
-        try:
-            client.set_terminated(tracked.run_id, status)
-            if parent:  # the pipeline run ends with the state of its latest stage
-                client.set_terminated(parent, status)
-        except Exception as e:  # noqa: BLE001
-            log.warning("could not close MLflow run %s: %s", tracked.run_id, e)
-
+        tracked.close(status, parent)
 
 
 def stage_runs(stage: str) -> list[dict[str, Any]]:
@@ -244,3 +483,19 @@ def stage_runs(stage: str) -> list[dict[str, Any]]:
          "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)}
         for r in runs
     ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.tracking sync`: send the calls kept in the spool to their servers."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv != ["sync"]:
+        print("usage: python -m pipeline.tracking sync   (sends the calls kept in " f"{spool_root()})", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    sent, kept = sync()
+    print(f"sent {sent} kept tracking calls; {kept} still kept in {spool_root()}")
+    return 0 if kept == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -115,7 +115,7 @@ def test_server_going_away_mid_run_keeps_metrics_and_retries():
             self.up = True
             self.calls = []
 
-        def log_batch(self, run_id, metrics=(), params=()):
+        def log_batch(self, run_id, metrics=(), params=(), tags=()):
             if not self.up:
                 raise ConnectionError("server gone")
             self.calls.append([(m.key, m.step) for m in metrics])
@@ -143,3 +143,60 @@ def test_pipeline_id_comes_from_the_env_or_the_engine(monkeypatch):
     out = subprocess.run(["bash", "-c", f"exec -a snakemake bash -c '{sys.executable} -c \"{code}\"; true'"],
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], env=dict(os.environ))
     assert out.stdout.strip().startswith("snakemake-"), out.stdout + out.stderr
+
+
+def test_calls_not_sent_at_the_end_are_spooled_then_synced(tmp_path, monkeypatch, caplog):
+    """Server away until the stage ends: files are copied when logged, every call lands in the spool, sync sends them in order."""
+    import mlflow.tracking
+    from mlflow.exceptions import MlflowException
+
+    class Fake:
+        up = False
+        calls: list = []
+
+        def __init__(self, tracking_uri=None):
+            pass
+
+        def _do(self, *call):
+            if not Fake.up:
+                raise ConnectionError("server gone")
+            if call[0] == "log_batch" and any(p.key == "bad" for p in call[2]["params"]):
+                raise MlflowException.invalid_parameter_value("param changed")  # a 400: never accepted
+            Fake.calls.append(call)
+
+        def log_batch(self, run_id, metrics=(), params=(), tags=()):
+            self._do("log_batch", run_id, {"metrics": list(metrics), "params": list(params), "tags": list(tags)})
+
+        def log_artifact(self, run_id, path, artifact_path=None):
+            self._do("log_artifact", run_id, Path(path).read_bytes(), artifact_path)
+
+        def set_terminated(self, run_id, status, end_time=None):
+            self._do("set_terminated", run_id, status)
+
+    monkeypatch.setenv("FCA_TRACKING_SPOOL", str(tmp_path / "spool"))
+    monkeypatch.setenv("FCA_TRACKING_WAIT_S", "0")
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Fake)
+    run = tracking.MlflowRun(Fake(), "run1", "http://example.invalid:5000")
+    run.log_params({"a": 1})
+    for step in range(3):
+        run.log_metrics({"loss": float(step)}, step)
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"v1")
+    run.log_artifact(ckpt, "model")
+    ckpt.unlink()  # the stage moves its outputs away: the kept copy is what gets sent
+    run.log_params({"bad": 1})
+    run.close("FINISHED", parent="parent1")
+    assert "unreachable" in caplog.text and f"kept in {tmp_path / 'spool' / 'run1'}" in caplog.text
+    assert (tmp_path / "spool" / "run1" / "calls.jsonl").is_file() and Fake.calls == []
+
+    Fake.up = True
+    assert tracking.sync("http://other:5000") == (0, 0)  # another server's spool is left alone
+    sent, kept = tracking.sync()
+    assert (sent, kept) == (5, 1)  # the refused call stays in the spool, the rest is sent in order
+    kinds = [(c[0], c[1]) for c in Fake.calls]
+    assert kinds == [("log_batch", "run1"), ("log_batch", "run1"), ("log_artifact", "run1"),
+                     ("set_terminated", "run1"), ("set_terminated", "parent1")]
+    assert [(m.key, m.value, m.step) for m in Fake.calls[1][2]["metrics"]] == [("loss", 0.0, 0), ("loss", 1.0, 1), ("loss", 2.0, 2)]
+    assert Fake.calls[2][2:] == (b"v1", "model")
+    lines = (tmp_path / "spool" / "run1" / "calls.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and '"bad"' in lines[1]
