@@ -39,6 +39,7 @@ same_mean the mean C(x', x) for same-scale pairs.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import random
 from dataclasses import dataclass
@@ -60,6 +61,9 @@ from fca.train.hardware import Precision, to_device
 
 TARGETS = {"down": 1.0, "same": 0.0, "up": -1.0}
 Callback = Callable[[int, dict[str, float]], None]
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -508,6 +512,7 @@ def train_fdc(
         restore_rng(state["rng"], data_gen)
         precision.load_state_dict(state.get("scaler", {}))
         start = int(state["step"])
+        log.info("train_fdc: resuming from %s at step %d of %d", ckpt_path, start, config.steps)
         history = list(state["history"])
 
     def save(step: int) -> None:

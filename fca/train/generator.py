@@ -13,6 +13,7 @@ linear decay to zero. Checkpoints hold everything a bit-exact resume needs.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from fca.resample import downscale, upscale
 from fca.distributed import Dist
 from fca.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from fca.train.hardware import Precision, to_device
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,7 @@ def train_generator(
         precision.load_state_dict(state.get("scaler", {}))
         restore_rng(state["rng"], data_rng)
         step, history = int(state["step"]), list(state["history"])
+        log.info("train_generator: resuming from %s at step %d of %d", ckpt_path, step, config.steps)
 
     def checkpoint() -> None:
         if ckpt_path is None or not dist.is_main:
