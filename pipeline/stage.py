@@ -26,7 +26,8 @@ def parser(stage: str, description: str) -> argparse.ArgumentParser:
 
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=os.environ.get("FCA_DEVICE", "auto"), choices=("auto", "cpu", "cuda"),
-                   help="where to train: auto picks CUDA when present (env FCA_DEVICE)")
+                   help="where to train: auto picks CUDA when present (env FCA_DEVICE); under torchrun "
+                        "(env FCA_NPROC=N launches it) rank r trains on cuda:r, or all on the CPU with gloo")
     p.add_argument("--threads", type=int, default=int(os.environ.get("FCA_THREADS", "0")),
                    help="CPU threads for torch; 0 keeps torch's default (env FCA_THREADS)")
 
