@@ -48,6 +48,10 @@ def _run(cmd: list[str], tmp: Path, **extra_env: str) -> str:
 
 
 def _stage_cmd(stage: str, tmp: Path, tag: str) -> list[str]:
+    if stage == "evaluate":  # judges the single-process generator: only the SR nets' training differs
+        return [stage, "--params", "params.yaml", "--patches", "patches", "--generator", "single/generator.pt",
+                "--fdc-metrics", "single/fdc.json", "--out", f"{tag}/metrics.json", "--density", f"{tag}/density.csv",
+                "--arrays", f"{tag}/evaluation", "--device", "cpu"]
     if stage == "train-fdc":
         return [stage, "--params", "params.yaml", "--patches", "patches", "--out", f"{tag}/fdc.pt",
                 "--metrics", f"{tag}/fdc.json", "--curve", f"{tag}/fdc.csv", "--checkpoints", f"{tag}/ckpt_fdc", "--device", "cpu"]
@@ -63,7 +67,7 @@ def _weights(path: Path, key: str) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_and_logs(workdir):
     tmp = workdir
-    for stage in ("train-fdc", "train-generator"):
+    for stage in ("train-fdc", "train-generator", "evaluate"):
         _run([sys.executable, "-m", "pipeline.cli", *_stage_cmd(stage, tmp, "single")], tmp)
     # torchrun by hand, and through FCA_NPROC (what dvc repro, Snakemake or a Slurm job set).
     text = _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "pipeline.cli",
@@ -71,6 +75,15 @@ def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_
     assert "rank 1 of 2 on cpu (backend gloo)" in text, text[-3000:]
     text = _run([str(BIN / "fca"), *_stage_cmd("train-generator", tmp, "ddp")], tmp, FCA_NPROC="2")
     assert "train-generator on 2 processes" in text and "rank 1 of 2 on cpu (backend gloo)" in text, text[-3000:]
+    _run([str(BIN / "fca"), *_stage_cmd("evaluate", tmp, "ddp")], tmp, FCA_NPROC="2")
+
+    # The referee: everything but the SR nets is computed alike on every rank; the SR nets
+    # train over the two ranks and give the single-process PSNRs (weights agree to ~1e-5).
+    m_one = json.loads((tmp / "single" / "metrics.json").read_text())
+    m_two = json.loads((tmp / "ddp" / "metrics.json").read_text())
+    assert m_two["density"] == m_one["density"] and m_two["kernel"] == m_one["kernel"]
+    for k in ("psnr_bicubic", "psnr_fca", "psnr_oracle"):
+        assert abs(m_two["sr"][k] - m_one["sr"][k]) < 0.01, (k, m_one["sr"][k], m_two["sr"][k])
 
     # The models: the same training, split over two processes. The generator agrees to float
     # rounding (measured 1e-6). The FDC agrees to 1e-7 on most configs (tests/fca/
@@ -99,7 +112,8 @@ def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_
         "select t.value, p.value from tags t join params p on p.run_uuid = t.run_uuid "
         "where t.key = 'fca.stage' and p.key = 'processes'"
     ).fetchall()
-    assert sorted(rows) == [("train_fdc", "1"), ("train_fdc", "2"), ("train_generator", "1"), ("train_generator", "2")]
+    assert sorted(rows) == [("evaluate", "1"), ("evaluate", "2"), ("train_fdc", "1"), ("train_fdc", "2"),
+                            ("train_generator", "1"), ("train_generator", "2")]
     steps = db.execute(
         "select count(*) from metrics m join params p on p.run_uuid = m.run_uuid "
         "where m.key = 'loss_g' and p.key = 'processes' and p.value = '2'"
