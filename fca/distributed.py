@@ -103,7 +103,9 @@ class Dist:
         if not self.enabled or not values:
             return values
         keys = sorted(values)
-        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+        # NCCL reduces CUDA tensors only; gloo, CPU ones.
+        where = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=where)
         dist.all_reduce(t)
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
 
