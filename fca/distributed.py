@@ -65,7 +65,6 @@ class Dist:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
@@ -128,9 +127,10 @@ class Dist:
         return nn.parallel.DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
 
 
-def init(rank: int, world_size: int, local_rank: int, device: torch.device) -> Dist:
-    """Join the process group torchrun set up (MASTER_ADDR/PORT in the environment); backend from `device`."""
-    d = Dist(rank, world_size, local_rank)
+def init(rank: int, world_size: int, device: torch.device) -> Dist:
+    """Join the process group torchrun set up (MASTER_ADDR/PORT in the environment); backend from `device`
+    (on CUDA, this rank's own GPU)."""
+    d = Dist(rank, world_size)
     if d.enabled and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -52,7 +52,7 @@ def distributed(args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
     """(device, Dist) for a training stage: --device and --threads applied, and, under
     `torchrun --nproc-per-node N` (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT),
     the process group joined (nccl on CUDA, each rank on cuda:LOCAL_RANK; gloo on CPU).
-    Ranks other than 0 get no progress bars. The group is left on exit."""
+    The group is left on exit."""
     import torch
 
     from fca import distributed as fdist
@@ -62,9 +62,7 @@ def distributed(args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", local_rank)
-    dist = fdist.init(rank, world, local_rank, device)
-    if not dist.is_main:
-        args.no_progress = True
+    dist = fdist.init(rank, world, device)
     if dist.enabled:
         log.info("rank %d of %d on %s (backend %s)", rank, world, device, fdist.backend_for(device))
     try:

@@ -88,3 +88,11 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise
     except Exception as e:  # a truncated or foreign file: say which one
         raise RuntimeError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss went NaN or inf; the message names the step and the loss."""
+
+    def __init__(self, step: int, loss_name: str, value: float):
+        super().__init__(f"training diverged at step {step}: {loss_name} = {value}; the last good checkpoint is kept")
+        self.step, self.loss_name, self.value = step, loss_name, value

@@ -56,7 +56,7 @@ from fca.distributed import Dist
 from fca.kernels import conv_per_sample, gaussian
 from fca.models.fdc_arch import FDC, build_fdc
 from fca.resample import RESAMPLERS, resize, scaled_size
-from fca.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from fca.train.checkpoint import TrainingDivergedError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from fca.train.hardware import Precision, to_device
 
 TARGETS = {"down": 1.0, "same": 0.0, "up": -1.0}
@@ -576,7 +576,7 @@ def train_fdc(
         precision.update()
         value = dist.average({"loss": loss.item()})["loss"]
         if not math.isfinite(value):
-            raise FloatingPointError(f"train_fdc: loss is {value} at step {step}")
+            raise TrainingDivergedError(step, "loss", value)
         if on_step is not None and dist.is_main:
             on_step(step, {"loss": value, "scale": current, "lr": lr})
         if step % config.eval_every == 0 or step == config.steps:

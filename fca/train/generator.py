@@ -30,7 +30,7 @@ from fca.models.generator_arch import Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
 from fca.resample import downscale, upscale
 from fca.distributed import Dist
-from fca.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from fca.train.checkpoint import TrainingDivergedError, capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from fca.train.hardware import Precision, to_device
 
 
@@ -70,14 +70,6 @@ class GeneratorConfig:
 # Keys that may change between a run and its resume (they do not change the numbers).
 _RESUMABLE_CHANGES = ("checkpoint_every", "image_every")
 CHECKPOINT_NAME = "last.pt"
-
-
-class TrainingDivergedError(RuntimeError):
-    """A loss went NaN or inf; the message names the step and the loss."""
-
-    def __init__(self, step: int, loss_name: str, value: float):
-        super().__init__(f"training diverged at step {step}: {loss_name} = {value}; the last good checkpoint is kept")
-        self.step, self.loss_name, self.value = step, loss_name, value
 
 
 def build_generator(config: GeneratorConfig) -> Generator:

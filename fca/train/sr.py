@@ -86,7 +86,7 @@ def train_sr(
         raise ValueError(f"train_sr: the SR net needs an integer scale, got {scale}")
     s = int(scale)
     _check_pairs(lr_images, hr_images, s, config.patch_size)
-    dist.check_batch("sr.batch_size", config.batch_size)
+    dist.check_batch("evaluate.sr.batch_size", config.batch_size)
     lr_images, hr_images = lr_images.float(), hr_images.float()
     n, _, h, w = lr_images.shape
     p = config.patch_size // s

@@ -64,7 +64,7 @@ def _train_all(dist: Dist) -> dict[str, torch.Tensor]:
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist = init(rank, world, rank, CPU)
+    dist = init(rank, world, CPU)
     try:
         result = _train_all(dist)
         if rank == 0:

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from fca.frequency import high_frequency_share, radial_density
 from fca.kernels import conv_per_sample, gaussian
+from fca.train.checkpoint import TrainingDivergedError
 from fca.train.fdc import (
     FDCConfig,
     blur_probe,
@@ -157,6 +158,15 @@ def test_resume_with_another_config_is_an_error(tmp_path):
     train_fdc(dataclasses.replace(TINY, steps=2), train, val, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="another fdc config"):
         train_fdc(dataclasses.replace(TINY, steps=2, lr=5e-4), train, val, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_a_nan_loss_stops_training_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    train, val = _real_patches(6, seed=1), _real_patches(2, seed=2)
+    # lr = inf: the first step makes every weight inf/nan, so the second step's loss is nan.
+    cfg = dataclasses.replace(TINY, lr=float("inf"), lr_final=1.0, checkpoint_every=1)
+    with pytest.raises(TrainingDivergedError, match=r"at step 2: loss = nan; the last good checkpoint is kept"):
+        train_fdc(cfg, train, val, checkpoint_dir=tmp_path, progress=False)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
 
 
 def test_short_training_lowers_the_loss_on_a_fixed_batch():
