@@ -44,12 +44,16 @@ compare: $(STAMP)  ## generator.loss = fdc, spectral, both as DVC experiments; t
 mlflow-ui: $(STAMP)  ## open the local MLflow UI on 127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
+# The backend URI may hold a database password: it reaches mlflow through the environment
+# (MLFLOW_BACKEND_STORE_URI, not the command line that make echoes and `ps` shows) and is
+# printed with the password masked (pipeline.tracking.mask_uri).
+mlflow-server: export MLFLOW_BACKEND_STORE_URI = $(MLFLOW_BACKEND)
 mlflow-server: $(STAMP)  ## shared MLflow server on $(MLFLOW_HOST):$(MLFLOW_PORT) (database store, proxied artifacts); then export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)
 	@mkdir -p $(CURDIR)/mlflow-server $(MLFLOW_ARTIFACTS)
-	@echo "MLflow server: backend $(MLFLOW_BACKEND), artifacts $(MLFLOW_ARTIFACTS)"
+	@echo "MLflow server: backend $$($(BIN)/python -c 'import os; from pipeline.tracking import mask_uri; print(mask_uri(os.environ["MLFLOW_BACKEND_STORE_URI"]))'), artifacts $(MLFLOW_ARTIFACTS)"
 	@echo "Runs go there with: export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)"
 	$(BIN)/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS) \
-		--backend-store-uri $(MLFLOW_BACKEND) --serve-artifacts --artifacts-destination $(MLFLOW_ARTIFACTS)
+		--serve-artifacts --artifacts-destination $(MLFLOW_ARTIFACTS)
 
 lock:  ## regenerate requirements.lock from pyproject.toml in a scratch venv
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv

@@ -78,7 +78,7 @@ def child(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     src = make_source(args.source, args.scale, args.kernel_size)
-    cfg = DegradeConfig(work_tile=args.work_tile)
+    cfg = DegradeConfig(tile=512, work_tile=args.work_tile)  # 512 px kernel tiles: the paper-size estimator's patch
     base = peak_rss_mb()
     t0 = time.perf_counter()
     out: dict = {"mode": args.mode, "rss_before_mb": round(base, 1)}

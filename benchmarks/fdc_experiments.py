@@ -40,8 +40,9 @@ from fca.kernels import conv_per_sample, gaussian  # noqa: E402
 from fca.resample import downscale  # noqa: E402
 from fca.train.fdc import FDCConfig, blur_probe, evaluate_fdc, train_fdc, zero_crossing  # noqa: E402
 
-# The paper's recipe as we first read it (DESIGN.md's "naive" FDC), then our changes added one at a time
-# (each row keeps the ones above it); the last of the chain is FDCConfig's defaults. Then single changes to the defaults.
+# The paper's recipe as we first read it (the "naive" FDC, docs/design.md, "Calibration"), then our changes added one at a time
+# (each row keeps the ones above it); "+anchor_jitter" is FDCConfig's defaults (= params.yaml), "+blur_pairs" adds the
+# extra-blur pairs on top (blur_weight, 0 by default). Then single changes to the defaults.
 CHAIN = [
     ("naive", dict(resamplers=["bicubic"], anchor_jitter=1.0, augment=False, scale_sampling="current", curriculum_fraction=1.0,
                    normalize_input=False, loss="mse", lr=1e-4, lr_final=1.0, blur_weight=0.0)),
@@ -59,7 +60,7 @@ for _name, _change in CHAIN:
     _acc = {**_acc, **_change}
     VARIANTS[_name] = dict(_acc)
 VARIANTS.update({
-    "default": {},  # FDCConfig's defaults (= the end of the chain)
+    "default": {},  # FDCConfig's defaults (= params.yaml's fdc section, = "+anchor_jitter")
     "logistic": {"loss": "logistic"},
     "aligned_train": {"aligned": 0.5},
     "blur_w3": {"blur_weight": 3.0},

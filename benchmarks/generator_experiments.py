@@ -1,8 +1,8 @@
-"""Generator experiments on the synthetic real domain (DESIGN.md section 2): does G find the blur?
+"""Generator experiments on the synthetic real domain (docs/design.md, "Referee"): does G find the blur?
 
 Data: the scikit-image photos blurred with the 13x13, sigma 3 Gaussian (k_gt),
 128x128 patches at stride 96, flat ones (luma std < 0.02) dropped. The answer is
-the least-squares oracle kernel, effective sigma 2.67 (DESIGN.md calibration).
+the least-squares oracle kernel, effective sigma 2.67 (docs/design.md, "Calibration").
 Each setting trains G with `train_generator` (loss spectral unless named) and
 reports the learned kernel's effective sigma (mean over all patches), its error
 against 2.67, the final spectral loss and the wall time.

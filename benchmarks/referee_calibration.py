@@ -1,4 +1,4 @@
-"""Calibrate the referee on the bundled photos (DESIGN.md section 2, "Calibration").
+"""Calibrate the referee on the bundled photos (docs/design.md, "Calibration").
 
 Runs `fca.evaluate.referee` on the 9 scikit-image colour photos (7 train, 2 test
 scenes), 128 px HR crops, scale 4, k_gt = 13x13 Gaussian sigma 3, with a stand-in
@@ -8,8 +8,8 @@ for bicubic / stand-in / oracle pairs, the oracle kernel's fit, and timings.
 
     .venv/bin/python benchmarks/referee_calibration.py [--threads 1] [--steps 800] [--test chelsea coffee]
 
-Defaults are the SR probe's defaults (`fca.train.sr.SRConfig`); DESIGN.md's calibration
-used 800 steps.
+Defaults are the SR probe's defaults (`fca.train.sr.SRConfig`); the calibration in
+docs/design.md ("Calibration") used 800 steps.
 """
 
 from __future__ import annotations

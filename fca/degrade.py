@@ -34,30 +34,30 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from fca.config import param
-from fca.data.images import IMAGE_SUFFIXES, BadImageError, list_images, load_rgb, save_npy, save_png
+from fca.data.images import DEFAULT_MAX_PIXELS, BadImageError, load_rgb, printable, save_npy, save_png, scan_images
 from fca.frequency import to_luma
-from fca.fsutil import atomic_dir
+from fca.fsutil import atomic_dir, check_replaceable
 from fca.kernels import conv_per_sample, effective_sigma
 from fca.plots import kernel_image
+from fca.progress import track
 from fca.resample import resize, scaled_size
 
 
 @dataclass(frozen=True)
 class DegradeConfig:
     kernel_from: str = param("tiles", choices=("center", "tiles"), help="estimate each image's kernel from its centre crop or averaged over tiles")
-    tile: int = param(512, ge=16, help="side (HR pixels) of the crops the kernel is estimated from; match the generator's training patch size")
-    max_tiles: int = param(16, ge=1, help="tiles averaged for the kernel estimate")
-    min_std: float = param(0.02, ge=0, help="tiles whose luma std is below this are left out of the kernel estimate (flat sky, walls), unless all are")
-    work_tile: int = param(1024, ge=16, help="side (HR pixels) of the blocks the LR image is computed in; memory/speed only, the result does not depend on it")
+    tile: int = param(128, ge=16, le=8192, help="side (HR pixels) of the crops the kernel is estimated from; match the generator's training patch size")
+    max_tiles: int = param(16, ge=1, le=10_000, help="tiles averaged for the kernel estimate")
+    min_std: float = param(0.02, ge=0, le=1, help="tiles whose luma std is below this are left out of the kernel estimate (flat sky, walls), unless all are")
+    work_tile: int = param(1024, ge=16, le=16_384, help="side (HR pixels) of the blocks the LR image is computed in; memory/speed only, the result does not depend on it")
     on_bad_image: str = param("error", choices=("error", "skip"), help="an unreadable or too small image stops the stage, or is skipped and listed in the manifest")
 
 
@@ -68,6 +68,10 @@ class ImageTooSmallError(ValueError):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class NonFiniteOutputError(ValueError):
+    """A kernel or LR image with NaN or inf values (a broken generator): the message names the input image."""
 
 
 class KernelSource(Protocol):
@@ -313,7 +317,7 @@ def degrade_image(
             f0, f1 = max(0, x0 - pad), min(wo, x1 + pad)
             c0, c1 = ax.span(f0, f1)
             block = _block_hwc(image, r0, r1, c0, c1, device)  # [hh, ww, 3]
-            a = ay.apply(e0, e1, block.view(r1 - r0, -1), r0)  # [eh, ww * 3]: rows downscaled
+            a = ay.apply(e0, e1, block.reshape(r1 - r0, -1), r0)  # [eh, ww * 3]: rows downscaled
             a = a.view(e1 - e0, c1 - c0, 3).transpose(0, 1).reshape(c1 - c0, -1)  # [ww, eh * 3]
             b = ax.apply(f0, f1, a, c0)  # [ew, eh * 3]: columns downscaled
             lr = b.view(f1 - f0, e1 - e0, 3).permute(2, 1, 0).unsqueeze(0)  # [1, 3, eh, ew]
@@ -334,11 +338,38 @@ def _is_within(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
+def _output_clashes(rels: list[Path]) -> tuple[Path, Path, str] | None:
+    """Two inputs whose outputs would collide: (input a, input b, output), or None.
+
+    Each input `rel` writes `<stem>.png` (lr/, kernels/) and `<stem>.npy` (kernels/), stem =
+    rel without its suffix: a.jpg and a.png clash, and so do x.png and x.png/y.jpg (the
+    output x.png would have to be a file and a folder)."""
+    files: dict[str, Path] = {}
+    for rel in rels:
+        stem = rel.with_suffix("").as_posix()
+        for out in (f"{stem}.png", f"{stem}.npy"):
+            if out in files and files[out] != rel:
+                return files[out], rel, out
+            files[out] = rel
+    for rel in rels:  # a folder the outputs need, where another input's output file goes
+        for parent in PurePosixPath(rel.with_suffix("").as_posix()).parents:
+            if parent.as_posix() in files:
+                return files[parent.as_posix()], rel, parent.as_posix()
+    return None
+
+
 def _check_size(path: Path, h: int, w: int, source: KernelSource) -> None:
     """Raise ImageTooSmallError if the x s LR image of an h x w image is too small for the source's kernel."""
     ho, wo = lr_size(h, w, float(source.scale))
     if min(ho, wo) <= source.kernel_size // 2:
         raise ImageTooSmallError(path, f"{w}x{h} is too small: its x{source.scale:g} LR image ({wo}x{ho}) must be wider and taller than {source.kernel_size // 2} pixels for a {source.kernel_size}x{source.kernel_size} kernel")
+
+
+def _check_finite(path: Path, kernel: torch.Tensor, lr: np.ndarray) -> None:
+    """Raise NonFiniteOutputError naming the input image if its kernel or LR image holds NaN or inf."""
+    for what, ok in (("kernel", bool(torch.isfinite(kernel).all())), ("LR image", bool(np.isfinite(lr).all()))):
+        if not ok:
+            raise NonFiniteOutputError(f"{printable(path)}: the generator gave a {what} with NaN or inf values (is the checkpoint sound?); nothing was written")
 
 
 def degrade_folder(
@@ -350,6 +381,7 @@ def degrade_folder(
     overwrite: bool = False,
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> pd.DataFrame:
     """Degrade every image under `input_dir` (recursively) into `output_dir`; returns the manifest.
 
@@ -357,13 +389,20 @@ def degrade_folder(
       lr/<rel>.png        the LR image (8-bit PNG, whatever the input format)
       kernels/<rel>.npy   its kernel, float32 [K, K]
       kernels/<rel>.png   the kernel as a picture (viridis, peak = yellow, 8x nearest)
-      manifest.csv        one row per input: MANIFEST_COLUMNS; status "ok" or
-                          "skipped" with the reason (unreadable, too small)
+      manifest.csv        one row per file under `input_dir`: MANIFEST_COLUMNS; status
+                          "ok"; "skipped" with the reason (unreadable, too small, more
+                          than `max_pixels` pixels, unsupported colour mode); or
+                          "ignored" with the reason for an entry that is not an image
+                          file (other suffix, hidden, link out of the folder, fifo, name
+                          not UTF-8: see fca.data.images.scan_images). Names that are not
+                          UTF-8 are written with backslash escapes.
     Bad images follow `config.on_bad_image`: "error" raises, naming the file;
-    "skip" lists them in the manifest. The folder is built in a temporary
-    sibling and renamed into place at the end, so `output_dir` never holds a
-    partial result. An existing non-empty `output_dir` is an error unless
-    `overwrite` (then it is replaced as a whole, after the new one is complete).
+    "skip" lists them in the manifest. Ignored entries never stop the run. The folder
+    is built in a temporary sibling and renamed into place at the end, so `output_dir`
+    never holds a partial result; it is locked meanwhile (a second writer fails with
+    fca.fsutil.OutputBusyError). An existing non-empty `output_dir` is an error unless
+    `overwrite`, and even then only a folder that this tool wrote (it holds the
+    `.fca-output` mark) is replaced, as a whole, after the new one is complete.
     `on_step(i, {"seconds", "hr_megapixels", "kernel_sigma"})` is called after each
     degraded image.
     """
@@ -373,35 +412,36 @@ def degrade_folder(
     src, dst = input_dir.resolve(), output_dir.resolve()
     if _is_within(dst, src) or _is_within(src, dst):
         raise ValueError(f"output folder {output_dir} and input folder {input_dir} must not contain one another")
-    if output_dir.exists():
-        if not output_dir.is_dir():
-            raise NotADirectoryError(f"{output_dir}: exists and is not a folder")
-        if any(output_dir.iterdir()) and not overwrite:
-            raise FileExistsError(f"{output_dir}: exists and is not empty; pass overwrite=True to replace it")
-    paths = list_images(input_dir, recursive=True)
+    if not overwrite and output_dir.is_dir() and not output_dir.is_symlink() and any(output_dir.iterdir()):
+        raise FileExistsError(f"{output_dir}: exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+    check_replaceable(output_dir, overwrite)
+    scan = scan_images(input_dir, recursive=True)
+    paths = scan.images
     if not paths:
-        raise ValueError(f"{input_dir}: no image files ({' '.join(IMAGE_SUFFIXES)}) found")
+        found = f"; not read: {len(scan.ignored)} entries, e.g. {printable(scan.ignored[0][0])}: {scan.ignored[0][1]}" if scan.ignored else ""
+        raise ValueError(f"{input_dir}: no image files found (formats: fca.data.images.IMAGE_SUFFIXES){found}")
     rels = [p.relative_to(input_dir) for p in paths]
-    seen: dict[Path, Path] = {}
-    for rel in rels:
-        stem = rel.with_suffix("")
-        if stem in seen:
-            raise ValueError(f"{input_dir}: {seen[stem]} and {rel} would both be written as {stem}.png; rename one")
-        seen[stem] = rel
+    clash = _output_clashes(rels)
+    if clash is not None:
+        a, b, out = clash
+        raise ValueError(f"{input_dir}: {printable(a)} and {printable(b)} would both be written as {printable(out)}; rename one")
 
     with atomic_dir(output_dir, replace=overwrite) as tmp:
         rows = []
-        for i, (path, rel) in enumerate(tqdm(list(zip(paths, rels)), desc="degrade", unit="img", disable=not progress)):
+        for path, why in scan.ignored:  # not images: named with the reason, never passed over in silence
+            rows.append(dict.fromkeys(MANIFEST_COLUMNS) | {"file": printable(path.relative_to(input_dir).as_posix()), "status": "ignored", "reason": why})
+        for i, (path, rel) in enumerate(track(list(zip(paths, rels)), desc="degrade", enabled=progress, unit="img")):
             row: dict = dict.fromkeys(MANIFEST_COLUMNS)
-            row.update(file=rel.as_posix(), status="ok", reason="")
+            row.update(file=printable(rel.as_posix()), status="ok", reason="")
             t0 = time.perf_counter()
             try:
-                image = load_rgb(path, uint8=True)  # converted to float per block: bounded memory
+                image = load_rgb(path, uint8=True, max_pixels=max_pixels)  # converted to float per block: bounded memory
                 h, w = image.shape[:2]
                 row.update(width=w, height=h)
                 _check_size(path, h, w, source)
                 kernel = estimate_image_kernel(source, image, config)
                 lr = degrade_image(source, image, kernel, config)
+                _check_finite(path, kernel, lr)  # never an "ok" row or a black image for a broken generator
             except (BadImageError, ImageTooSmallError) as e:
                 if config.on_bad_image == "error":
                     raise
@@ -422,6 +462,7 @@ def degrade_folder(
             rows.append(row)
             if on_step is not None:
                 on_step(i, {"seconds": time.perf_counter() - t0, "hr_megapixels": h * w / 1e6, "kernel_sigma": sigma})
+        rows.sort(key=lambda r: r["file"])
         manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
         manifest.to_csv(tmp / "manifest.csv", index=False)
     return manifest

@@ -1,4 +1,4 @@
-"""Stage `evaluate`: the referee (DESIGN.md section 2).
+"""Stage `evaluate`: the referee (docs/design.md, "Referee").
 
 Synthetic setting with a known answer. I = clean HR image, k_gt = the known kernel,
 s = scale, down = antialiased bicubic downscale (`fca.resample.downscale`):
@@ -31,30 +31,36 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fca.baseline import fit_kernels_by_density
 from fca.config import param
 from fca.distributed import Dist
 from fca.frequency import bin_centres, log_l1, mean_density, symmetric_kl
-from fca.kernels import conv_per_sample, cov_rel_error, effective_sigma
-from fca.metrics import pooled_psnr, pooled_psnr_y, ssim_y
-from fca.oracle import fit_oracle_kernel
+from fca.kernels import angle_difference, conv_per_sample, cov_rel_error, effective_sigma, principal_axis
+from fca.metrics import mse_y, pooled_psnr, ssim_y
+from fca.oracle import fit_oracle_kernel, fit_oracle_kernels_per_image
 from fca.resample import downscale, upscale
 from fca.train.sr import SRConfig, sr_predict, train_sr
 
 DegradeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 PAIR_KINDS = ("bicubic", "fca", "oracle")
+# Orientation is judged only where the oracle kernel has one (docs/design.md, "Referee").
+ANGLE_MIN_RATIO = 1.5
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    density_bins: int = param(15, ge=2, help="radial frequency bins; fewer than half the LR patch side")
-    batch_size: int = param(16, ge=1, help="images per call of the generator")
-    samples: int = param(4, ge=0, help="validation images whose crops go to the report")
+    density_bins: int = param(15, ge=2, le=4096, help="radial frequency bins; fewer than half the LR patch side")
+    batch_size: int = param(16, ge=1, le=65_536, help="images per call of the generator")
+    samples: int = param(4, ge=0, le=1000, help="validation images whose crops go to the report")
     sr: SRConfig = param(SRConfig())
-    seed: int = param(0, ge=0, help="seed of the SR runs (the same for every kind of pairs)")
+    sr_seeds: int = param(2, ge=1, le=100, help="SR nets per kind of pairs, seeds seed .. seed + n - 1 (the interval covers them)")
+    bootstrap: int = param(1000, ge=0, le=1_000_000, help="paired bootstrap resamples of seeds and test crops for the 95 % intervals (0: none)")
+    baseline_steps: int = param(200, ge=0, le=100_000, help="per-image density-fit baseline (mixed-kernel domains): Adam steps per image (0: off)")
+    seed: int = param(0, ge=0, le=2**32 - 1, help="seed of the SR runs (the same for every kind of pairs) and of the bootstrap")
 
 
 def real_lr_views(clean: torch.Tensor, real: torch.Tensor, k_gt: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(down(R), L_true) for clean HR I [N, 3, H, W], real R = I (*) k_gt [N, 3, H, W], k_gt [K, K]."""
+    """(down(R), L_true) for clean HR I [N, 3, H, W], real R = I (*) k_gt [N, 3, H, W]; k_gt [K, K] or one per image [N, K, K]."""
     if clean.shape != real.shape:
         raise ValueError(f"clean {tuple(clean.shape)} and real {tuple(real.shape)} images must have the same shape")
     k = k_gt.to(torch.float64)
@@ -76,12 +82,19 @@ def _mean(x: torch.Tensor) -> float:
     return float(x.double().mean())
 
 
-def _check_inputs(clean_val, real_val, clean_train, real_train, k_gt, scale, config: EvaluateConfig) -> None:
+def _as_per_image(k: torch.Tensor, n: int, name: str) -> torch.Tensor:
+    """[K, K] or [N, K, K] -> [N, K, K] float64."""
+    if k.dim() == 2:
+        return k.double().expand(n, -1, -1)
+    if k.dim() != 3 or k.shape[0] != n:
+        raise ValueError(f"referee: {name} must be [K, K] or [{n}, K, K], got {tuple(k.shape)}")
+    return k.double()
+
+
+def _check_inputs(clean_val, real_val, clean_train, real_train, scale, config: EvaluateConfig) -> None:
     for name, t in (("clean_val", clean_val), ("real_val", real_val), ("clean_train", clean_train), ("real_train", real_train)):
         if t.dim() != 4 or t.shape[1] != 3 or t.shape[0] == 0:
             raise ValueError(f"referee: {name} must be a non-empty [N, 3, H, W] batch, got {tuple(t.shape)}")
-    if k_gt.dim() != 2:
-        raise ValueError(f"referee: k_gt must be [K, K], got {tuple(k_gt.shape)}")
     if float(scale) != int(scale):
         raise ValueError(f"referee: the SR probe needs an integer scale, got {scale}")
     for name, t in (("validation", real_val), ("training", real_train)):
@@ -92,6 +105,75 @@ def _check_inputs(clean_val, real_val, clean_train, real_train, k_gt, scale, con
     lr_side = min(real_val.shape[-2:]) // int(scale)
     if config.density_bins > (lr_side - 1) // 2:
         raise ValueError(f"evaluate.density_bins = {config.density_bins}: LR patches of {lr_side} pixels resolve at most {(lr_side - 1) // 2} radial bins")
+
+
+def kernels_differ(kernels: torch.Tensor) -> bool:
+    """Whether the kernels [N, K, K] are not all the same one (a mixed-kernel domain)."""
+    return kernels.dim() == 3 and kernels.shape[0] > 1 and bool((kernels - kernels[:1]).abs().max() > 1e-12)
+
+
+def kernel_agreement(pred: torch.Tensor, oracle: torch.Tensor) -> dict[str, float]:
+    """How well per-image kernels pred [N, K, K] match per-image oracles [N, K, K]:
+    sigma_pearson (effective sigmas), cov_rel_error_median, angle_error_median (degrees, over the
+    images whose oracle has an axis ratio >= ANGLE_MIN_RATIO; nan when there are none), angle_images."""
+    sp, so = effective_sigma(pred), effective_sigma(oracle)
+    pearson = float(torch.corrcoef(torch.stack([sp, so]))[0, 1]) if pred.shape[0] > 2 else float("nan")
+    ratio, angle_or = principal_axis(oracle)
+    _, angle_pred = principal_axis(pred)
+    oriented = ratio >= ANGLE_MIN_RATIO
+    err = angle_difference(angle_pred, angle_or)[oriented]
+    return {
+        "sigma_pearson": pearson,
+        "cov_rel_error_median": float(cov_rel_error(pred, oracle).median()),
+        "angle_error_median": float(err.median()) if err.numel() else float("nan"),
+        "angle_images": int(oriented.sum()),
+    }
+
+
+def shape_error(pred: torch.Tensor, oracle: torch.Tensor) -> torch.Tensor:
+    """||k - k_or||_2 / ||k_or||_2 per kernel: [..., K, K] -> [...] (sees spikes and rings that second moments miss)."""
+    return torch.linalg.vector_norm((pred - oracle).flatten(-2), dim=-1) / torch.linalg.vector_norm(oracle.flatten(-2), dim=-1)
+
+
+def kernel_psnr(pred: torch.Tensor, oracle: torch.Tensor) -> float:
+    """PSNR (dB) of kernels against the oracles, peak = the oracles' largest entry, pooled over kernels."""
+    mse = (pred - oracle).pow(2).mean()
+    return float(10 * torch.log10(oracle.max() ** 2 / mse))
+
+
+def interval(samples: np.ndarray) -> list[float]:
+    """The 95 % percentile interval [lo, hi] of bootstrap samples (nan-safe)."""
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
+
+
+def sr_intervals(mse: dict[str, np.ndarray], resamples: int, rng: np.random.Generator) -> dict[str, list[float]]:
+    """95 % intervals of the SR numbers by a paired bootstrap over seeds and test crops.
+
+    mse: kind -> [seeds, crops] per-crop Y MSE of that kind's nets. Each resample draws seeds and
+    crops with replacement, the *same* draw for every kind (the kinds are compared on the same
+    crops by nets of the same seeds), and recomputes the pooled PSNRs and the gain fraction, so the
+    interval holds both the test set's and the SR training's noise."""
+    if resamples <= 0:
+        return {}
+    kinds = list(mse)
+    seeds, crops = mse[kinds[0]].shape
+    draws = {k: np.empty(resamples) for k in kinds}
+    gain = np.empty(resamples)
+    for b in range(resamples):
+        si = rng.integers(0, seeds, seeds)
+        ci = rng.integers(0, crops, crops)
+        for k in kinds:
+            draws[k][b] = -10 * np.log10(mse[k][np.ix_(si, ci)].mean())
+        head = draws["oracle"][b] - draws["bicubic"][b]
+        gain[b] = (draws["fca"][b] - draws["bicubic"][b]) / head if head > 1e-6 else np.nan
+    out = {f"psnr_{k}": interval(v) for k, v in draws.items()}
+    out["gain_fraction"] = interval(gain)
+    if "global" in draws:
+        out["gain_db_over_global"] = interval(draws["fca"] - draws["global"])
+    return out
 
 
 def referee(
@@ -107,36 +189,54 @@ def referee(
     on_step: Callable[[str, int, dict[str, float]], None] | None = None,
     device: torch.device = torch.device("cpu"),
     dist: Dist = Dist(),
+    k_train: torch.Tensor | None = None,
 ) -> dict:
     """Judge a trained degradation against the known answer.
 
-    clean_*/real_*: [N, 3, H, W] in [0, 1], real = clean (*) k_gt, H and W multiples of s;
-    k_gt: [K, K]; degrade_fn(hr [B, 3, H, W]) -> (lr [B, 3, H/s, W/s], kernels [B, K', K'])
-    is the trained generator. `on_step(kind, step, metrics)` sees every SR training step
-    (kind in PAIR_KINDS). device / dist: where, and over how many torchrun processes, the
-    SR nets train (every rank computes the rest itself; the numbers are the same on all).
+    clean_*/real_*: [N, 3, H, W] in [0, 1], real = clean (*) k, H and W multiples of s.
+    k_gt: the validation images' kernels, [K, K] (one for all) or [N_val, K, K] (one per image);
+    k_train: the training images' kernels likewise (default: k_gt, which must then be [K, K]).
+    degrade_fn(hr [B, 3, H, W]) -> (lr [B, 3, H/s, W/s], kernels [B, K', K']) is the trained
+    generator. `on_step(kind, step, metrics)` sees every SR training step. device / dist: where,
+    and over how many torchrun processes, the SR nets train.
 
-    Returns {"metrics": nested dict of floats (keys below), "arrays": dict of numpy arrays
-    for the report, "timings_s": seconds per phase}. Metrics:
-      density.{gap,skl}_{bicubic,fca,oracle}, density.gap_true (L_true), density.gap_reduction
-        (log-L1 / symmetric KL of each LR set's mean density to that of R; reduction =
-        1 - gap_fca / gap_bicubic)
-      kernel.cov_rel_error, kernel.sigma_{pred,oracle,true}
-      kernel.lr_psnr_{bicubic,fca,oracle}                   (pooled RGB PSNR, against L_true)
-      sr.psnr_* (pooled PSNR-Y), sr.ssim_* (mean SSIM-Y) for bicubic/fca/oracle pairs and
-      for plain bicubic upscaling of L_true (sr.*_bicubic_upsampling),
-      sr.gain_fraction = (fca - bicubic) / (oracle - bicubic) on PSNR.
+    When every image shares one kernel, the oracle k_or is one kernel fitted on the training
+    patches. When kernels differ (a mixed-kernel domain), each image gets its own oracle, and
+    the referee adds the `adapt` section: our kernels against the per-image oracles, against
+    the best *single* kernel (fitted jointly over the validation set: what a non-adapting
+    estimator could at best do), and against a non-learned per-image density fit
+    (`fca.baseline`), and a fourth kind of SR pairs made with the best single kernel.
+
+    Returns {"metrics": nested dict (keys below), "intervals": the same keys -> [lo, hi] 95 %
+    bootstrap intervals for the SR numbers, "arrays": numpy arrays for the report,
+    "timings_s": seconds per phase}. Metrics:
+      density.{gap,skl}_{bicubic,fca,oracle}, density.gap_true, density.gap_reduction(_oracle)
+      kernel.cov_rel_error, kernel.shape_error, kernel.psnr, kernel.sigma_{pred,oracle,true},
+      kernel.lr_psnr_{bicubic,fca,oracle} (pooled RGB PSNR against L_true)
+      sr.psnr_* (pooled PSNR-Y, mean over the SR seeds), sr.ssim_*, for bicubic / fca / oracle
+      (/ global) pairs and sr.*_bicubic_upsampling; sr.gain_fraction = (fca - bicubic) / (oracle - bicubic)
+      adapt.* (mixed-kernel domains only): sigma_pearson, cov_rel_error_median, angle_error_median,
+      lr_psnr_{fca,global,oracle}, gain_db, baseline_* and seconds_per_image_{fca,baseline}.
     """
-    _check_inputs(clean_val, real_val, clean_train, real_train, k_gt, scale, config)
+    _check_inputs(clean_val, real_val, clean_train, real_train, scale, config)
     s = int(scale)
+    n_val, n_train = real_val.shape[0], real_train.shape[0]
+    if k_train is None:
+        if k_gt.dim() != 2:
+            raise ValueError("referee: per-image validation kernels need the training images' kernels too (k_train)")
+        k_train = k_gt
+    k_val_each = _as_per_image(k_gt, n_val, "k_gt")
+    k_train_each = _as_per_image(k_train, n_train, "k_train")
+    mixed = kernels_differ(k_val_each) or kernels_differ(k_train_each)
     timings: dict[str, float] = {}
     clean_val, real_val = clean_val.float(), real_val.float()
     clean_train, real_train = clean_train.float(), real_train.float()
 
     t0 = time.perf_counter()
-    down_val, true_val = real_lr_views(clean_val, real_val, k_gt, s)
-    down_train, true_train = real_lr_views(clean_train, real_train, k_gt, s)
+    down_val, true_val = real_lr_views(clean_val, real_val, k_val_each, s)
+    down_train, true_train = real_lr_views(clean_train, real_train, k_train_each, s)
     fca_val, kernels_val = apply_degrade(degrade_fn, real_val, config.batch_size)
+    timings["kernels_fca"] = time.perf_counter() - t0  # includes the LR images, an upper bound of the kernel's cost
     fca_train, _ = apply_degrade(degrade_fn, real_train, config.batch_size)
     if fca_val.shape != down_val.shape:
         raise ValueError(f"referee: the generator returned LR {tuple(fca_val.shape)}, expected {tuple(down_val.shape)}")
@@ -144,9 +244,15 @@ def referee(
 
     t0 = time.perf_counter()
     size = kernels_val.shape[-1]  # the oracle gets the generator's kernel size: it is G's best answer
-    k_or = fit_oracle_kernel(down_train, true_train, size)
-    oracle_val = conv_per_sample(down_val, k_or)
-    oracle_train = conv_per_sample(down_train, k_or)
+    k_global = fit_oracle_kernel(down_train, true_train, size)  # the one best kernel for the training set
+    if mixed:
+        oracle_val_k = fit_oracle_kernels_per_image(down_val, true_val, size)
+        oracle_train_k = fit_oracle_kernels_per_image(down_train, true_train, size)
+    else:
+        oracle_val_k = k_global.expand(n_val, -1, -1)
+        oracle_train_k = k_global.expand(n_train, -1, -1)
+    oracle_val = conv_per_sample(down_val, oracle_val_k)
+    oracle_train = conv_per_sample(down_train, oracle_train_k)
     timings["oracle"] = time.perf_counter() - t0
 
     # Frequency densities (cycles/pixel, so HR and LR share the axis), distances to R's.
@@ -169,50 +275,96 @@ def referee(
     density["gap_reduction_oracle"] = 1.0 - gap["oracle"] / gap["bicubic"] if gap["bicubic"] > 0 else float("nan")
 
     kernel = {
-        "cov_rel_error": _mean(cov_rel_error(kernels_val, k_or.expand_as(kernels_val))),
+        "cov_rel_error": _mean(cov_rel_error(kernels_val, oracle_val_k)),
+        "shape_error": _mean(shape_error(kernels_val, oracle_val_k)),
+        "psnr": kernel_psnr(kernels_val, oracle_val_k),
         "sigma_pred": _mean(effective_sigma(kernels_val)),
-        "sigma_oracle": float(effective_sigma(k_or)),
-        "sigma_true": float(effective_sigma(k_gt.double())),
+        "sigma_oracle": _mean(effective_sigma(oracle_val_k)),
+        "sigma_true": _mean(effective_sigma(k_val_each)),
         "lr_psnr_bicubic": pooled_psnr(down_val, true_val),
         "lr_psnr_fca": pooled_psnr(fca_val, true_val),
         "lr_psnr_oracle": pooled_psnr(oracle_val, true_val),
     }
     timings["density_kernel"] = time.perf_counter() - t0
 
-    # Downstream SR: same net, budget and seed; only the LR side of the pairs differs.
-    t0 = time.perf_counter()
+    metrics: dict[str, dict] = {"density": density, "kernel": kernel}
+    arrays: dict[str, np.ndarray] = {}
     train_lr = {"bicubic": down_train, "fca": fca_train, "oracle": oracle_train}
-    sr_out: dict[str, torch.Tensor] = {}
+    if mixed:
+        t0 = time.perf_counter()
+        k_global_val = fit_oracle_kernel(down_val, true_val, size)  # the best single kernel for the validation set
+        global_val = conv_per_sample(down_val, k_global_val)
+        adapt = {f"{k}": v for k, v in kernel_agreement(kernels_val, oracle_val_k).items()}
+        adapt |= {
+            "lr_psnr_fca": kernel["lr_psnr_fca"],
+            "lr_psnr_global": pooled_psnr(global_val, true_val),
+            "lr_psnr_oracle": kernel["lr_psnr_oracle"],
+            "seconds_per_image_fca": timings["kernels_fca"] / n_val,
+        }
+        adapt["gain_db"] = adapt["lr_psnr_fca"] - adapt["lr_psnr_global"]
+        if config.baseline_steps > 0:
+            base_k, seconds = fit_kernels_by_density(real_val, s, size, steps=config.baseline_steps)
+            base_val = conv_per_sample(down_val, base_k)
+            adapt |= {f"baseline_{k}": v for k, v in kernel_agreement(base_k, oracle_val_k).items() if k != "angle_images"}
+            adapt["baseline_lr_psnr"] = pooled_psnr(base_val, true_val)
+            adapt["seconds_per_image_baseline"] = seconds / n_val
+            adapt["speedup_over_baseline"] = adapt["seconds_per_image_baseline"] / max(adapt["seconds_per_image_fca"], 1e-9)
+            arrays["kernels_baseline"] = base_k.numpy()
+        metrics["adapt"] = adapt
+        arrays |= {"kernels_true": k_val_each.numpy(), "kernels_oracle": oracle_val_k.numpy(), "kernel_global": k_global_val.numpy()}
+        train_lr["global"] = conv_per_sample(down_train, k_global)
+        timings["adapt"] = time.perf_counter() - t0
+
+    # Downstream SR: same net, budget and seeds; only the LR side of the pairs differs.
+    t0 = time.perf_counter()
+    kinds = list(train_lr)
+    mse: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+    ssim: dict[str, list[float]] = {k: [] for k in kinds}
     losses: dict[str, list[float]] = {}
-    sr: dict[str, float] = {}
-    for kind in PAIR_KINDS:
-        losses[kind] = []
+    sr_out: dict[str, torch.Tensor] = {}
+    for kind in kinds:
+        for i in range(config.sr_seeds):
+            seed = config.seed + i
+            curve: list[float] = []
 
-        def _log(step: int, m: dict[str, float], kind: str = kind) -> None:
-            losses[kind].append(m["loss"])
-            if on_step is not None:
-                on_step(kind, step, m)
+            def _log(step: int, m: dict[str, float], kind: str = kind, curve: list[float] = curve, first: bool = i == 0) -> None:
+                curve.append(m["loss"])
+                if on_step is not None and first:
+                    on_step(kind, step, m)
 
-        net = train_sr(config.sr, train_lr[kind], real_train, s, seed=config.seed, progress=progress, on_step=_log,
-                       desc=f"sr[{kind}]", device=device, dist=dist)
-        sr_out[kind] = sr_predict(net, true_val, config.batch_size)
-        sr[f"psnr_{kind}"] = pooled_psnr_y(sr_out[kind], real_val, s)
-        sr[f"ssim_{kind}"] = _mean(ssim_y(sr_out[kind], real_val, s))
+            net = train_sr(config.sr, train_lr[kind], real_train, s, seed=seed, progress=progress, on_step=_log,
+                           desc=f"sr[{kind}, seed {seed}]", device=device, dist=dist)
+            out = sr_predict(net, true_val, config.batch_size)
+            mse[kind].append(mse_y(out, real_val, s).numpy())
+            ssim[kind].append(_mean(ssim_y(out, real_val, s)))
+            if i == 0:
+                sr_out[kind], losses[kind] = out, curve
         timings[f"sr_{kind}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+    mse_arr = {k: np.stack(v) for k, v in mse.items()}  # [seeds, crops]
+    sr: dict[str, float] = {}
+    for kind in kinds:
+        sr[f"psnr_{kind}"] = float(np.mean([-10 * np.log10(m.mean()) for m in mse_arr[kind]]))
+        sr[f"ssim_{kind}"] = float(np.mean(ssim[kind]))
     bicubic_up = upscale(true_val, s).clamp(0, 1)
-    sr["psnr_bicubic_upsampling"] = pooled_psnr_y(bicubic_up, real_val, s)
+    sr["psnr_bicubic_upsampling"] = float(-10 * np.log10(float(mse_y(bicubic_up, real_val, s).mean())))
     sr["ssim_bicubic_upsampling"] = _mean(ssim_y(bicubic_up, real_val, s))
     headroom = sr["psnr_oracle"] - sr["psnr_bicubic"]
     # Undefined when oracle pairs do not beat bicubic pairs (no gain to recover).
     sr["gain_fraction"] = (sr["psnr_fca"] - sr["psnr_bicubic"]) / headroom if headroom > 1e-6 else float("nan")
+    if "global" in kinds:
+        sr["gain_db_over_global"] = sr["psnr_fca"] - sr["psnr_global"]
+    sr["seeds"] = config.sr_seeds
+    metrics["sr"] = sr
+    rng = np.random.default_rng(config.seed)
+    intervals = {"sr": sr_intervals(mse_arr, config.bootstrap, rng)}
 
-    n = min(config.samples, real_val.shape[0])
-    arrays = {
+    n = min(config.samples, n_val)
+    arrays |= {
         "density_bins": bin_centres(bins).numpy(),
         **{f"density_{k}": v.numpy() for k, v in dens.items()},
-        "kernel_oracle": k_or.numpy(),
-        "kernel_true": k_gt.double().numpy(),
+        "kernel_oracle": oracle_val_k[0].numpy() if not mixed else k_global.numpy(),
+        "kernel_true": k_val_each[0].numpy(),
         "kernels_pred": kernels_val.numpy(),
         "sample_hr_real": real_val[:n].numpy(),
         "sample_lr_true": true_val[:n].numpy(),
@@ -223,7 +375,7 @@ def referee(
         **{f"sample_sr_{k}": v[:n].numpy() for k, v in sr_out.items()},
         **{f"sr_loss_{k}": np.asarray(v) for k, v in losses.items()},
     }
-    return {"metrics": {"density": density, "kernel": kernel, "sr": sr}, "arrays": arrays, "timings_s": timings}
+    return {"metrics": metrics, "intervals": intervals, "arrays": arrays, "timings_s": timings}
 
 
 def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Frequency density: the quantity the whole method is about (DESIGN.md section 1).
+"""Frequency density: the quantity the whole method is about (docs/design.md, "Frequency density").
 
 For a patch: luma, minus its mean, times a 2-D Hann window, |FFT|^2, power
 averaged over rings of equal radial frequency (bins over 0..0.5 cycles/pixel),
@@ -108,3 +108,73 @@ def high_frequency_share(density: torch.Tensor, above: float = 0.25) -> torch.Te
     bins = density.shape[-1]
     mask = bin_centres(bins).to(density.device) >= above
     return density[..., mask].sum(-1)
+
+
+@functools.lru_cache(maxsize=32)
+def _polar_geometry(h: int, w: int, radial_bins: int, angular_bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hann window [H, W], (ring, sector) cell per rfft2 coefficient [H, W//2+1], column weights, cell sizes."""
+    window = torch.outer(torch.hann_window(h, periodic=False), torch.hann_window(w, periodic=False))
+    fy = torch.fft.fftfreq(h).view(-1, 1).expand(h, w // 2 + 1)
+    fx = torch.fft.rfftfreq(w).view(1, -1).expand(h, w // 2 + 1)
+    ring = torch.ceil(torch.sqrt(fy**2 + fx**2) / 0.5 * radial_bins - 1e-9).long() - 1  # as in `_ring_geometry`
+    # The spectrum of a real image is point-symmetric, so an orientation lives in [0, pi).
+    angle = torch.remainder(torch.atan2(fy, fx), torch.pi)
+    sector = torch.clamp((angle / torch.pi * angular_bins).long(), 0, angular_bins - 1)
+    cell = ring * angular_bins + sector
+    cell[(ring >= radial_bins) | (ring < 0)] = radial_bins * angular_bins
+    weight = torch.full((w // 2 + 1,), 2.0)
+    weight[0] = 1.0
+    if w % 2 == 0:
+        weight[-1] = 1.0
+    counts = torch.zeros(radial_bins * angular_bins + 1).index_add_(0, cell.flatten(), weight.expand(h, -1).flatten())
+    counts = counts[:-1]
+    if (counts.view(radial_bins, angular_bins).sum(1) == 0).any():
+        raise ValueError(f"{radial_bins} radial bins is too many for a {h}x{w} patch: some rings are empty")
+    return window, cell, weight, counts
+
+
+def polar_density(x: torch.Tensor, radial_bins: int = 16, angular_bins: int = 4) -> torch.Tensor:
+    """Frequency density over radius *and* orientation: [B, C, H, W] -> [B, radial_bins, angular_bins], each summing to 1.
+
+    The radial density (`radial_density`) averages power over all orientations, so a kernel and
+    its rotated copy give the same curve; splitting each ring into `angular_bins` sectors over
+    [0, pi) lets a loss or an estimator see which way a blur points. Sector j holds frequency
+    vectors whose angle atan2(f_y, f_x) (rows = y) lies in [j, j+1) * pi / angular_bins:
+    blur along the x axis removes power from sector 0 (horizontal frequencies).
+    """
+    y = to_luma(x)
+    h, w = y.shape[-2:]
+    window, cell, weight, counts = _polar_geometry(h, w, radial_bins, angular_bins)
+    y = (y - y.mean(dim=(-2, -1), keepdim=True)) * window.to(y)
+    power = torch.fft.rfft2(y).abs().pow(2) * weight.to(y)
+    sums = torch.zeros(power.shape[0], radial_bins * angular_bins + 1, dtype=y.dtype, device=y.device)
+    sums.index_add_(1, cell.flatten().to(y.device), power.flatten(1))
+    counts = counts.to(y)
+    mean_power = sums[:, :-1] / counts.clamp_min(1)
+    # The innermost rings of a small patch have fewer coefficients than sectors: an empty
+    # sector takes its ring's mean power (no orientation is measurable there).
+    ring_sums = sums[:, :-1].view(-1, radial_bins, angular_bins).sum(2, keepdim=True)
+    ring_mean = (ring_sums / counts.view(radial_bins, angular_bins).sum(1, keepdim=True)).expand(-1, -1, angular_bins)
+    mean_power = torch.where(counts.view(radial_bins, angular_bins) > 0, mean_power.view(-1, radial_bins, angular_bins), ring_mean)
+    return mean_power / (mean_power.sum((1, 2), keepdim=True) + _EPS)
+
+
+def tiles_of(x: torch.Tensor, side: int, stride: int | None = None) -> torch.Tensor:
+    """side x side tiles of each image, `stride` apart (default: side, not overlapping):
+    [B, C, H, W] -> [B, n, C, side, side]."""
+    if x.shape[-2] < side or x.shape[-1] < side:
+        raise ValueError(f"cannot cut {side}x{side} tiles from {x.shape[-2]}x{x.shape[-1]} images")
+    stride = stride or side
+    t = x.unfold(2, side, stride).unfold(3, side, stride)  # [B, C, nh, nw, side, side]
+    return t.permute(0, 2, 3, 1, 4, 5).reshape(x.shape[0], -1, x.shape[1], side, side)
+
+
+def tile_polar_density(x: torch.Tensor, side: int, radial_bins: int, angular_bins: int, stride: int | None = None) -> torch.Tensor:
+    """Each image's polar density, averaged over its side x side tiles: [B, C, H, W] -> [B, radial_bins, angular_bins].
+
+    One image's density is noisy (a periodogram); the mean over its tiles is the image's own
+    estimate at the scale of a `side`-pixel patch, so a large image and a `side`-pixel LR patch
+    are measured alike."""
+    t = tiles_of(x, side, stride)
+    b, n = t.shape[:2]
+    return polar_density(t.reshape(b * n, *t.shape[2:]), radial_bins, angular_bins).view(b, n, radial_bins, angular_bins).mean(1)

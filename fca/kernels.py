@@ -59,6 +59,78 @@ def delta(size: int) -> np.ndarray:
     return k
 
 
+KERNEL_FAMILIES = ("anisotropic", "motion")
+MOTION_SIGMA = 0.5  # px: the Gaussian that gives a motion kernel's line some width
+MOTION_SAMPLES_PER_PX = 16  # sub-pixel points along the segment (anti-aliasing)
+
+
+def motion_fits(size: int, length: float) -> bool:
+    """Whether a motion kernel of `length` fits a size x size kernel at any angle.
+
+    The half segment plus two sigmas of its smoothing Gaussian must stay inside the
+    kernel's radius: length <= size - 3 for sigma 0.5.
+    """
+    return length / 2 + 2 * MOTION_SIGMA <= size // 2
+
+
+def motion_kernel(size: int, length: float, angle_deg: float) -> np.ndarray:
+    """K x K linear motion blur: a straight segment of `length` px through the centre at `angle_deg`, sum 1.
+
+    The angle follows `anisotropic_gaussian`'s theta: 0 is along x (columns), 90 along
+    y (rows). The segment is sampled at MOTION_SAMPLES_PER_PX points per pixel of
+    length (anti-aliased, not a staircase), and each point is spread by a Gaussian of
+    sigma MOTION_SIGMA px sampled at the pixel centres (the segment rasterised and
+    convolved with that Gaussian), so the line is not one pixel wide. Its second moment
+    is about length^2 / 12 + sigma^2 along the segment and sigma^2 across it.
+    """
+    if size % 2 == 0 or size < 1:
+        raise ValueError(f"kernel size must be a positive odd number, got {size}")
+    if length < 0 or not motion_fits(size, length):
+        raise ValueError(f"a motion of length {length} does not fit a {size} x {size} kernel (at most size - 3 = {size - 3})")
+    r = size // 2
+    n = max(1, math.ceil(length * MOTION_SAMPLES_PER_PX))
+    t = (np.arange(n, dtype=np.float64) + 0.5) / n * length - length / 2  # midpoints of n equal pieces
+    a = math.radians(angle_deg)
+    px, py = t * math.cos(a), t * math.sin(a)  # column, row offsets from the centre
+    grid = np.arange(-r, r + 1, dtype=np.float64)
+    wx = np.exp(-0.5 * ((grid[None, :] - px[:, None]) / MOTION_SIGMA) ** 2)
+    wy = np.exp(-0.5 * ((grid[None, :] - py[:, None]) / MOTION_SIGMA) ** 2)
+    wx /= wx.sum(1, keepdims=True)  # each point carries the same mass
+    wy /= wy.sum(1, keepdims=True)
+    k = wy.T @ wx  # sum over points of the outer products: [rows, cols]
+    return k / k.sum()
+
+
+def random_kernel(
+    rng: np.random.Generator,
+    size: int,
+    families: tuple[str, ...] | list[str],
+    sigma_range: tuple[float, float],
+    motion_length: tuple[float, float],
+) -> tuple[np.ndarray, dict]:
+    """Draw one K x K kernel (float64, sum 1) and its description.
+
+    The family is uniform over `families`. anisotropic: sigma_x, sigma_y ~ U(sigma_range)
+    independently, theta ~ U(0, 180) degrees. motion: length ~ U(motion_length), angle
+    ~ U(0, 180) degrees (see `motion_kernel`). The description holds `family` and the
+    drawn values (sigma_x, sigma_y, theta_deg, or length, angle_deg).
+    """
+    unknown = [f for f in families if f not in KERNEL_FAMILIES]
+    if not families or unknown:
+        raise ValueError(f"families = {list(families)}: must be a non-empty list of {list(KERNEL_FAMILIES)}")
+    family = families[int(rng.integers(len(families)))]
+    if family == "anisotropic":
+        lo, hi = sigma_range
+        sigma_x, sigma_y = float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))
+        theta = float(rng.uniform(0.0, 180.0))
+        info = {"family": family, "sigma_x": sigma_x, "sigma_y": sigma_y, "theta_deg": theta}
+        return anisotropic_gaussian(size, sigma_x, sigma_y, theta), info
+    lo, hi = motion_length
+    length = float(rng.uniform(lo, hi))
+    angle = float(rng.uniform(0.0, 180.0))
+    return motion_kernel(size, length, angle), {"family": family, "length": length, "angle_deg": angle}
+
+
 def conv_per_sample(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """Convolve each image with its own kernel.
 
@@ -116,3 +188,53 @@ def cov_rel_error(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """||S_pred - S_ref||_F / ||S_ref||_F for kernels [..., K, K] -> [...]."""
     sp, sr = second_moment(pred), second_moment(ref)
     return torch.linalg.matrix_norm(sp - sr) / torch.linalg.matrix_norm(sr)
+
+
+# --- A smooth parameterisation of anisotropic Gaussians, for learning -------------------------
+# (log sigma, e1, e2): covariance Sigma = sigma^2 * expm([[e1, e2], [e2, -e1]]) in (x, y) = (column, row).
+# sigma^2 = sigma_x * sigma_y is the geometric-mean variance, r = sqrt(e1^2 + e2^2) = log(sigma_x / sigma_y)
+# the anisotropy and atan2(e2, e1) / 2 the direction of the long axis. Unlike (sigma_x, sigma_y, theta)
+# it has no wrap-around (theta and theta + pi are the same kernel) and no swap symmetry
+# (sigma_x <-> sigma_y with theta + pi/2), so a regression on it is well posed.
+
+
+def gaussian_params(sigma_x: torch.Tensor, sigma_y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """(sigma_x along direction theta [radians], sigma_y across it), each [B] -> smooth parameters [B, 3]."""
+    log_sigma = 0.5 * (torch.log(sigma_x) + torch.log(sigma_y))
+    r = torch.log(sigma_x / sigma_y)
+    return torch.stack([log_sigma, r * torch.cos(2 * theta), r * torch.sin(2 * theta)], -1)
+
+
+def gaussian_from_params(params: torch.Tensor, size: int) -> torch.Tensor:
+    """Smooth parameters [B, 3] -> K x K anisotropic Gaussians [B, K, K] (each summing to 1), differentiable.
+
+    `gaussian_from_params(gaussian_params(sx, sy, t), K)` equals `anisotropic_gaussian(K, sx, sy, degrees(t))`."""
+    log_sigma, e1, e2 = params.unbind(-1)
+    r = torch.sqrt(e1**2 + e2**2 + 1e-12)
+    c2, s2 = e1 / r, e2 / r
+    half = size // 2
+    coords = torch.arange(-half, half + 1, dtype=params.dtype, device=params.device)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    # Sigma^-1 = sigma^-2 * expm(-A), and expm(-A) = cosh(r) I - sinh(r) / r * A for traceless symmetric A.
+    inv = torch.exp(-2 * log_sigma)
+    ch, sh = torch.cosh(r), torch.sinh(r)
+    a = (inv * (ch - sh * c2))[:, None, None]
+    b = (inv * (ch + sh * c2))[:, None, None]
+    c = (-inv * sh * s2)[:, None, None]
+    quad = a * xx**2 + b * yy**2 + 2 * c * xx * yy
+    return torch.softmax((-0.5 * quad).flatten(1), 1).view(-1, size, size)
+
+
+def principal_axis(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(axis ratio >= 1, direction of the long axis in degrees [0, 180), measured like `anisotropic_gaussian`'s theta)
+    of kernels [..., K, K], from their second moments."""
+    s = second_moment(k)  # (row, col)
+    evals, evecs = torch.linalg.eigh(s)
+    ratio = torch.sqrt(evals[..., 1] / evals[..., 0].clamp_min(1e-12))
+    v = evecs[..., :, 1]  # (row, col) of the long axis
+    return ratio, torch.rad2deg(torch.atan2(v[..., 0], v[..., 1])) % 180.0
+
+
+def angle_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|a - b| for axis directions in degrees, modulo 180: in [0, 90]."""
+    return ((a - b + 90.0) % 180.0 - 90.0).abs()

@@ -1,4 +1,4 @@
-"""Generator and discriminator losses (DESIGN.md "Generator loss").
+"""Generator and discriminator losses (docs/design.md, "Generator loss").
 
 - `spectral_loss`: the direct, differentiable frequency-density distance (L1 of
   log densities above a noise floor) between a batch of generated LR images and real-domain patches

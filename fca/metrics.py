@@ -117,6 +117,15 @@ def pooled_psnr(a: torch.Tensor, b: torch.Tensor, border: int = 0) -> float:
     return float(-10.0 * torch.log10((a.double() - b.double()).pow(2).mean()))
 
 
+def mse_y(a: torch.Tensor, b: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """Mean squared error on BT.601 Y of each pair of RGB images [N, 3, H, W] -> [N] (float64).
+
+    For equal-sized images, -10 log10 of their mean is `pooled_psnr_y`, which is what lets the
+    referee bootstrap a pooled PSNR by resampling images."""
+    ya, yb = _prepare(a, b, border)
+    return (ya.double() - yb.double()).pow(2).flatten(1).mean(1)
+
+
 def pooled_psnr_y(a: torch.Tensor, b: torch.Tensor, border: int = 0) -> float:
     """PSNR (dB) on BT.601 Y of the mean squared error over all images of RGB pairs [N, 3, H, W]."""
     ya, yb = _prepare(a, b, border)

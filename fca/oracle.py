@@ -1,4 +1,4 @@
-"""The oracle kernel: the best K x K blur for a known answer (DESIGN.md section 2).
+"""The oracle kernel: the best K x K blur for a known answer (docs/design.md, "Oracle kernel").
 
 Given LR inputs (e.g. down(R)) and the true LR images (L_true), the oracle kernel
 k_or is the K x K kernel, non-negative and summing to 1, that minimises

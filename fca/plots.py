@@ -99,3 +99,40 @@ def bar_comparison(df, label: str, columns: list[str]) -> plt.Figure:
         ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def scatter_figure(x: np.ndarray, series: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str) -> plt.Figure:
+    """Predicted against true values: one marker set per named series, and the y = x line."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.4), dpi=110)
+    lo = min(float(np.min(x)), *(float(np.min(v)) for v in series.values()))
+    hi = max(float(np.max(x)), *(float(np.max(v)) for v in series.values()))
+    ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, ls="--", label="y = x")
+    for (name, y), marker in zip(series.items(), "os^D"):
+        r = float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 else float("nan")
+        ax.scatter(x, y, s=14, marker=marker, alpha=0.75, label=f"{name} (r = {r:.2f})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def kernel_grid(rows: list[list[np.ndarray]], column_titles: list[str], row_titles: list[str]) -> plt.Figure:
+    """Kernels in a grid (one row per image), each row on its own colour scale (its kernels compare)."""
+    n_rows, n_cols = len(rows), len(column_titles)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.5 * n_cols + 0.6, 1.5 * n_rows), dpi=110, squeeze=False)
+    for r, row in enumerate(rows):
+        vmax = max(float(np.max(k)) for k in row)
+        for c, k in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(k, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(column_titles[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row_titles[r], fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -37,7 +37,8 @@ def usage() -> str:
         "Frequency Consistent Adaptation pipeline stages (run them all with `dvc repro` or `snakemake --cores N`).\n\n"
         "commands:\n" + "\n".join(lines) + "\n\n`fca <command> --help` explains each command's options.\n"
         f"With FCA_NPROC=N, {', '.join(DISTRIBUTED)} run as N data-parallel processes\n"
-        "(`torchrun --standalone --nproc-per-node N`; one per GPU on CUDA).\n"
+        "(torchrun on one machine, `python -m pipeline.torchrun`, its rendezvous on 127.0.0.1 only;\n"
+        "one process per GPU on CUDA).\n"
     )
 
 
@@ -53,10 +54,17 @@ def nproc() -> int:
     return n
 
 
+def launch_command(name: str, rest: list[str], n: int) -> list[str]:
+    """The command that runs `fca name rest` as n processes: torchrun on this machine (free ports,
+    --standalone's flags) whose stores listen on 127.0.0.1 only (see pipeline/torchrun.py)."""
+    from pipeline import torchrun
+
+    return torchrun.command(n, ["-m", "pipeline.cli", name, *rest])
+
+
 def launch(name: str, rest: list[str], n: int) -> int:
-    """Run `fca name rest` as n processes with torchrun (one node; torchrun picks a free port)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
-           "-m", "pipeline.cli", name, *rest]
+    """Run `fca name rest` as n processes (see launch_command)."""
+    cmd = launch_command(name, rest, n)
     print(f"fca: {name} on {n} processes: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     return subprocess.run(cmd).returncode
 

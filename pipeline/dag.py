@@ -7,6 +7,7 @@ stage from what this module returns, so DVC and Snakemake cannot drift apart.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,14 @@ class Stage:
     deps: tuple[str, ...]
     outs: tuple[str, ...]  # outs, metrics and plots: every file or folder the stage writes
     params: tuple[str, ...]  # dotted keys or whole sections of params.yaml
+    # The deps as Snakemake inputs: a source folder (a dep no stage writes, e.g. kernels/) is
+    # replaced by the files in it. DVC hashes a folder's contents; Snakemake only compares a
+    # folder's own mtime, which editing a file inside does not change, so it gets the files.
+    inputs: tuple[str, ...] = ()
+    # CPU threads the command runs with: its `--threads N` (the numbers of a CPU run depend on
+    # the count, so it is part of the command both engines run); 1 for a command without it.
+    # The Snakefile declares it as the rule's `threads:`.
+    threads: int = 1
 
     def is_dir(self, path: str) -> bool:
         """Outputs without a file suffix are folders (Snakemake needs to know: directory())."""
@@ -38,6 +47,8 @@ def _paths(entries: list[Any] | None) -> list[str]:
 def load_stages(dvc_yaml: str | Path = "dvc.yaml") -> list[Stage]:
     """Stages of dvc.yaml in file order (which is also a valid run order here)."""
     data = yaml.safe_load(Path(dvc_yaml).read_text())
+    root = Path(dvc_yaml).parent
+    written = {o for s in data["stages"].values() for o in _paths(s.get("outs")) + _paths(s.get("metrics")) + _paths(s.get("plots"))}
     stages = []
     for name, s in data["stages"].items():
         params = []
@@ -47,8 +58,40 @@ def load_stages(dvc_yaml: str | Path = "dvc.yaml") -> list[Stage]:
             params.append(p)
         outs = _paths(s.get("outs")) + _paths(s.get("metrics")) + _paths(s.get("plots"))
         cmd = " ".join(s["cmd"].split()) if isinstance(s["cmd"], str) else " && ".join(s["cmd"])
-        stages.append(Stage(name, cmd, tuple(str(d) for d in s.get("deps", [])), tuple(outs), tuple(params)))
+        deps = tuple(str(d) for d in s.get("deps", []))
+        inputs = tuple(i for d in deps for i in (_files_in(root, d) if d not in written else [d]))
+        stages.append(Stage(name, cmd, deps, tuple(outs), tuple(params), inputs, command_threads(cmd)))
     return stages
+
+
+def command_threads(cmd: str) -> int:
+    """The `--threads N` (or `--threads=N`) of a stage command; 1 when it has none or N is 0
+    (automatic: the stage then takes what the engine grants, OMP_NUM_THREADS under Snakemake)."""
+    words = shlex.split(cmd)
+    found = None
+    for i, w in enumerate(words):
+        if w == "--threads" and i + 1 < len(words):
+            found = words[i + 1]
+        elif w.startswith("--threads="):
+            found = w.split("=", 1)[1]
+    if found is None:
+        return 1
+    try:
+        n = int(found)
+    except ValueError:
+        raise ValueError(f"stage command {cmd!r}: --threads {found!r} is not a whole number") from None
+    if n < 0:
+        raise ValueError(f"stage command {cmd!r}: --threads {n} must be >= 0")
+    return n or 1
+
+
+def _files_in(root: Path, dep: str) -> list[str]:
+    """A source dep as Snakemake inputs: the files under it if it is a non-empty folder, else itself."""
+    folder = root / dep
+    if not folder.is_dir():
+        return [dep]
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return [f"{dep.rstrip('/')}/{f}" for f in files] or [dep]
 
 
 def param_values(params_yaml: str | Path, keys: tuple[str, ...]) -> str:

@@ -26,13 +26,14 @@ def build() -> argparse.ArgumentParser:
     p = stage.parser("download", DESCRIPTION)
     p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole on success)")
     p.add_argument("--cache", type=Path, default=Path(".cache/downloads"), help="where archives are downloaded and resumed (default: .cache/downloads)")
+    stage.add_max_pixels(p)
     return p
 
 
 def body(args: argparse.Namespace, params: Params) -> None:
     cfg = params.download
     with tracking.stage_run("download", section_dict(cfg)) as run, atomic_dir(args.out) as out:
-        manifest = fetch(cfg, out, args.cache, progress=stage.progress_enabled(args))
+        manifest = fetch(cfg, out, args.cache, progress=stage.progress_enabled(args), max_pixels=stage.max_pixels(args))
         if manifest.empty:
             raise ValueError(f"download.dataset = {cfg.dataset!r}: no images were found")
         manifest.to_csv(out / "manifest.csv", index=False)

@@ -7,13 +7,14 @@ import json
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fca.data.images import load_rgb
 from fca.fsutil import atomic_dir, atomic_file
-from fca.plots import curves_figure, density_figure, image_grid, kernel_gallery, save_figure
+from fca.plots import curves_figure, density_figure, image_grid, kernel_gallery, kernel_grid, save_figure, scatter_figure
 from fca.report import readme_markdown
 from pipeline import stage, tracking
 from pipeline.params import Params, section_dict
@@ -52,11 +53,32 @@ def _git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+# What the report reads from each input. A file without it (another version's, or the wrong
+# file) is one error naming the file and what it lacks, not a KeyError traceback.
+ARRAYS = ("kernels_pred", "kernel_true", "kernel_oracle", "sample_hr_real", "sample_lr_true", "sample_sr_bicubic",
+          "sample_sr_fca", "sample_sr_oracle")
+
+
+def _need(source: Path, have: Any, keys: Sequence[str], what: str = "key") -> None:
+    missing = [k for k in keys if k not in have]
+    if missing:
+        raise ValueError(f"{source}: no {what} {', '.join(map(repr, missing))}; is it the output of this version of the pipeline?")
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    metrics = json.loads(path.read_text())
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path}: expected a JSON object of metrics, got a {type(metrics).__name__}")
+    return metrics
+
+
 def body(args: argparse.Namespace, params: Params) -> None:
     cfg = params.report
-    metrics = json.loads(args.metrics.read_text())
+    metrics = _read_metrics(args.metrics)
     a = np.load(args.evaluation / "arrays.npz")
+    _need(args.evaluation / "arrays.npz", a.files, ARRAYS, "array")
     density = pd.read_csv(args.density)
+    _need(args.density, density.columns, ["frequency"], "column")
     figures: dict[str, object] = {}
     figures["density"] = density_figure(density.frequency.to_numpy(), {c: density[c].to_numpy() for c in density.columns if c != "frequency"},
                                         "Frequency density of the validation patches")
@@ -66,15 +88,34 @@ def body(args: argparse.Namespace, params: Params) -> None:
     hr = a["sample_hr_real"].shape[-1]
     rows = [[_nearest_up(_hwc(a["sample_lr_true"][i]), hr), _hwc(a["sample_sr_bicubic"][i]), _hwc(a["sample_sr_fca"][i]),
              _hwc(a["sample_sr_oracle"][i]), _hwc(a["sample_hr_real"][i])] for i in range(len(a["sample_hr_real"]))]
+    if "kernels_oracle" in a.files:  # a mixed-kernel domain: one oracle per image
+        from fca.kernels import effective_sigma
+        import torch
+
+        sig = lambda k: effective_sigma(torch.from_numpy(np.asarray(k, dtype=np.float64))).numpy()  # noqa: E731
+        series = {"ours (one forward pass)": sig(a["kernels_pred"])}
+        if "kernels_baseline" in a.files:
+            series["per-image density fit (baseline)"] = sig(a["kernels_baseline"])
+        figures["adapt_scatter"] = scatter_figure(sig(a["kernels_oracle"]), series, "oracle kernel sigma (LR px)",
+                                                  "predicted kernel sigma (LR px)", "Each validation image's kernel width")
+        columns = ["k (true, HR)", "k_or (oracle)", "ours"] + (["baseline"] if "kernels_baseline" in a.files else [])
+        shown = range(min(cfg.gallery_size, len(a["kernels_pred"])))
+        grid = [[a["kernels_true"][i], a["kernels_oracle"][i], a["kernels_pred"][i]]
+                + ([a["kernels_baseline"][i]] if "kernels_baseline" in a.files else []) for i in shown]
+        figures["adapt_gallery"] = kernel_grid(grid, columns, [f"image {i}" for i in shown])
     figures["crops"] = image_grid(rows, ["input L_true", "SR, bicubic pairs", "SR, our pairs", "SR, oracle pairs", "target R"])
     fdc = pd.read_csv(args.fdc_curve)
     gen = pd.read_csv(args.generator_curve)
+    _need(args.fdc_curve, fdc.columns, ["step"], "column")
+    _need(args.generator_curve, gen.columns, ["step"], "column")
     acc_cols = [c for c in fdc.columns if c.startswith("acc_s")]
     loss_cols = [c for c in gen.columns if c.startswith("loss") and gen[c].abs().sum() > 0]
     sr_losses = {k.removeprefix("sr_loss_"): a[k] for k in a.files if k.startswith("sr_loss_")}
     panels = [("FDC held-out ordering accuracy", fdc.step.to_numpy(), {c: fdc[c].to_numpy() for c in acc_cols}),
               ("generator losses", gen.step.to_numpy(), {c: gen[c].to_numpy() for c in loss_cols})]
     if "kernel_sigma" in gen:
+        if not isinstance(metrics.get("kernel"), dict) or "sigma_oracle" not in metrics["kernel"]:
+            raise ValueError(f"{args.metrics}: no key 'kernel.sigma_oracle'; is it the output of this version of fca evaluate?")
         panels.append(("predicted kernel sigma (px)", gen.step.to_numpy(), {"ours": gen.kernel_sigma.to_numpy(),
                        "oracle": np.full(len(gen), float(metrics["kernel"]["sigma_oracle"]))}))
     if sr_losses:
@@ -82,6 +123,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         panels.append(("SR training L1", np.arange(n), {k: v[:n] for k, v in sr_losses.items()}))
     figures["training"] = curves_figure(panels)
     manifest = pd.read_csv(args.degraded / "manifest.csv")
+    _need(args.degraded / "manifest.csv", manifest.columns, ["file", "status"], "column")
     shown = manifest[manifest.status == "ok"].head(cfg.gallery_size)
     deg_rows = []
     for _, r in shown.iterrows():
@@ -96,8 +138,11 @@ def body(args: argparse.Namespace, params: Params) -> None:
             run.log_figure(fig, f"report/{names[role]}")
             save_figure(fig, out / names[role])
         rel = Path(args.out.name) if args.out.parent == args.readme.parent else args.out
-        text = readme_markdown(metrics, {k: str(rel / v) for k, v in names.items()},
-                               {"git commit": _git_commit(), "scale": f"x{params.generator.scale:g}", "loss": params.generator.loss})
+        try:
+            text = readme_markdown(metrics, {k: str(rel / v) for k, v in names.items()},
+                                   {"git commit": _git_commit(), "scale": f"x{params.generator.scale:g}", "loss": params.generator.loss})
+        except KeyError as e:  # the metrics are the only mapping it reads
+            raise ValueError(f"{args.metrics}: no key {e}; is it the output of this version of fca evaluate?") from None
         with atomic_file(args.readme) as tmp:
             tmp.write_text(text)
         run.log_artifact(args.readme)

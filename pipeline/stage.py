@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -24,12 +25,49 @@ def parser(stage: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def _count(name: str, env: str, lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [lo, hi]; a bad value (also from the environment
+    variable `env`, which argparse converts like a command-line value) is a usage error naming it."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            value = None
+        if value is None or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r} (or env {env}): expected a whole number from {lo} to {hi}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=os.environ.get("FCA_DEVICE", "auto"), choices=("auto", "cpu", "cuda"),
                    help="where to train: auto picks CUDA when present (env FCA_DEVICE); under torchrun "
                         "(env FCA_NPROC=N launches it) rank r trains on cuda:r, or all on the CPU with gloo")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("FCA_THREADS", "0")),
-                   help="CPU threads for torch; 0 keeps torch's default (env FCA_THREADS)")
+    p.add_argument("--threads", type=_count("threads", "FCA_THREADS", 0, 4096), default=os.environ.get("FCA_THREADS", "0"),
+                   help="CPU threads for torch. A CPU run's numbers depend on it, so dvc.yaml names it for each "
+                        "stage that trains or evaluates (the Snakefile declares the same `threads:`); more than "
+                        "the CPUs this process may use keeps the numbers and costs speed. 0 = as many as this "
+                        "process may use (CPU affinity and cgroup quota), at most OMP_NUM_THREADS, which "
+                        "Snakemake sets to a rule's threads (env FCA_THREADS)")
+
+
+def add_max_pixels(p: argparse.ArgumentParser) -> None:
+    """--max-pixels: the largest image (width x height) a stage decodes; 0 = no limit."""
+    from fca.data.images import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=_count("max-pixels", "FCA_MAX_PIXELS", 0, 2**62),
+                   default=os.environ.get("FCA_MAX_PIXELS", str(DEFAULT_MAX_PIXELS)),
+                   help=f"largest image decoded, in pixels (width x height; default {DEFAULT_MAX_PIXELS:,}, env FCA_MAX_PIXELS; "
+                        "0 = no limit). Checked from the file's header before decoding: it replaces Pillow's 179 MP "
+                        "decompression-bomb guard. A bigger image is an unreadable image (see on_bad_image)")
+
+
+def max_pixels(args: argparse.Namespace) -> int | None:
+    """The --max-pixels limit as the loaders take it (None: no limit)."""
+    return args.max_pixels or None
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
@@ -38,12 +76,9 @@ def progress_enabled(args: argparse.Namespace) -> bool:
 
 def setup_torch(args: argparse.Namespace) -> Any:
     """Apply --threads and return the torch.device --device names."""
-    import torch
+    from fca.train.hardware import resolve_device, set_threads
 
-    from fca.train.hardware import resolve_device
-
-    if getattr(args, "threads", 0):
-        torch.set_num_threads(args.threads)
+    set_threads(getattr(args, "threads", 0))
     return resolve_device(args.device)
 
 
@@ -79,23 +114,66 @@ def tracked(stage: str, params: dict[str, Any], dist: Any) -> contextlib.Abstrac
 
 
 def run_params(config: Any, device: Any, dist: Any, **extra: Any) -> dict[str, Any]:
-    """What a training stage's MLflow run records as params: its section, plus where it ran."""
+    """What a training stage's MLflow run records as params: its section, plus where and how it ran."""
     from pipeline.params import section_dict
 
-    return section_dict(config) | extra | {"device": str(device), "processes": dist.world_size}
+    return section_dict(config) | extra | runtime(device, dist)
+
+
+def runtime(device: Any, dist: Any = None) -> dict[str, Any]:
+    """What shapes a run's numbers besides params and inputs: the device, the processes, the CPU
+    threads (a CPU run's bits depend on the count) and torch's version. Recorded in the stage's
+    MLflow params and with its outputs (the model checkpoints, data/evaluation/runtime.json)."""
+    import torch
+
+    return {"device": str(device), "processes": getattr(dist, "world_size", 1), "threads": torch.get_num_threads(),
+            "torch": str(torch.__version__)}  # str: a TorchVersion would not load with weights_only
+
+
+def publish_checkpoint(src: Path, dst: Path, runtime_info: dict[str, Any]) -> None:
+    """Write the finished training checkpoint `src` to `dst` (a temporary name: the caller
+    renames it) with `runtime` added (see runtime())."""
+    import torch
+
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    state["runtime"] = dict(runtime_info)
+    torch.save(state, dst)
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for an expected error. OS errors name their path(s) and the system's reason
+    ("data/out: No space left on device", "a -> b: Directory not empty"); the others are
+    their own message."""
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:
+        where = f"{os.fsdecode(e.filename)}" + (f" -> {os.fsdecode(e.filename2)}" if e.filename2 is not None else "")
+        return f"{where}: {e.strerror}"
+    if isinstance(e, OSError) and e.strerror:
+        name = errno.errorcode.get(e.errno or 0)
+        return f"{e.strerror}" + (f" ({name})" if name else "")
+    return str(e) or type(e).__name__
+
+
+# The errors a user can cause (bad params, inputs, paths, full disks, permissions, a busy output):
+# one line each. OSError covers FileNotFoundError, FileExistsError, PermissionError, ENOSPC,
+# ENOTEMPTY, ...; ValueError covers unreadable images and archives, bad inputs; RuntimeError
+# a busy output. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ParamsError, OSError, ValueError, RuntimeError)
 
 
 def run(stage: str, argv: Sequence[str] | None, build: Callable[[], argparse.ArgumentParser], body: Callable[[argparse.Namespace, Params], None]) -> int:
     """Parse argv, load and validate params, run `body`; user errors print one clear line and exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     args = build().parse_args(argv)
+    from fca.train.hardware import set_threads
+
+    set_threads(getattr(args, "threads", 0))  # every stage: never more threads than CPUs (see --threads)
     try:
         params = load_params(args.params)
         body(args, params)
-    except (ParamsError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, RuntimeError) as e:
+    except USER_ERRORS as e:
         if os.environ.get("FCA_DEBUG"):
             raise
-        print(f"fca {stage}: error: {e}", file=sys.stderr)
+        print(f"fca {stage}: error: {describe_error(e)}", file=sys.stderr)
         print("(set FCA_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
     return 0

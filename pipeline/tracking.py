@@ -35,6 +35,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,18 @@ log = logging.getLogger("fca.tracking")
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 _ENGINES = ("dvc", "snakemake")
+
+# scheme://user:password@host... (the password ends at the first '@', as SQLAlchemy reads it)
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@\s]*)@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)[^&\s]*", re.IGNORECASE)
+
+
+def mask_uri(text: str) -> str:
+    """`text` with the passwords of the URIs in it replaced by ***: `postgresql://user:secret@host/db`
+    -> `postgresql://user:***@host/db`; `...?password=secret` -> `...?password=***`. For printing
+    and logging tracking URIs, and messages that may quote them."""
+    text = _USERINFO.sub(lambda m: f"{m['head']}:***@", str(text))
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
 
 
 def tracking_enabled() -> bool:
@@ -177,14 +190,14 @@ class MlflowRun(NullRun):
                 _send(self.client, op, self.spool)
             except Exception as e:  # noqa: BLE001 - any transport error: keep training
                 if _permanent(e):
-                    log.error("MLflow refused %s for run %s (%s); kept in the spool, not retried", op["op"], op["run_id"], e)
+                    log.error("MLflow refused %s for run %s (%s); kept in the spool, not retried", op["op"], op["run_id"], mask_uri(str(e)))
                     self._rejected.append(self._pending.pop(0))
                     continue
                 self._retry_at = time.monotonic() + self.retry_seconds
                 if not self._down:
                     log.warning(
                         "MLflow tracking server unreachable (%s: %s); training goes on, metrics and artifacts are kept "
-                        "and retried every %.0f s", type(e).__name__, str(e)[:300], self.retry_seconds,
+                        "and retried every %.0f s", type(e).__name__, mask_uri(str(e))[:300], self.retry_seconds,
                     )
                     self._down = True
                 return
@@ -303,7 +316,8 @@ def _remove(path: Path) -> None:
 def _write_spool(folder: Path, tracking_uri: str, ops: list[dict[str, Any]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "calls.jsonl.tmp"
-    with open(tmp, "w") as f:
+    # Private (0600): the first line holds the tracking URI, which may carry a password.
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         f.write(json.dumps({"tracking_uri": tracking_uri, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
         for op in ops:
             f.write(json.dumps(op) + "\n")
@@ -344,7 +358,7 @@ def sync(tracking_uri: str | None = None) -> tuple[int, int]:
                     if not _permanent(e):
                         left.extend(ops[i:])
                         break
-                    log.error("MLflow refused kept %s for run %s: %s", op["op"], op["run_id"], e)
+                    log.error("MLflow refused kept %s for run %s: %s", op["op"], op["run_id"], mask_uri(str(e)))
                     left.append(op)
             if left:
                 _write_spool(folder, head["tracking_uri"], left)
@@ -448,7 +462,7 @@ def stage_run(stage: str, params: dict[str, Any]) -> Iterator[NullRun]:
             tags["fca.pipeline_id"] = pid
         run = client.create_run(experiment_id, run_name=stage, tags=tags)
     except Exception as e:  # noqa: BLE001
-        log.warning("MLflow tracking unavailable at start (%s: %s); stage %s runs untracked", type(e).__name__, e, stage)
+        log.warning("MLflow tracking unavailable at start (%s: %s); stage %s runs untracked", type(e).__name__, mask_uri(str(e)), stage)
         yield NullRun()
         return
     parent = tags.get("mlflow.parentRunId")
@@ -457,7 +471,7 @@ def stage_run(stage: str, params: dict[str, Any]) -> Iterator[NullRun]:
         if sent:
             log.warning("sent %d tracking calls kept from earlier runs", sent)
     except Exception as e:  # noqa: BLE001
-        log.warning("could not send the kept tracking calls in %s: %s", spool_root(), e)
+        log.warning("could not send the kept tracking calls in %s: %s", spool_root(), mask_uri(str(e)))
     tracked = MlflowRun(client, run.info.run_id, _tracking_uri())
     tracked.log_params(params)
     status = "FAILED"

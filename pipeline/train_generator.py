@@ -67,7 +67,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         with atomic_file(args.curve) as tmp:
             pd.DataFrame(history).to_csv(tmp, index=False)
         with atomic_file(args.out) as tmp:
-            shutil.copyfile(ckpt / "last.pt", tmp)
+            stage.publish_checkpoint(ckpt / "last.pt", tmp, stage.runtime(device, dist))
         run.log_artifact(args.curve)
         run.log_artifact(args.out, "model")
     shutil.rmtree(ckpt, ignore_errors=True)

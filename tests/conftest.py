@@ -4,7 +4,8 @@ import pytest
 import torch
 
 # The library's tests use tiny tensors: on a 2-core machine a second OpenMP thread
-# mostly waits for the first. The engines' end-to-end runs set FCA_THREADS themselves.
+# mostly waits for the first. The engines' end-to-end runs take their threads from
+# dvc.yaml's --threads (the stages that train or evaluate) or the CPUs they may use.
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 

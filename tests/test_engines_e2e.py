@@ -15,6 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 EXPECTED_STAGES = ["download", "patches", "train_fdc", "train_generator", "degrade", "evaluate", "report"]
+# What each engine's first run produced (numbers_of), compared by the last test.
+RESULTS: dict[str, dict[str, str]] = {}
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -22,10 +24,15 @@ def _env(tmp: Path) -> dict[str, str]:
     env.update(
         DVC_NO_ANALYTICS="1", FCA_PROGRESS="off", XDG_CACHE_HOME=str(tmp / "xdg"),
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
-        FCA_THREADS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
     )
     env.pop("FCA_TRACKING", None)
     env.pop("FCA_PIPELINE_ID", None)
+    # No thread settings from outside: as in CI and on a user's machine, DVC runs the stages with
+    # none and Snakemake with OMP_NUM_THREADS = the rule's threads. dvc.yaml's --threads must be
+    # enough for both engines to compute the same bits (test_both_engines_give_the_same_numbers).
+    for var in ("FCA_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.pop(var, None)
     return env
 
 
@@ -81,6 +88,35 @@ def assert_referee(metrics: dict) -> None:
     init_sigma = 0.8  # generator.kernel_init_sigma in tests/params_tiny.yaml
     assert abs(k["sigma_pred"] - k["sigma_oracle"]) < 0.5 * abs(init_sigma - k["sigma_oracle"]), k
     assert fdc["acc_s3.5"] > 0.75, fdc
+
+
+def _tensors(obj, prefix: str = ""):
+    """(key path, tensor) for every tensor in a loaded checkpoint, in a fixed order."""
+    import torch
+
+    if torch.is_tensor(obj):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            yield from _tensors(obj[k], f"{prefix}/{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}/{i}")
+
+
+def numbers_of(repo: Path) -> dict[str, str]:
+    """sha256 of the metrics files' bytes and of every tensor in the model files (weights,
+    optimiser moments, RNG states: the .pt files also hold a history with wall times)."""
+    import torch
+
+    out = {f: hashlib.sha256((repo / f).read_bytes()).hexdigest() for f in ("reports/metrics.json", "reports/fdc.json")}
+    for f in ("models/fdc.pt", "models/generator.pt"):
+        state = torch.load(repo / f, map_location="cpu", weights_only=True)
+        assert state["runtime"]["threads"] == 1, state["runtime"]  # dvc.yaml's --threads 1, recorded
+        for key, t in _tensors(state):
+            out[f"{f}:{key}"] = hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+    assert json.loads((repo / "data" / "evaluation" / "runtime.json").read_text())["threads"] == 1
+    return out
 
 
 def cached_outs(repo: Path) -> list[str]:
@@ -153,6 +189,7 @@ def test_dvc_repro_runs_all_then_nothing_then_only_what_a_param_touches(tmp_path
     for name in EXPECTED_STAGES:
         assert f"Running stage '{name}'" in first
     assert_referee(check_outputs(repo))
+    RESULTS["dvc"] = numbers_of(repo)
 
     second = run([str(BIN / "dvc"), "repro"], repo, tmp_path)
     assert "Running stage" not in second
@@ -181,6 +218,7 @@ def test_snakemake_runs_the_same_graph(tmp_path):
     for name in EXPECTED_STAGES:
         assert (repo / "logs" / f"{name}.log").is_file(), first[-3000:]
     check_outputs(repo)
+    RESULTS["snakemake"] = numbers_of(repo)
 
     second = run([str(BIN / "snakemake"), "--cores", "2"], repo, tmp_path)
     assert "Nothing to be done" in second
@@ -190,3 +228,17 @@ def test_snakemake_runs_the_same_graph(tmp_path):
     dry = run([str(BIN / "snakemake"), "--cores", "2", "-n", "--quiet", "rules"], repo, tmp_path)
     jobs = [n for n in EXPECTED_STAGES if f"\n{n} " in dry or f"\n    {n}" in dry or f" {n} " in dry]
     assert jobs == ["report"], dry
+
+
+@pytest.mark.slow
+def test_both_engines_give_the_same_numbers():
+    """`dvc repro` and `snakemake --cores 2` (the two tests above, from identical checkouts)
+    wrote byte-identical metrics and bit-identical models: both run dvc.yaml's commands, whose
+    --threads fixes torch's thread count, on which a CPU run's numbers depend."""
+    missing = {"dvc", "snakemake"} - set(RESULTS)
+    if missing:
+        pytest.skip(f"needs the runs of both engine tests in this session (missing: {', '.join(sorted(missing))})")
+    dvc, smk = RESULTS["dvc"], RESULTS["snakemake"]
+    assert dvc.keys() == smk.keys()
+    differ = sorted(k for k in dvc if dvc[k] != smk[k])
+    assert not differ, f"{len(differ)} of {len(dvc)} differ between dvc repro and snakemake: {differ[:8]}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
+from fca.progress import track
 
 from fca.data.images import save_png
 
@@ -115,7 +115,7 @@ def write_builtin(
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [("photo", name) for name in photos] + [("leaves", i) for i in range(count)]
     rows = []
-    for kind, key in tqdm(jobs, desc="builtin", unit="img", disable=not progress):
+    for kind, key in track(jobs, desc="builtin", enabled=progress, unit="img"):
         if kind == "photo":
             arr, name, source = load_photo(key), f"{key}.png", f"skimage:{key}"
         else:

@@ -18,6 +18,7 @@ EXIF rotation are copied byte for byte.
 from __future__ import annotations
 
 import hashlib
+import logging
 import http.client
 import os
 import re
@@ -32,17 +33,19 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from fca.config import param
 from fca.data.archive import ARCHIVE_SUFFIXES, is_archive, safe_extract
 from fca.data.builtin import PHOTOS, write_builtin
-from fca.data.images import BadImageError, list_images, load_rgb, save_png
+from fca.data.images import DEFAULT_MAX_PIXELS, BadImageError, load_rgb, open_image, printable, save_png, scan_images
 from fca.fsutil import atomic_dir, atomic_file
+from fca.progress import progress_bar, track
+
+log = logging.getLogger("fca.download")
 
 DATASETS = ("builtin", "div2k-train-hr", "div2k-valid-hr", "url-list", "folder")
 BUILTIN_PHOTOS = PHOTOS
-# Archive name, size in bytes, SHA-256 (as TensorFlow Datasets records them; DESIGN.md section 6).
+# Archive name, size in bytes, SHA-256 (as TensorFlow Datasets records them; docs/design.md, "Reference data").
 DIV2K_ARCHIVES = {
     "div2k-train-hr": ("DIV2K_train_HR.zip", 3530603713, "9d0b9c463f6e35b6c62cc6a930ee2224f670b34c1df841a57670f9acf0f6c335"),
     "div2k-valid-hr": ("DIV2K_valid_HR.zip", 448993893, "20dd31fd84d777bc1cf5d6b7654a3f569c0aec74458ae094122ad1d0489900fc"),
@@ -56,13 +59,13 @@ _CHUNK = 1 << 20
 class DownloadConfig:
     dataset: str = param("builtin", choices=DATASETS, help="which dataset to fetch")
     photos: list[str] = param(list(BUILTIN_PHOTOS), choices=BUILTIN_PHOTOS, help="builtin: scikit-image photos to include")
-    procedural_count: int = param(4, ge=0, help="builtin: number of dead-leaves images to generate")
-    procedural_size: int = param(512, ge=32, help="builtin: side of each dead-leaves image, pixels")
+    procedural_count: int = param(4, ge=0, le=10_000, help="builtin: number of dead-leaves images to generate")
+    procedural_size: int = param(512, ge=32, le=8192, help="builtin: side of each dead-leaves image, pixels")
     source: str = param("", help="url-list: file of 'URL SHA256' lines; folder: a local folder of images")
     div2k_mirror: str = param("https://data.vision.ee.ethz.ch/cvl/DIV2K", nonempty=True, help="base URL of the DIV2K archives")
-    retries: int = param(5, ge=0, help="HTTP retries per file (exponential backoff)")
-    timeout_s: float = param(60.0, gt=0, help="HTTP timeout per request, seconds")
-    seed: int = param(0, ge=0, help="seed of the procedural images")
+    retries: int = param(5, ge=0, le=100, help="HTTP retries per file (exponential backoff)")
+    timeout_s: float = param(60.0, gt=0, le=86_400, help="HTTP timeout per request, seconds")
+    seed: int = param(0, ge=0, le=2**32 - 1, help="seed of the procedural images")
 
     def __post_init__(self) -> None:
         if self.dataset in ("url-list", "folder") and not self.source:
@@ -189,9 +192,9 @@ def _get_once(url: str, part: Path, timeout_s: float, progress: bool) -> None:
         length = resp.headers.get("Content-Length")
         length = int(length) if length is not None and length.isdigit() else None
         got = 0
-        with open(part, mode) as f, tqdm(
+        with open(part, mode) as f, progress_bar(
             total=None if length is None else offset + length, initial=offset, unit="B", unit_scale=True,
-            unit_divisor=1024, desc=urllib.parse.unquote(Path(urllib.parse.urlparse(url).path).name), disable=not progress,
+            unit_divisor=1024, desc=urllib.parse.unquote(Path(urllib.parse.urlparse(url).path).name), enabled=progress,
         ) as bar:
             while True:
                 try:
@@ -260,25 +263,28 @@ def _url_name(url: str) -> str:
 # ---------------------------------------------------------------- importing images
 
 
-def import_image(src: Path, dst: Path, move: bool = False) -> tuple[int, int]:
+def import_image(src: Path, dst: Path, move: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """Put image `src` at `dst` (a .png path), return (width, height).
 
     An RGB PNG without transparency or EXIF rotation is copied (or moved) byte for
     byte after a test decode; anything else goes through load_rgb and save_png.
-    Raises BadImageError naming `src` when it cannot be decoded.
+    Raises BadImageError naming `src` when it cannot be decoded or has more than
+    `max_pixels` pixels (None: no limit).
     """
     try:
-        with Image.open(src) as img:
+        with open_image(src, max_pixels) as img:
             plain = (
                 img.format == "PNG" and img.mode == "RGB" and "transparency" not in img.info
                 and img.getexif().get(0x0112, 1) == 1
             )
             img.load()
             width, height = img.size
+    except BadImageError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(src, f"{type(e).__name__}: {e}") from e
     if not plain:
-        arr = load_rgb(src)
+        arr = load_rgb(src, max_pixels=max_pixels)
         save_png(dst, arr)
         return arr.shape[1], arr.shape[0]
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -291,23 +297,28 @@ def import_image(src: Path, dst: Path, move: bool = False) -> tuple[int, int]:
 
 
 def import_images(
-    src_dir: Path, dst_dir: Path, out_root: Path, source: str, seen: dict[Path, str], move: bool = False, progress: bool = False
+    src_dir: Path, dst_dir: Path, out_root: Path, source: str, seen: dict[Path, str], move: bool = False, progress: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[dict]:
     """Import every image under src_dir (recursively) to dst_dir/<same relative path>.png.
 
     `seen` maps output paths to their sources across calls, so two inputs that
     would land on one file (a.jpg and a.png) are an error. Manifest rows name
-    files relative to out_root and sources as `<source><relative path>`.
+    files relative to out_root and sources as `<source><relative path>`. Entries that are
+    not image files (see fca.data.images.scan_images) are logged, one warning each.
     """
     rows = []
-    for p in tqdm(list_images(src_dir, recursive=True), desc=f"import {src_dir.name}", unit="img", disable=not progress):
+    scan = scan_images(src_dir, recursive=True)
+    for p, why in scan.ignored:
+        log.warning("%s%s: not imported: %s", source, printable(p.relative_to(src_dir).as_posix()), why)
+    for p in track(scan.images, desc=f"import {src_dir.name}", enabled=progress, unit="img"):
         rel = p.relative_to(src_dir)
         dst = (dst_dir / rel).with_suffix(".png")
         origin = f"{source}{rel.as_posix()}"
         if dst in seen:
             raise ValueError(f"{origin} and {seen[dst]} would both be written to {dst.relative_to(out_root)}")
         seen[dst] = origin
-        width, height = import_image(p, dst, move=move)
+        width, height = import_image(p, dst, move=move, max_pixels=max_pixels)
         rows.append(_row(dst, out_root, width, height, origin))
     return rows
 
@@ -316,11 +327,13 @@ def _row(path: Path, out_root: Path, width: int, height: int, source: str) -> di
     return {"file": path.relative_to(out_root).as_posix(), "width": width, "height": height, "sha256": sha256_file(path), "source": source}
 
 
-def _import_archive(archive: Path, dst_dir: Path, out_root: Path, source: str, seen: dict, scratch: Path, progress: bool) -> list[dict]:
+def _import_archive(
+    archive: Path, dst_dir: Path, out_root: Path, source: str, seen: dict, scratch: Path, progress: bool, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> list[dict]:
     """Extract `archive` into a scratch folder and move/convert its images to dst_dir."""
     extracted = safe_extract(archive, Path(tempfile.mkdtemp(dir=scratch)) / "x")
     try:
-        return import_images(extracted, dst_dir, out_root, f"{source}!/", seen, move=True, progress=progress)
+        return import_images(extracted, dst_dir, out_root, f"{source}!/", seen, move=True, progress=progress, max_pixels=max_pixels)
     finally:
         shutil.rmtree(extracted.parent, ignore_errors=True)
 
@@ -336,7 +349,8 @@ def _archive_stem(name: str) -> str:
 
 
 def fetch(
-    config: DownloadConfig, out_dir: str | os.PathLike, cache_dir: str | os.PathLike, progress: bool = True, backoff_s: float = 1.0
+    config: DownloadConfig, out_dir: str | os.PathLike, cache_dir: str | os.PathLike, progress: bool = True, backoff_s: float = 1.0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> pd.DataFrame:
     """Build `out_dir/<config.dataset>/` and return its manifest (columns MANIFEST_COLUMNS).
 
@@ -357,23 +371,23 @@ def fetch(
             name, size, sha = DIV2K_ARCHIVES[config.dataset]
             url = f"{config.div2k_mirror.rstrip('/')}/{name}"
             archive = download(url, cache_dir / name, sha, size=size, **net)
-            rows = _import_archive(archive, target, build, url, seen, build, progress)
+            rows = _import_archive(archive, target, build, url, seen, build, progress, max_pixels)
         elif config.dataset == "url-list":
             rows = []
             for url, sha in parse_url_list(config.source):
                 name = _url_name(url)
                 file = download(url, cache_dir / "url-list" / f"{sha[:16]}-{name}", sha, **net)
                 if is_archive(name):
-                    rows += _import_archive(file, target / _archive_stem(name), build, url, seen, build, progress)
+                    rows += _import_archive(file, target / _archive_stem(name), build, url, seen, build, progress, max_pixels)
                 else:
                     dst = (target / name).with_suffix(".png")
                     if dst in seen:
                         raise ValueError(f"{url} and {seen[dst]} would both be written to {dst.relative_to(build)}")
                     seen[dst] = url
-                    rows.append(_row(dst, build, *import_image(file, dst), url))
+                    rows.append(_row(dst, build, *import_image(file, dst, max_pixels=max_pixels), url))
         elif config.dataset == "folder":
             src = Path(config.source)
-            rows = import_images(src, target, build, "folder:", seen, progress=progress)
+            rows = import_images(src, target, build, "folder:", seen, progress=progress, max_pixels=max_pixels)
         else:
             raise ValueError(f"dataset = {config.dataset!r}: must be one of {list(DATASETS)}")
         if not rows:

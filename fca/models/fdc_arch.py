@@ -1,7 +1,7 @@
 """Frequency Density Comparator (FDC): a Siamese encoder whose score difference orders densities.
 
 C(a, b) = mean(E(a)) - mean(E(b)) > 0 means `a` is denser in high frequencies than
-`b` (DESIGN.md, "Frequency Density Comparator"). E maps [B, 3, H, W] to a
+`b` (docs/design.md, "Frequency Density Comparator (FDC)"). E maps [B, 3, H, W] to a
 [B, 1, H/8, W/8] map; any H, W that are multiples of 8 work (others are floored by
 the strided convs), so an LR generator output and a real crop of another size can
 be compared.

@@ -1,4 +1,4 @@
-"""A small super-resolution network: the referee's downstream probe (DESIGN.md section 2).
+"""A small super-resolution network: the referee's downstream probe (docs/design.md, "SR probe").
 
 EDSR-like body (conv head, `blocks` residual blocks of `channels`, conv) and an
 ESPCN-style sub-pixel tail (one conv to 3*s*s channels, pixel shuffle by the integer

@@ -1,4 +1,4 @@
-"""Wavelet discriminator (DESIGN.md "Wavelet discriminator (WD)").
+"""Wavelet discriminator (docs/design.md, "Wavelet discriminator (WD)").
 
 A one-level Haar DWT splits the image into a low-pass band (LL) and three
 high-pass bands (LH, HL, HH). Only the high bands go into a four-layer LSGAN

@@ -13,11 +13,15 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from fca.config import ConfigError, build_config
+from fca.fsutil import file_mode
 
 
 def seed_everything(seed: int) -> None:
@@ -73,6 +77,7 @@ def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 -> what the umask gives new files (shared caches)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -88,6 +93,65 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise
     except Exception as e:  # a truncated or foreign file: say which one
         raise RuntimeError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+
+
+class CheckpointError(ValueError):
+    """A checkpoint whose config or weights do not hold up; one line naming the file and the key."""
+
+
+def checkpoint_config(path: Path | str, raw: Any, cls: type, required: Collection[str]) -> Any:
+    """The config dataclass `cls` from the mapping a checkpoint stores, validated as params.yaml is.
+
+    Keys this version does not know (older checkpoints) are ignored; the keys in
+    `required` (those that define the architecture) must be present, the others
+    default. A NaN, inf, out-of-range or mistyped value is a CheckpointError naming
+    the file and the key, e.g. `models/generator.pt: config.scale = nan: must be finite`.
+    """
+    try:
+        return build_config(cls, raw, "config", ignore_unknown=True, required=required)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _shape(t: torch.Tensor) -> str:
+    return str(list(t.shape))
+
+
+def check_weights(path: Path | str, expected: Mapping[str, torch.Tensor], weights: Any, what: str) -> None:
+    """Raise CheckpointError unless `weights` is a state dict that fits `expected` (the model's own
+    state dict, e.g. built on the meta device) key for key and shape for shape, with finite values.
+
+    The message names the first mismatch: `PATH: weights do not fit the WHAT its config describes
+    (KEY: shape [1, 8, 1, 1] in the file, [1, 16, 1, 1] expected)`, or `PATH: weight KEY holds NaN or inf`.
+    """
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f"{path}: the {what} weights are a {type(weights).__name__}, not a mapping of tensors")
+    unfit = f"{path}: weights do not fit the {what} its config describes"
+    for key, want in expected.items():
+        if key not in weights:
+            raise CheckpointError(f"{unfit} ({key}: missing from the file)")
+        got = weights[key]
+        if not isinstance(got, torch.Tensor):
+            raise CheckpointError(f"{path}: weight {key} is a {type(got).__name__}, not a tensor")
+        if got.shape != want.shape:
+            raise CheckpointError(f"{unfit} ({key}: shape {_shape(got)} in the file, {_shape(want)} expected)")
+    extra = [k for k in weights if k not in expected]
+    if extra:
+        raise CheckpointError(f"{unfit} ({extra[0]}: in the file, not in the {what}" + (f"; {len(extra) - 1} more" if len(extra) > 1 else "") + ")")
+    for key in expected:
+        t = weights[key]
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{path}: weight {key} holds NaN or inf")
+
+
+def load_weights(path: Path | str, module: torch.nn.Module, weights: Any, what: str) -> None:
+    """`module.load_state_dict(weights)` after `check_weights`; any error left is one CheckpointError line."""
+    check_weights(path, module.state_dict(), weights, what)
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, TypeError, ValueError) as e:
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).strip())
+        raise CheckpointError(f"{path}: weights do not fit the {what} its config describes ({first})") from None
 
 
 class TrainingDivergedError(RuntimeError):

@@ -1,6 +1,6 @@
 """Stage `train_fdc`: train the Frequency Density Comparator with a scale curriculum.
 
-Pairs (DESIGN.md, "Frequency Density Comparator"): from a real-domain patch R make
+Pairs (docs/design.md, "Frequency Density Comparator (FDC)"): from a real-domain patch R make
 an anchor x, x_D (R shrunk by s more than x: denser in high frequencies), x_U (R
 enlarged by s relative to x: sparser) and x' (another crop at the anchor's scale),
 each cropped to `patch_size` at an independent random place. Targets:
@@ -20,7 +20,7 @@ What we add to the paper's recipe, each measured in benchmarks/fdc_experiments.p
 - extra-blur pairs (`blur_weight`): x_B = x (*) Gaussian, asked only for
   C(x_B, x) < 0. Resampling changes zoom and blur together, so a comparator
   trained on it alone can rank by zoom (how busy the content looks) and barely
-  react to blur; then a generator adds far too much blur (DESIGN.md's warning).
+  react to blur; then a generator adds far too much blur (docs/design.md, "Calibration").
   x_B changes the blur alone. No value target: how much sparser x_B is depends on
   the real domain's own blur, which is unknown.
 
@@ -68,31 +68,31 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FDCConfig:
-    patch_size: int = param(32, ge=8, help="side of the crops the comparator sees (generator: its LR output side)")
-    channels: int = param(32, ge=1)
+    patch_size: int = param(32, ge=8, le=8192, help="side of the crops the comparator sees (generator: its LR output side)")
+    channels: int = param(32, ge=1, le=4096)
     normalize_input: bool = param(True, help="standardise each image before the encoder (density is contrast-free)")
-    batch_size: int = param(16, ge=1, help="source patches per step (each gives 3 pairs)")
-    steps: int = param(600, ge=1)
-    lr: float = param(1e-3, gt=0)
+    batch_size: int = param(16, ge=1, le=65_536, help="source patches per step (each gives 3 pairs)")
+    steps: int = param(600, ge=1, le=10_000_000)
+    lr: float = param(1e-3, gt=0, lt=10)
     lr_final: float = param(0.1, ge=0, le=1, help="cosine decay to lr * lr_final at the last step")
     betas: tuple[float, float] = param((0.9, 0.999), ge=0, lt=1)
     loss: str = param("mse", choices=("mse", "logistic"), help="mse to +-1/0 (paper) or a logistic ranking loss")
-    scale_start: float = param(3.5, ge=1.0, help="curriculum: first (easiest) scale")
-    scale_end: float = param(1.2, ge=1.0, help="curriculum: last (hardest) scale")
+    scale_start: float = param(3.5, ge=1.0, le=16, help="curriculum: first (easiest) scale")
+    scale_end: float = param(1.2, ge=1.0, le=16, help="curriculum: last (hardest) scale")
     curriculum_fraction: float = param(0.5, gt=0, le=1, help="share of the steps over which s goes from start to end")
     scale_sampling: str = param("range", choices=("current", "range"), help="all pairs at the current s, or s drawn in [current, start]")
-    anchor_jitter: float = param(1.25, ge=1.0, help="anchor resized by t0 in [1/j, j] (log-uniform); 1 = native anchors")
+    anchor_jitter: float = param(1.25, ge=1.0, le=16, help="anchor resized by t0 in [1/j, j] (log-uniform); 1 = native anchors")
     augment: bool = param(True, help="random flips and 90-degree rotations")
     aligned: float = param(0.0, ge=0, le=1, help="share of training pairs whose crops show the same scene point")
-    blur_weight: float = param(1.0, ge=0, help="weight of the extra-blur pairs C(x_B, x) < 0 (0 = none)")
-    blur_sigma: tuple[float, float] = param((1.0, 3.0), gt=0, help="sigma range (px) of the extra blur of x_B")
+    blur_weight: float = param(0.0, ge=0, le=1e6, help="weight of the extra-blur pairs C(x_B, x) < 0 (0 = none)")
+    blur_sigma: tuple[float, float] = param((1.0, 3.0), gt=0, le=100, help="sigma range (px) of the extra blur of x_B")
     resamplers: list[str] = param(["bicubic", "bilinear", "area"], choices=RESAMPLERS, nonempty=True)
-    eval_every: int = param(200, ge=1)
-    eval_scales: list[float] = param([3.5, 2.0, 1.2], ge=1.0, nonempty=True)
-    eval_repeats: int = param(2, ge=1, help="random crops per held-out patch, scale and crop policy")
+    eval_every: int = param(200, ge=1, le=10_000_000)
+    eval_scales: list[float] = param([3.5, 2.0, 1.2], ge=1.0, le=16, nonempty=True)
+    eval_repeats: int = param(4, ge=1, le=10_000, help="random crops per held-out patch, scale and crop policy")
     cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
-    checkpoint_every: int = param(200, ge=1)
-    seed: int = param(0, ge=0)
+    checkpoint_every: int = param(200, ge=1, le=10_000_000)
+    seed: int = param(0, ge=0, le=2**32 - 1)
 
     def __post_init__(self) -> None:
         if self.scale_end > self.scale_start:
@@ -543,9 +543,9 @@ def train_fdc(
 
     bar = None
     if progress and dist.is_main and start < config.steps:
-        from tqdm.auto import tqdm
+        from fca.progress import progress_bar
 
-        bar = tqdm(total=config.steps, initial=start, desc="train_fdc", unit="step")
+        bar = progress_bar(total=config.steps, initial=start, desc="train_fdc", unit="step")
     # The module the step calls: the comparator's score, in DDP (global BatchNorm) when there are several ranks.
     score = dist.parallel(Scorer(fdc), device)
     fdc.train()
@@ -595,12 +595,17 @@ def train_fdc(
 
 def load_fdc(path: Path | str) -> FDC:
     """A frozen FDC (eval mode, no grads) from a `last.pt` written by train_fdc."""
+    from fca.train.checkpoint import check_weights, checkpoint_config, load_weights
+
     state = load_checkpoint(path)
-    cfg = state.get("config")
-    if cfg is None or "model" not in state:
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise ValueError(f"{path}: not an FDC checkpoint (no 'config'/'model')")
-    fdc = build_fdc(cfg["channels"], cfg["normalize_input"])
-    fdc.load_state_dict(state["model"])
+    # As load_generator: the stored config passes the params.yaml checks, the weights must fit and be finite.
+    config = checkpoint_config(path, state["config"], FDCConfig, required=("channels", "normalize_input"))
+    with torch.device("meta"):
+        check_weights(path, build_fdc(config.channels, config.normalize_input).state_dict(), state["model"], "comparator")
+    fdc = build_fdc(config.channels, config.normalize_input)
+    load_weights(path, fdc, state["model"], "comparator")
     fdc.eval()
     for p in fdc.parameters():
         p.requires_grad_(False)

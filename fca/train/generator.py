@@ -1,13 +1,25 @@
 """Stage `train_generator`: learn the degradation G(x) = bicubic_down(x, s) (*) k(x).
 
-One step (DESIGN.md "Generator loss"; the seed stepped everything with one backward
+One step (docs/design.md, "Generator loss"; the seed stepped everything with one backward
 pass, which let the networks collude, so here each network has its own step):
   1. G(x) on a batch of real-domain HR crops x.
   2. Wavelet discriminator step on real LR-size crops vs the *detached* G(x).
   3. Generator step, discriminator frozen, on
-     w_fdc * L_FDC (loss fdc|both) + w_spectral * L_spectral (loss spectral|both) + w_wd * L_WD.
+     w_fdc * L_FDC (loss fdc|both) + w_spectral * L_spectral (loss spectral|both) + w_wd * L_WD
+     + w_consistency * L_consistency.
 The comparator is frozen throughout. Adam, LR constant for the first half, then
 linear decay to zero. Checkpoints hold everything a bit-exact resume needs.
+
+L_consistency (ours) is the per-image signal. The losses above compare G(x) with the real
+domain as a whole (the spectral loss: batch-mean density against the domain's mean; the
+FDC: a noisy 32-pixel comparison), and an estimator trained on them alone settles on one
+kernel for every image. The method's premise is that the real domain looks the same at
+every scale: an LR image whose blur is k looks like a real image whose blur is k. So we
+make such images from the real patches themselves, z = q8(down(x') (*) k_r) with a random
+anisotropic Gaussian k_r and 8-bit rounding q8, and ask the estimator to read k_r back
+from z. No ground truth is needed, only the domain's own images; the estimator learns how
+a blur of a given width and direction shows in the frequency density of that domain's
+content, and reads the real images' blur the same way.
 """
 
 from __future__ import annotations
@@ -21,12 +33,12 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from fca.progress import progress_bar
 
 from fca.config import param
-from fca.kernels import effective_sigma
+from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params
 from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, target_density
-from fca.models.generator_arch import Generator
+from fca.models.generator_arch import ESTIMATORS, Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
 from fca.resample import downscale, upscale
 from fca.distributed import Dist
@@ -39,32 +51,39 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    scale: float = param(4.0, ge=1.0, help="downscaling factor s")
-    patch_size: int = param(128, ge=16, help="HR crop side fed to G")
-    kernel_size: int = param(13, ge=1, odd=True, help="K, side of the predicted kernel")
-    kernel_param: str = param("free", choices=("free", "gaussian"), help="softmax over K*K logits, or an anisotropic Gaussian")
-    kernel_init_sigma: float = param(1.2, gt=0, help="the first kernel is an isotropic Gaussian of this sigma (LR pixels)")
-    channels: int = param(64, ge=1)
-    dense_blocks: int = param(5, ge=0)
-    res_blocks: int = param(2, ge=0)
-    wd_channels: int = param(64, ge=1, help="width of the wavelet discriminator's first layer")
+    scale: float = param(4.0, ge=1.0, le=16, help="downscaling factor s")
+    patch_size: int = param(128, ge=16, le=8192, help="HR crop side fed to G")
+    kernel_size: int = param(13, ge=1, le=101, odd=True, help="K, side of the predicted kernel")
+    estimator: str = param("spectral", choices=ESTIMATORS, help="spectral (ours: reads the image's polar frequency density) or paper (Fig. 2 CNN)")
+    kernel_param: str = param("gaussian", choices=("free", "gaussian"), help="softmax over K*K logits, or an anisotropic Gaussian")
+    kernel_init_sigma: float = param(1.2, ge=0.01, le=100, help="the first kernel is an isotropic Gaussian of this sigma (LR pixels)")
+    estimator_bins: tuple[int, int] = param((16, 8), ge=1, le=4096, help="spectral estimator: radial x angular density bins (radial at most LR side / 2)")
+    estimator_hidden: int = param(128, ge=1, le=65_536, help="spectral estimator: width of its MLP")
+    estimator_edges: int = param(4, ge=0, le=64, help="spectral estimator: upper quantiles of oriented edge sharpness per direction (0: none)")
+    channels: int = param(8, ge=1, le=4096, help="paper estimator: channels (paper: 64)")
+    dense_blocks: int = param(1, ge=0, le=1000, help="paper estimator: residual dense blocks (paper: 5)")
+    res_blocks: int = param(1, ge=0, le=1000, help="paper estimator: residual blocks (paper: 2)")
+    wd_channels: int = param(8, ge=1, le=4096, help="width of the wavelet discriminator's first layer")
     loss: str = param("both", choices=("fdc", "spectral", "both"))
-    w_fdc: float = param(1.0, ge=0)
-    w_wd: float = param(0.001, ge=0, help="0 switches the wavelet discriminator off")
-    w_spectral: float = param(1.0, ge=0)
-    spectral_bins: int = param(16, ge=2, help="density bins of the spectral loss (at most LR side / 2)")
-    spectral_min_std: float = param(0.02, ge=0, help="real tiles flatter than this (luma std) stay out of the spectral target")
+    w_fdc: float = param(1.0, ge=0, le=1e6)
+    w_wd: float = param(0.001, ge=0, le=1e6, help="0 switches the wavelet discriminator off")
+    w_spectral: float = param(1.0, ge=0, le=1e6)
+    w_consistency: float = param(1.0, ge=0, le=1e6, help="weight of the per-image kernel-consistency loss (0: off; needs estimator spectral)")
+    consistency_sigma: tuple[float, float] = param((0.5, 4.0), gt=0, le=100, help="sigma range (LR px) of the synthetic blurs the estimator learns to read")
+    consistency_batch: int = param(32, ge=1, le=65_536, help="synthetic images per step for the consistency loss")
+    spectral_bins: int = param(16, ge=2, le=4096, help="density bins of the spectral loss (at most LR side / 2)")
+    spectral_min_std: float = param(0.02, ge=0, le=1, help="real tiles flatter than this (luma std) stay out of the spectral target")
     spectral_floor: float = param(1e-4, gt=0, lt=1, help="density share below which bins count as noise (fca.losses.floored_log_l1)")
-    batch_size: int = param(8, ge=1)
-    steps: int = param(1000, ge=1)
-    lr: float = param(1e-4, gt=0, help="Adam LR of the networks (estimator, discriminator)")
-    lr_prior: float = param(0.01, gt=0, help="Adam LR of the image-independent kernel logits / log-sigmas")
+    batch_size: int = param(8, ge=1, le=65_536)
+    steps: int = param(600, ge=1, le=10_000_000)
+    lr: float = param(1e-3, gt=0, lt=10, help="Adam LR of the networks (estimator, discriminator)")
+    lr_prior: float = param(0.05, gt=0, lt=10, help="Adam LR of the image-independent kernel logits / log-sigmas")
     betas: tuple[float, float] = param((0.5, 0.99), ge=0, lt=1)
     cpu_bf16: bool = param(False, help="bf16 autocast + channels_last for the convs on CPU")
     cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
-    checkpoint_every: int = param(250, ge=1)
-    image_every: int = param(250, ge=1)
-    seed: int = param(0, ge=0)
+    checkpoint_every: int = param(100, ge=1, le=10_000_000)
+    image_every: int = param(100, ge=1, le=10_000_000)
+    seed: int = param(0, ge=0, le=2**32 - 1)
 
 
 # Keys that may change between a run and its resume (they do not change the numbers).
@@ -76,12 +95,18 @@ def build_generator(config: GeneratorConfig) -> Generator:
     """The generator a config describes (also what `degrade` rebuilds before loading weights)."""
     return Generator(
         scale=config.scale,
+        estimator=config.estimator,
         kernel_size=config.kernel_size,
+        kernel_param=config.kernel_param,
+        init_sigma=config.kernel_init_sigma,
         channels=config.channels,
         dense_blocks=config.dense_blocks,
         res_blocks=config.res_blocks,
-        kernel_param=config.kernel_param,
-        init_sigma=config.kernel_init_sigma,
+        tile=lr_side(config),
+        radial_bins=config.estimator_bins[0],
+        angular_bins=config.estimator_bins[1],
+        hidden=config.estimator_hidden,
+        edge_channels=config.estimator_edges,
     )
 
 
@@ -117,6 +142,62 @@ def _sample(patches: torch.Tensor, batch: int, size: int, gen: torch.Generator, 
     """This rank's share of a global batch of `batch` random crops (drawn with replacement)."""
     idx = dist.shard(torch.randint(0, patches.shape[0], (batch,), generator=gen))
     return _random_crops(patches[idx], size, gen, dist)
+
+
+def _consistency_batch(
+    patches: torch.Tensor, config: GeneratorConfig, rng: torch.Generator, dist: Dist = Dist()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic real-looking LR images with a known blur, made from the real patches themselves.
+
+    Returns (z [b, 3, side, side], params [b, 3]): z = q8(down(x') (*) k_r), x' a random crop
+    (random flips and quarter turns), k_r the anisotropic Gaussian with smooth parameters
+    `params` (`fca.kernels.gaussian_params`), sigma_x, sigma_y ~ U(config.consistency_sigma)
+    in LR pixels and a uniform direction; q8 rounds to 8 bits as the real patches are stored.
+    Drawn for the global batch, this rank keeps its share (fca.distributed)."""
+    x = _sample(patches, config.consistency_batch, config.patch_size, rng, dist)
+    n = config.consistency_batch
+    flips = dist.shard(torch.randint(0, 2, (n,), generator=rng)).tolist()
+    turns = dist.shard(torch.randint(0, 4, (n,), generator=rng)).tolist()
+    x = torch.stack([torch.rot90(img.flip(-1) if f else img, t, (-2, -1)) for img, f, t in zip(x, flips, turns)])
+    lo, hi = config.consistency_sigma
+    sx = dist.shard(lo + (hi - lo) * torch.rand(n, generator=rng, dtype=torch.float64))
+    sy = dist.shard(lo + (hi - lo) * torch.rand(n, generator=rng, dtype=torch.float64))
+    theta = dist.shard(torch.pi * torch.rand(n, generator=rng, dtype=torch.float64))
+    params = gaussian_params(sx, sy, theta).float()
+    z = conv_per_sample(downscale(x, config.scale), gaussian_from_params(params, config.kernel_size))
+    return (z.clamp(0, 1) * 255).round() / 255, params
+
+
+def consistency_loss(estimator: nn.Module, predicted: torch.Tensor, target_params: torch.Tensor) -> torch.Tensor:
+    """How far the estimator's reading of synthetic images is from the blurs they were made with.
+
+    predicted: `estimator.kernel_parameters(z)`; target_params: [b, 3] smooth Gaussian parameters.
+    Gaussian estimator: mean squared error of the smooth parameters (log-width, anisotropy and
+    direction on equal footing); free: squared error of the kernels (summed over entries)."""
+    predicted = predicted.float()
+    if predicted.shape[1] == 3 and getattr(estimator, "kernel_param", "") == "gaussian":
+        return (predicted - target_params).pow(2).mean()
+    k = estimator.kernel_size
+    target = gaussian_from_params(target_params, k)
+    return (estimator.to_kernels(predicted) - target).pow(2).sum((1, 2)).mean()
+
+
+class _GeneratorStep(nn.Module):
+    """G(x), and the estimator's reading of the synthetic images z, in one call: one forward for DDP per G step."""
+
+    def __init__(self, gen: Generator):
+        super().__init__()
+        self.gen = gen
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if z is None:
+            fake, kernels = self.gen(x)
+            return fake, kernels, None
+        # With the consistency loss, the real images' losses train only the global offset: the
+        # per-image reading learns from the synthetic blurs (see SpectralKernelEstimator).
+        est = self.gen.estimator
+        kernels = est.to_kernels(est.kernel_parameters(x, detach_reading=True))
+        return self.gen.degrade(x, kernels), kernels, est.reading(z)
 
 
 class _Critic(nn.Module):
@@ -164,7 +245,7 @@ def train_generator(
       are made with it.
     checkpoint_dir: `last.pt` there is written every `checkpoint_every` steps and at the end;
       if it exists when training starts, training resumes from it (bit-exact on CPU).
-    on_step(step, metrics): metrics are loss_g, loss_d, loss_fdc, loss_spectral, loss_wd, lr,
+    on_step(step, metrics): metrics are loss_g, loss_d, loss_fdc, loss_spectral, loss_wd, loss_consistency, lr,
       kernel_sigma (mean effective sigma of the batch's kernels); a disabled loss reads 0.
     on_images(step, kernels [b,K,K], hr [b,3,P,P], bicubic_lr, ours_lr): every `image_every`
       steps and at the end, on a fixed preview batch of the first (up to 4) patches.
@@ -176,6 +257,10 @@ def train_generator(
     use_fdc = config.loss in ("fdc", "both") and config.w_fdc > 0
     use_spectral = config.loss in ("spectral", "both") and config.w_spectral > 0
     use_wd = config.w_wd > 0
+    use_consistency = config.w_consistency > 0
+    if use_consistency and config.estimator != "spectral":
+        raise ValueError(f"generator.w_consistency = {config.w_consistency}: the consistency loss needs generator.estimator = spectral "
+                         f"(got {config.estimator!r}); set w_consistency: 0 for the paper's estimator")
     if use_fdc and fdc is None:
         raise ValueError(f"generator.loss = {config.loss!r} needs a trained FDC, got fdc=None")
     if train_patches.dim() != 4 or train_patches.shape[1] != 3:
@@ -194,14 +279,25 @@ def train_generator(
             f"generator.spectral_bins = {config.spectral_bins}: at most {side // 2} for {side} px LR patches "
             f"(patch_size {config.patch_size} / scale {config.scale})"
         )
+    if config.estimator == "spectral" and config.estimator_bins[0] > side // 2:
+        raise ValueError(f"generator.estimator_bins = {list(config.estimator_bins)}: at most {side // 2} radial bins for {side} px LR patches")
+    lo, hi = config.consistency_sigma
+    if lo > hi:
+        raise ValueError(f"generator.consistency_sigma = {list(config.consistency_sigma)}: the first value must not exceed the second")
     dist.check_batch("generator.batch_size", config.batch_size)
+    if use_consistency:
+        dist.check_batch("generator.consistency_batch", config.consistency_batch)
     patches = _as_float(train_patches)
 
     # --- construction (identical on a fresh start and on a resume) ---
     seed_everything(config.seed)
-    gen = build_generator(config).to(device)
+    gen = build_generator(config)
+    if hasattr(gen.estimator, "calibrate"):
+        # Feature standardisation from the training patches (deterministic: the first 256, top-left crops).
+        gen.estimator.calibrate(patches[:256, :, : config.patch_size, : config.patch_size])
+    gen = gen.to(device)
     disc = WaveletDiscriminator(3, config.wd_channels).to(device)
-    data_rng = torch.Generator().manual_seed(config.seed)
+    rng = torch.Generator().manual_seed(config.seed)
     prior = set(id(p) for p in gen.estimator.prior_parameters())
     opt_g = torch.optim.Adam(
         [
@@ -220,7 +316,7 @@ def train_generator(
         gen.to(memory_format=torch.channels_last)
         disc.to(memory_format=torch.channels_last)
     # What the training step calls: DDP wrappers in a multi-process job, the modules otherwise.
-    gen_step = dist.parallel(gen, device)
+    gen_step = dist.parallel(_GeneratorStep(gen), device)
     critic_step = dist.parallel(_Critic(disc), device)
 
     if fdc is not None:
@@ -249,7 +345,7 @@ def train_generator(
         sched_g.load_state_dict(state["sched_g"])
         sched_d.load_state_dict(state["sched_d"])
         precision.load_state_dict(state.get("scaler", {}))
-        restore_rng(state["rng"], data_rng)
+        restore_rng(state["rng"], rng)
         step, history = int(state["step"]), list(state["history"])
         log.info("train_generator: resuming from %s at step %d of %d", ckpt_path, step, config.steps)
 
@@ -268,7 +364,7 @@ def train_generator(
                 "sched_g": sched_g.state_dict(),
                 "sched_d": sched_d.state_dict(),
                 "scaler": precision.state_dict(),
-                "rng": capture_rng(data_rng),
+                "rng": capture_rng(rng),
                 "history": history,
             },
         )
@@ -282,18 +378,19 @@ def train_generator(
 
     gen.train()
     disc.train()
-    bar = tqdm(total=config.steps, initial=step, disable=not (progress and dist.is_main), desc="generator", dynamic_ncols=True)
+    bar = progress_bar(total=config.steps, initial=step, enabled=progress and dist.is_main, desc="generator")
     zero = torch.zeros((), device=device)
     while step < config.steps:
         n = step + 1  # 1-based, as reported to on_step
         # This rank's share of the global batch (all of it in a single process).
-        x = to_device(_sample(patches, config.batch_size, config.patch_size, data_rng, dist), device)
-        real_lr = to_device(_sample(patches, config.batch_size, side, data_rng, dist), device) if use_wd else None
-        refs = _fdc_references(x, side, fdc_scale, data_rng, dist) if use_fdc else None
+        x = to_device(_sample(patches, config.batch_size, config.patch_size, rng, dist), device)
+        real_lr = to_device(_sample(patches, config.batch_size, side, rng, dist), device) if use_wd else None
+        refs = _fdc_references(x, side, fdc_scale, rng, dist) if use_fdc else None
+        z, z_params = _consistency_batch(patches, config, rng, dist) if use_consistency else (None, None)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with precision.autocast():
-            fake, kernels = gen_step(x)
+            fake, kernels, z_read = gen_step(x, to_device(z, device) if z is not None else None)
 
         # 1) discriminator, on detached fakes
         loss_d = zero
@@ -304,7 +401,7 @@ def train_generator(
             precision.step(loss_d, opt_d)
 
         # 2) generator, discriminator frozen
-        loss_fdc = loss_spec = loss_wd = zero
+        loss_fdc = loss_spec = loss_wd = loss_cons = zero
         if use_fdc:
             with precision.autocast():
                 loss_fdc = fdc_generator_loss(fdc, centre_crop(fake, refs[0].shape[-1]), *refs)
@@ -318,7 +415,10 @@ def train_generator(
                 loss_wd = lsgan_g_loss(disc(fake))  # the bare module: no gradient sync for a frozen D
             disc.requires_grad_(True)
             _check(n, "loss_wd", loss_wd)
-        loss_g = config.w_fdc * loss_fdc + config.w_spectral * loss_spec + config.w_wd * loss_wd
+        if use_consistency:
+            loss_cons = consistency_loss(gen.estimator, z_read, z_params.to(device))
+            _check(n, "loss_consistency", loss_cons)
+        loss_g = config.w_fdc * loss_fdc + config.w_spectral * loss_spec + config.w_wd * loss_wd + config.w_consistency * loss_cons
         _check(n, "loss_g", loss_g)
         precision.step(loss_g, opt_g)
         precision.update()
@@ -334,6 +434,7 @@ def train_generator(
             "loss_fdc": float(loss_fdc.detach()),
             "loss_spectral": float(loss_spec.detach()),
             "loss_wd": float(loss_wd.detach()),
+            "loss_consistency": float(loss_cons.detach()),
             "lr": lr_now,
             "kernel_sigma": float(effective_sigma(kernels.detach().double()).mean()),
         })
@@ -377,10 +478,21 @@ def load_generator(path: Path | str, device: torch.device | str = "cpu") -> Gene
     state = load_checkpoint(path, map_location="cpu")
     if not isinstance(state, dict) or "generator" not in state or "config" not in state:
         raise ValueError(f"{path}: not a generator checkpoint (no 'generator'/'config' entries)")
-    known = {f.name for f in dataclasses.fields(GeneratorConfig)}
-    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items() if k in known}
-    gen = build_generator(dataclasses.replace(GeneratorConfig(), **cfg))
-    gen.load_state_dict(state["generator"])
+    from fca.train.checkpoint import check_weights, checkpoint_config, load_weights
+
+    # The stored config passes the params.yaml checks (keys of older versions are ignored; those
+    # that shape the network must be there); the weights must fit it and be finite. Each failure
+    # is one CheckpointError line naming the file and the key. The fit is checked on a meta-device
+    # skeleton first, so a config that claims a huge network allocates nothing.
+    arch = ("scale", "estimator", "kernel_size", "kernel_param", "kernel_init_sigma", "channels", "dense_blocks", "res_blocks")
+    raw = state["config"]
+    if isinstance(raw, dict) and "estimator" not in raw:
+        raw = {**raw, "estimator": "paper"}  # checkpoints from before the spectral estimator existed
+    config = checkpoint_config(path, raw, GeneratorConfig, required=arch)
+    with torch.device("meta"):
+        check_weights(path, build_generator(config).state_dict(), state["generator"], "generator")
+    gen = build_generator(config)
+    load_weights(path, gen, state["generator"], "generator")
     gen.eval().to(device)
     for p in gen.parameters():
         p.requires_grad_(False)

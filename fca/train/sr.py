@@ -1,4 +1,4 @@
-"""Training the referee's small SR network on (LR, HR) pairs (DESIGN.md section 2).
+"""Training the referee's small SR network on (LR, HR) pairs (docs/design.md, "SR probe").
 
 The referee trains one `SRNet` per kind of pairs (bicubic, ours, oracle) with the same
 config and seed, so the nets start from the same weights and see the same crops in the
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from fca.progress import track
 
 from fca.config import param
 from fca.distributed import Dist
@@ -25,12 +25,12 @@ from fca.train.hardware import Precision, to_device
 class SRConfig:
     """The referee's SR probe: a small net and a fixed training budget."""
 
-    blocks: int = param(3, ge=1, help="residual blocks of the SR net")
-    channels: int = param(32, ge=1, help="feature channels of the SR net")
-    steps: int = param(600, ge=1, help="training steps, the same for every kind of pairs")
-    batch_size: int = param(16, ge=1)
-    patch_size: int = param(48, ge=8, help="HR crop side for SR training (a multiple of the scale)")
-    lr: float = param(1e-3, gt=0, help="Adam learning rate (cosine-decayed to 0 over the steps)")
+    blocks: int = param(3, ge=1, le=1000, help="residual blocks of the SR net")
+    channels: int = param(32, ge=1, le=4096, help="feature channels of the SR net")
+    steps: int = param(600, ge=1, le=10_000_000, help="training steps, the same for every kind of pairs")
+    batch_size: int = param(16, ge=1, le=65_536)
+    patch_size: int = param(48, ge=8, le=8192, help="HR crop side for SR training (a multiple of the scale)")
+    lr: float = param(1e-3, gt=0, lt=10, help="Adam learning rate (cosine-decayed to 0 over the steps)")
     cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
 
 
@@ -101,7 +101,7 @@ def train_sr(
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
     net.train()
-    for step in tqdm(range(1, config.steps + 1), desc=desc, disable=not (progress and dist.is_main), leave=False):
+    for step in track(range(1, config.steps + 1), desc=desc, enabled=progress and dist.is_main, leave=False):
         # The global batch's crops and flips are drawn on every rank (one stream); each keeps its share.
         idx = torch.randint(0, n, (config.batch_size,), generator=gen)
         ys = torch.randint(0, h - p + 1, (config.batch_size,), generator=gen)

@@ -20,6 +20,7 @@ from fca.degrade import (
     estimate_image_kernel,
     tile_origins,
 )
+from fca.fsutil import NotOurFolderError, is_fca_output
 from fca.kernels import anisotropic_gaussian, conv_per_sample, effective_sigma, gaussian
 from fca.resample import downscale, resize
 
@@ -251,8 +252,18 @@ def test_folder_refuses_to_overwrite_unless_asked(photos: Path, tmp_path: Path):
     with pytest.raises(FileExistsError, match="overwrite"):
         degrade_folder(FixedSource(2, 7), photos, out, cfg, progress=False)
     assert (out / "mine.txt").read_text() == "user data"
-    degrade_folder(FixedSource(2, 7), photos, out, cfg, progress=False, overwrite=True)
-    assert not (out / "mine.txt").exists() and (out / "lr" / "a.png").is_file()
+    # overwrite replaces only a folder that fca wrote: a user's folder is named and left alone.
+    with pytest.raises(NotOurFolderError, match=r"out: folder exists, is not empty and was not written by fca"):
+        degrade_folder(FixedSource(2, 7), photos, out, cfg, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"] and (out / "mine.txt").read_text() == "user data"
+    ours = tmp_path / "ours"
+    degrade_folder(FixedSource(2, 7), photos, ours, cfg, progress=False)
+    assert is_fca_output(ours)
+    (ours / "lr" / "a.png").unlink()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        degrade_folder(FixedSource(2, 7), photos, ours, cfg, progress=False)
+    degrade_folder(FixedSource(2, 7), photos, ours, cfg, progress=False, overwrite=True)
+    assert (ours / "lr" / "a.png").is_file() and is_fca_output(ours)
     # An existing empty folder (e.g. made by the workflow engine) is fine.
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -298,3 +309,275 @@ def test_the_real_generator_is_a_kernel_source_and_matches_its_own_forward():
     torch.testing.assert_close(k, k_ref[0], rtol=0, atol=1e-6)
     out = degrade_image(g, img, k, cfg)
     np.testing.assert_allclose(out, lr_ref[0].permute(1, 2, 0).numpy(), rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- hostile inputs through `fca degrade`
+
+
+def _png_claiming(path: Path, width: int, height: int) -> None:
+    """A valid 1x1 PNG whose IHDR then claims width x height, its CRC recomputed."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+
+
+def _jpeg_claiming(path: Path, width: int, height: int) -> None:
+    import io
+    import struct
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(buf, format="JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+
+
+def _png16(path: Path, arr: np.ndarray) -> None:
+    import struct
+    import zlib
+
+    h, w, c = arr.shape
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _noise(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _hostile_corpus(d: Path, outside: Path) -> dict[str, tuple[str, str]]:
+    """Write the corpus into d; returns {file (as the manifest names it): (status, what the reason or check says)}."""
+    import os
+
+    tifffile = pytest.importorskip("tifffile")
+    d.mkdir(parents=True)
+    expect: dict[str, tuple[str, str]] = {}
+
+    def ok(name, what=""):
+        expect[name] = ("ok", what)
+
+    # -- images that must come out right
+    Image.fromarray(_noise(64, 48, 0)).save(d / "rgb.png"); ok("rgb.png")
+    Image.fromarray(_noise(64, 64, 1)).save(d / "photo_jpg.jpg", quality=90); ok("photo_jpg.jpg")
+    Image.fromarray(_noise(64, 64, 2)).save(d / "photo_webp.webp"); ok("photo_webp.webp")
+    Image.fromarray(_noise(64, 64, 3)).save(d / "photo_bmp.bmp"); ok("photo_bmp.bmp")
+    Image.fromarray(_noise(64, 64, 4)).save(d / "photo_tga.tga"); ok("photo_tga.tga")
+    Image.fromarray(_noise(48, 48, 5)).save(d / "icon.ico", sizes=[(48, 48)]); ok("icon.ico")
+    Image.fromarray(_noise(64, 64, 6)).save(d / "photo_ppm.ppm"); ok("photo_ppm.ppm")
+    _png16(d / "rgb16.png", np.random.default_rng(7).integers(0, 65536, (64, 64, 3)).astype(np.uint16)); ok("rgb16.png")
+    Image.fromarray(np.random.default_rng(8).integers(0, 65536, (64, 64)).astype(np.uint16)).save(d / "grey16.png"); ok("grey16.png")
+    tifffile.imwrite(d / "u32.tif", np.full((64, 64), 2**31, np.uint32)); ok("u32.tif", "mid-grey")  # 0.5 of the 32-bit range
+    tifffile.imwrite(d / "f32.tif", np.full((64, 64), 0.25, np.float32)); ok("f32.tif", "quarter-grey")
+    tifffile.imwrite(d / "pages.tif", np.stack([np.full((64, 64), 250, np.uint8), np.zeros((64, 64), np.uint8)])); ok("pages.tif", "white")
+    Image.new("CMYK", (64, 64), (0, 255, 255, 0)).save(d / "cmyk.jpg"); ok("cmyk.jpg", "red")
+    Image.new("LAB", (64, 64), (50, 0, 0)).save(d / "lab.tif"); ok("lab.tif")
+    pal = Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 4).astype(np.uint8), "P")
+    pal.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9] + [0] * 756)
+    pal.save(d / "palette.png"); ok("palette.png")
+    pal.save(d / "palette_transparent.png", transparency=3); ok("palette_transparent.png")
+    Image.fromarray(np.dstack([_noise(64, 64, 9)[..., 0], np.full((64, 64), 128, np.uint8)]), "LA").save(d / "la.png"); ok("la.png")
+    Image.fromarray(np.dstack([_noise(64, 64, 10), np.full((64, 64, 1), 0, np.uint8)]), "RGBA").save(d / "rgba_clear.png"); ok("rgba_clear.png", "white")
+    Image.fromarray(_noise(64, 64, 11)[..., 0]).save(d / "grey.jpg"); ok("grey.jpg")
+    Image.fromarray(_noise(64, 64, 12)[..., 0] > 127).save(d / "bilevel.png"); ok("bilevel.png")
+    frames = [Image.new("RGB", (64, 64), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    frames[0].save(d / "animated.gif", save_all=True, append_images=frames[1:], duration=50); ok("animated.gif", "red")
+    frames[0].save(d / "animated_webp.webp", save_all=True, append_images=frames[1:], duration=50, lossless=True); ok("animated_webp.webp", "red")
+    rot = Image.fromarray(_noise(64, 32, 13))
+    exif = rot.getexif()
+    exif[0x0112] = 6
+    rot.save(d / "rotated.jpg", exif=exif); ok("rotated.jpg", "rotated")  # stored 32 wide, shown 64 wide
+    (d / "pgm16.pgm").write_bytes(b"P5\n64 64\n1000\n" + np.full((64, 64), 500, ">u2").tobytes()); ok("pgm16.pgm", "mid-grey")
+    (d / "x.png").mkdir()  # a folder named like an image: searched like any folder
+    Image.fromarray(_noise(64, 64, 14)).save(d / "x.png" / "inner.jpg"); ok("x.png/inner.jpg")
+    (d / "empty_folder.png").mkdir()
+
+    # -- unreadable, too small, too large: skipped, the reason named
+    def skipped(name, why):
+        expect[name] = ("skipped", why)
+
+    full = (d / "rgb.png").read_bytes()
+    (d / "truncated.png").write_bytes(full[: len(full) // 2]); skipped("truncated.png", "truncated")
+    jpg = (d / "photo_jpg.jpg").read_bytes()
+    (d / "truncated_jpg.jpg").write_bytes(jpg[: len(jpg) // 2]); skipped("truncated_jpg.jpg", "truncated")
+    (d / "empty.png").write_bytes(b""); skipped("empty.png", "cannot identify image file")
+    (d / "text.png").write_text("just some text\n"); skipped("text.png", "cannot identify image file")
+    (d / "garbage.tif").write_bytes(os.urandom(300)); skipped("garbage.tif", "cannot")
+    (d / "header_only.gif").write_bytes(b"GIF89a\x40\x00\x40\x00"); skipped("header_only.gif", "cannot")
+    Image.new("RGB", (1, 1)).save(d / "one_pixel.png"); skipped("one_pixel.png", "1x1 is too small")
+    _png_claiming(d / "bomb.png", 100_000, 100_000); skipped("bomb.png", "100000 x 100000 = 10000000000 pixels exceeds --max-pixels 1000000000")
+    _jpeg_claiming(d / "bomb_jpg.jpg", 60_000, 60_000); skipped("bomb_jpg.jpg", "60000 x 60000 = 3600000000 pixels exceeds --max-pixels")
+    tifffile.imwrite(d / "hdr.tif", np.full((64, 64), 3.0, np.float32)); skipped("hdr.tif", "float image with values in [3, 3]: expected [0, 1]")
+    tifffile.imwrite(d / "negative.tif", np.full((64, 64), -7, np.int32)); skipped("negative.tif", "signed 32-bit TIFF with negative values")
+    tifffile.imwrite(d / "nan.tif", np.full((64, 64), np.nan, np.float32)); skipped("nan.tif", "NaN")
+
+    # -- not image files: ignored, the reason named
+    def ignored(name, why):
+        expect[name] = ("ignored", why)
+
+    (d / "notes.txt").write_text("x"); ignored("notes.txt", "suffix '.txt' is not a format this tool reads")
+    (d / "archive.zip").write_bytes(b"PK\x05\x06" + bytes(18)); ignored("archive.zip", "suffix '.zip'")
+    (d / "README").write_text("x"); ignored("README", "no file suffix")
+    (d / "vector.eps").write_text("%!PS-Adobe-3.0 EPSF-3.0\n"); ignored("vector.eps", "external programs")
+    (d / ".hidden.png").write_bytes(full); ignored(".hidden.png", "hidden file")
+    (d / "._rgb.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork"); ignored("._rgb.png", "hidden file")
+    (d / "__MACOSX").mkdir()
+    (d / "__MACOSX" / "rgb.png").write_bytes(full); ignored("__MACOSX", "macOS metadata folder")
+    (d / "outside_link.png").symlink_to(outside); ignored("outside_link.png", "outside the input folder: not followed")
+    (d / "etc_passwd.png").symlink_to("/etc/passwd"); ignored("etc_passwd.png", "outside the input folder")
+    (d / "dev_zero.png").symlink_to("/dev/zero"); ignored("dev_zero.png", "outside the input folder")
+    (d / "broken_link.png").symlink_to(d / "nowhere.png"); ignored("broken_link.png", "broken symbolic link")
+    (d / "folder_link.png").symlink_to(d / "x.png"); ignored("folder_link.png", "symbolic link to a folder")
+    os.mkfifo(d / "pipe.png"); ignored("pipe.png", "a fifo, not an image file")
+    (d / os.fsdecode(b"caf\xe9.png")).write_bytes(full); ignored("caf\\xe9.png", "not valid UTF-8")
+    (d / "inside_link.png").symlink_to(d / "rgb.png"); ok("inside_link.png")
+    return expect
+
+
+def _tiny_generator(path: Path) -> None:
+    from fca.train.checkpoint import save_checkpoint
+    from fca.train.generator import GeneratorConfig, build_generator
+
+    config = GeneratorConfig(scale=4.0, kernel_size=7, channels=8, dense_blocks=1, res_blocks=1, wd_channels=8)
+    torch.manual_seed(0)
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in __import__("dataclasses").asdict(config).items()}
+    save_checkpoint(path, {"config": plain, "generator": build_generator(config).state_dict(), "step": 1})
+
+
+def _with_defaults(raw: dict) -> dict:
+    """The tiny params, with any key they lack (a section's newest options) at its default."""
+    import dataclasses
+    import typing
+
+    from pipeline.params import Params
+
+    def plain(v):
+        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    for name, kind in typing.get_type_hints(Params).items():
+        defaults = plain(dataclasses.asdict(kind()))
+        raw[name] = defaults | raw.get(name, {})
+    return raw
+
+
+def _snapshot(root: Path, skip: Path) -> dict[str, tuple]:
+    """Every entry under root except `skip`: (kind, size, mtime_ns, link target)."""
+    import os
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [n for n in dirnames if Path(dirpath, n) != skip]
+        for n in dirnames + filenames:
+            p = Path(dirpath, n)
+            st = p.lstat()
+            out[os.fsencode(p.relative_to(root)).decode("utf-8", "backslashreplace")] = (
+                st.st_mode, st.st_size, st.st_mtime_ns, os.readlink(p) if p.is_symlink() else None)
+    return out
+
+
+def test_a_hostile_corpus_through_fca_degrade(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from pipeline import cli
+
+    ROOT = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("FCA_TRACKING", "off")
+    monkeypatch.delenv("FCA_MAX_PIXELS", raising=False)
+    outside = tmp_path / "private" / "secret.png"
+    outside.parent.mkdir()
+    Image.fromarray(_noise(64, 64, 99)).save(outside)
+    expect = _hostile_corpus(tmp_path / "in", outside)
+    assert len(expect) >= 30
+    _tiny_generator(tmp_path / "generator.pt")
+    raw = _with_defaults(yaml.safe_load((ROOT / "tests" / "params_tiny.yaml").read_text()))
+    raw["degrade"].update(on_bad_image="skip", tile=32, work_tile=40)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    before = _snapshot(tmp_path, tmp_path / "out")
+
+    code = cli.main(["degrade", "--params", str(tmp_path / "params.yaml"), "--checkpoint", str(tmp_path / "generator.pt"),
+                     "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--no-progress", "--device", "cpu"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert _snapshot(tmp_path, tmp_path / "out") == before  # nothing outside the output changed (inputs, links, temp, locks)
+
+    m = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    got = dict(zip(m.file, zip(m.status, m.reason.fillna(""))))
+    assert sorted(got) == sorted(expect), set(got) ^ set(expect)
+    for name, (status, what) in expect.items():
+        assert got[name][0] == status, (name, got[name])
+        if status != "ok":
+            assert what in got[name][1], (name, got[name][1], got)
+    n_ok = sum(s == "ok" for s, _ in expect.values())
+    assert f"degrade: {n_ok} images degraded" in printed.out and "skipped" in printed.out and "ignored" in printed.out
+
+    rows = m.set_index("file")
+    for name, (status, what) in expect.items():
+        if status != "ok":
+            continue
+        lr = load_rgb(tmp_path / "out" / rows.loc[name, "lr_file"])
+        assert lr.shape == (rows.loc[name, "lr_height"], rows.loc[name, "lr_width"], 3)
+        assert np.isfinite(np.load(tmp_path / "out" / rows.loc[name, "kernel_file"])).all()
+        centre = lr[lr.shape[0] // 2, lr.shape[1] // 2]
+        if what == "mid-grey":
+            np.testing.assert_allclose(centre, 0.5, atol=0.02)
+        elif what == "quarter-grey":
+            np.testing.assert_allclose(centre, 0.25, atol=0.02)
+        elif what == "white":
+            np.testing.assert_allclose(centre, [1, 1, 1], atol=0.03)
+        elif what == "red":
+            assert centre[0] > 0.8 and centre[1] < 0.2 and centre[2] < 0.2, (name, centre)
+        elif what == "rotated":
+            assert (rows.loc[name, "width"], rows.loc[name, "height"]) == (64, 32)
+    assert (rows.loc["rgb16.png", "width"], rows.loc["x.png/inner.jpg", "lr_file"]) == (64, "lr/x.png/inner.png")
+    assert not (tmp_path / "out" / "lr" / "outside_link.png").exists()  # the private file was not read
+
+
+def test_a_second_writer_of_the_same_output_fails_naming_the_first(photos: Path, tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    from fca.fsutil import OutputBusyError
+
+    (photos / "broken.png").unlink()
+    root = Path(__file__).resolve().parents[2]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fca.fsutil import output_lock\n"
+         "with output_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)", str(tmp_path / "out")],
+        env=dict(os.environ, PYTHONPATH=str(root)), stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputBusyError, match=rf"out is being written by another process \(pid {holder.pid}\)"):
+            degrade_folder(FixedSource(2, 7), photos, tmp_path / "out", DegradeConfig(tile=32), progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "out").exists()
+    degrade_folder(FixedSource(2, 7), photos, tmp_path / "out", DegradeConfig(tile=32), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_inputs_whose_outputs_would_collide_are_named(tmp_path: Path):
+    d = tmp_path / "in"
+    _write(d / "x.png", 64, 64, 0)
+    _write(d / "x" / "y.jpg", 64, 64, 1)  # lr/x.png and lr/x/y.png: no clash
+    _write(d / "clash.png" / "b.png", 64, 64, 2)  # a folder named like an image: lr/clash.png/b.png
+    m = degrade_folder(FixedSource(2, 7), d, tmp_path / "ok", DegradeConfig(tile=32), progress=False)
+    assert list(m.lr_file) == ["lr/clash.png/b.png", "lr/x.png", "lr/x/y.png"]
+    _write(d / "clash.jpg", 64, 64, 3)  # lr/clash.png, a file, where lr/clash.png/ must be a folder
+    with pytest.raises(ValueError, match=r"clash.jpg and clash.png/b.png would both be written as clash.png"):
+        degrade_folder(FixedSource(2, 7), d, tmp_path / "bad", DegradeConfig(tile=32), progress=False)
+    assert not (tmp_path / "bad").exists()

@@ -28,7 +28,8 @@ FDC_CFG = FDCConfig(patch_size=16, channels=4, batch_size=4, steps=8, eval_every
                     eval_repeats=1, checkpoint_every=100, blur_weight=1.0)  # fmt: skip
 GEN_CFG = GeneratorConfig(scale=4.0, patch_size=64, kernel_size=7, channels=4, dense_blocks=1, res_blocks=1,
                           wd_channels=4, loss="both", spectral_bins=8, batch_size=4, steps=6, lr=1e-3,
-                          checkpoint_every=100, image_every=100)  # fmt: skip
+                          checkpoint_every=100, image_every=100, estimator_bins=(8, 4), estimator_hidden=16,
+                          consistency_batch=4)  # fmt: skip
 SR_CFG = SRConfig(blocks=1, channels=4, steps=6, batch_size=4, patch_size=16)
 
 

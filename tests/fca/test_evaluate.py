@@ -112,3 +112,92 @@ def test_bad_settings_name_the_key(data):
         _run(data, torch.from_numpy(delta(K)), dataclasses.replace(CONFIG, density_bins=8))
     with pytest.raises(ValueError, match="integer scale"):
         referee(data["clean_val"], data["real_val"], data["k_gt"], 2.5, _stand_in(torch.from_numpy(delta(K))), data["clean_train"], data["real_train"], CONFIG)
+
+
+# --- mixed-kernel domain: a kernel per image --------------------------------------------------
+
+MIXED_CONFIG = dataclasses.replace(CONFIG, sr_seeds=1, bootstrap=200, baseline_steps=5)
+KM = 9
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """Each crop blurred by its own anisotropic Gaussian (widths 1.0 .. 2.6, various directions)."""
+    from fca.kernels import anisotropic_gaussian
+
+    clean_train = torch.cat([_crops(skimage.data.astronaut(), 4), _crops(skimage.data.coffee(), 3)])
+    clean_val = torch.cat([_crops(skimage.data.chelsea(), 3), _crops(skimage.data.rocket(), 2)])
+    k_train = torch.stack([torch.from_numpy(anisotropic_gaussian(KM, 1.0 + 0.25 * i, 1.0 + 0.1 * i, 30 * i)) for i in range(7)])
+    k_val = torch.stack([torch.from_numpy(anisotropic_gaussian(KM, sx, sy, t)) for sx, sy, t in
+                         ((1.0, 1.0, 0), (2.6, 1.2, 20), (1.6, 1.5, 90), (2.4, 1.1, 120), (1.3, 1.2, 60))])
+    real_val = torch.stack([conv_per_sample(c[None], k)[0] for c, k in zip(clean_val, k_val)])
+    real_train = torch.stack([conv_per_sample(c[None], k)[0] for c, k in zip(clean_train, k_train)])
+    down, true = real_lr_views(clean_val, real_val, k_val, SCALE)
+    from fca.oracle import fit_oracle_kernels_per_image
+
+    oracles = fit_oracle_kernels_per_image(down, true, KM)
+    return {"clean_val": clean_val, "real_val": real_val, "k_val": k_val, "clean_train": clean_train, "real_train": real_train,
+            "k_train": k_train, "oracles": oracles, "down": down, "true": true}
+
+
+def _reader(images: torch.Tensor, kernels: torch.Tensor):
+    """A stand-in generator that 'reads' each known image's kernel (looked up by its content); others get the first."""
+    keys = [float(img.double().sum()) for img in images]
+
+    def degrade(hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ks = torch.stack([kernels[keys.index(float(img.double().sum()))] if float(img.double().sum()) in keys else kernels[0] for img in hr])
+        return conv_per_sample(downscale(hr, SCALE), ks), ks
+
+    return degrade
+
+
+def _run_mixed(mixed, degrade):
+    return referee(mixed["clean_val"], mixed["real_val"], mixed["k_val"], SCALE, degrade, mixed["clean_train"], mixed["real_train"],
+                   MIXED_CONFIG, k_train=mixed["k_train"])
+
+
+def test_mixed_domain_a_generator_that_reads_each_images_oracle_scores_as_the_oracle(mixed):
+    result = _run_mixed(mixed, _reader(mixed["real_val"], mixed["oracles"]))
+    a = result["metrics"]["adapt"]
+    assert a["sigma_pearson"] == pytest.approx(1.0, abs=1e-9)
+    assert a["cov_rel_error_median"] == pytest.approx(0.0, abs=1e-9)
+    assert a["angle_error_median"] == pytest.approx(0.0, abs=1e-6)
+    assert a["angle_images"] >= 2  # the oracles of the three elongated kernels have axis ratio >= 1.5
+    assert a["lr_psnr_fca"] == pytest.approx(a["lr_psnr_oracle"], abs=1e-6)
+    assert a["gain_db"] > 3  # per-image kernels beat the best single kernel on a mixed domain
+    assert result["metrics"]["kernel"]["shape_error"] == pytest.approx(0.0, abs=1e-9)
+    assert "global" in {k.removeprefix("psnr_") for k in result["metrics"]["sr"] if k.startswith("psnr_")}
+    assert result["arrays"]["kernels_oracle"].shape == (5, KM, KM) and result["arrays"]["kernels_baseline"].shape == (5, KM, KM)
+    assert a["seconds_per_image_baseline"] > 0 and a["speedup_over_baseline"] > 0
+
+
+def test_mixed_domain_one_kernel_for_every_image_gains_nothing_over_the_best_single_kernel(mixed):
+    k_global = fit_oracle_kernel(mixed["down"], mixed["true"], KM)
+    a = _run_mixed(mixed, _stand_in(k_global))["metrics"]["adapt"]
+    assert a["gain_db"] == pytest.approx(0.0, abs=1e-6)
+    assert math.isnan(a["sigma_pearson"])  # a constant prediction has no correlation
+    assert a["cov_rel_error_median"] > 0.2
+
+
+def test_single_kernel_domain_has_no_adapt_section(oracle_run):
+    assert "adapt" not in oracle_run[1]["metrics"]
+
+
+def test_sr_numbers_carry_bootstrap_intervals_that_hold_the_estimate(oracle_run):
+    result = oracle_run[1]
+    sr, bounds = result["metrics"]["sr"], result["intervals"]["sr"]
+    for kind in ("bicubic", "fca", "oracle"):
+        lo, hi = bounds[f"psnr_{kind}"]
+        assert lo <= sr[f"psnr_{kind}"] <= hi and hi - lo > 0
+
+
+def test_paired_bootstrap_interval_of_a_gain_shrinks_when_the_kinds_move_together():
+    from fca.evaluate import sr_intervals
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1e-3, 2e-3, size=(2, 40))
+    paired = {"bicubic": base, "fca": base * 0.8, "oracle": base * 0.7}
+    unpaired = {"bicubic": base, "fca": rng.permutation(base * 0.8, axis=1), "oracle": rng.permutation(base * 0.7, axis=1)}
+    a = sr_intervals(paired, 300, np.random.default_rng(1))["gain_fraction"]
+    b = sr_intervals(unpaired, 300, np.random.default_rng(1))["gain_fraction"]
+    assert a[1] - a[0] < 0.5 * (b[1] - b[0])  # the same crops for every kind: per-crop difficulty cancels

@@ -92,3 +92,51 @@ def test_bin_centres_cover_zero_to_nyquist():
 def test_too_many_bins_for_a_tiny_patch_is_an_error():
     with pytest.raises(ValueError, match="too many"):
         radial_density(torch.rand(1, 1, 4, 4), 64)
+
+
+# --- polar density: radius x orientation ---------------------------------------------------------
+
+def _oriented_blur(img: torch.Tensor, sigma_x: float, sigma_y: float, theta: float) -> torch.Tensor:
+    from fca.kernels import anisotropic_gaussian, conv_per_sample
+
+    return conv_per_sample(img, torch.from_numpy(anisotropic_gaussian(13, sigma_x, sigma_y, theta)).float())
+
+
+def _noise_image(size: int = 64, seed: int = 0) -> torch.Tensor:
+    return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_polar_density_sums_to_one_and_refines_the_radial_density():
+    from fca.frequency import polar_density
+
+    x = _noise_image()
+    d = polar_density(x, 16, 8)
+    assert d.shape == (1, 16, 8) and torch.allclose(d.sum((1, 2)), torch.ones(1), atol=1e-5)
+    # With one sector it is the radial density (up to how the f_x = 0 column is counted: here by
+    # its share of the ring's coefficients, there once per coefficient).
+    one = polar_density(x, 16, 1)[..., 0]
+    assert torch.allclose(one, radial_density(x, 16), atol=0.01)
+
+
+def test_polar_density_sees_the_direction_of_a_blur():
+    from fca.frequency import polar_density
+
+    x = _noise_image(seed=1)
+    along_x = polar_density(_oriented_blur(x, 3.0, 0.6, 0.0), 8, 4)[0]
+    along_y = polar_density(_oriented_blur(x, 3.0, 0.6, 90.0), 8, 4)[0]
+    # Blur along x removes horizontal frequencies (sector 0: f along x) and keeps vertical ones (sector 2).
+    high = slice(4, 8)
+    assert along_x[high, 0].sum() < 0.2 * along_x[high, 2].sum()
+    assert along_y[high, 2].sum() < 0.2 * along_y[high, 0].sum()
+    assert (along_x - along_y).abs().sum() > 0.3
+
+
+def test_tile_polar_density_averages_tiles():
+    from fca.frequency import polar_density, tile_polar_density, tiles_of
+
+    x = _noise_image(64, seed=2)
+    t = tiles_of(x, 32)
+    assert t.shape == (1, 4, 3, 32, 32)
+    assert tiles_of(x, 32, 16).shape == (1, 9, 3, 32, 32)
+    expected = polar_density(t[0], 8, 4).mean(0)
+    assert torch.allclose(tile_polar_density(x, 32, 8, 4)[0], expected, atol=1e-6)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from fca.kernels import (
+    MOTION_SIGMA,
     anisotropic_gaussian,
     check_kernel,
     conv_per_sample,
@@ -10,6 +11,9 @@ from fca.kernels import (
     delta,
     effective_sigma,
     gaussian,
+    motion_fits,
+    motion_kernel,
+    random_kernel,
     second_moment,
 )
 
@@ -78,3 +82,90 @@ def test_cov_rel_error_zero_for_same_and_grows_with_width():
     assert float(cov_rel_error(a, a)) == pytest.approx(0.0, abs=1e-9)
     b = torch.from_numpy(gaussian(21, 2.2))
     assert float(cov_rel_error(b, a)) == pytest.approx(0.21, abs=0.02)
+
+
+def _principal_axis(k: np.ndarray) -> tuple[float, float]:
+    """(angle in degrees in [0, 180) of the second moment's long axis, measured like theta: 0 = x, 90 = y; its variance)."""
+    s = second_moment(torch.from_numpy(k)).numpy()  # (row, col)
+    w, v = np.linalg.eigh(s)
+    row, col = v[:, -1]
+    return float(np.degrees(np.arctan2(row, col)) % 180.0), float(w[-1])
+
+
+def _angle_gap(a: float, b: float) -> float:
+    d = abs(a - b) % 180.0
+    return min(d, 180.0 - d)
+
+
+@pytest.mark.parametrize("length,angle", [(9.0, 0.0), (9.0, 30.0), (4.0, 120.0), (10.0, 45.0), (7.5, 90.0), (6.0, 163.0)])
+def test_motion_kernel_is_a_normalised_segment_of_its_length_and_angle(length, angle):
+    k = motion_kernel(13, length, angle)
+    assert k.shape == (13, 13) and k.dtype == np.float64
+    assert k.sum() == pytest.approx(1.0, abs=1e-12) and (k >= 0).all()
+    axis, var_along = _principal_axis(k)
+    assert _angle_gap(axis, angle) < 2.0
+    # A uniform segment of length L has variance L^2 / 12 along it, plus the smoothing Gaussian's.
+    measured = float(np.sqrt(12 * (var_along - MOTION_SIGMA**2)))
+    assert measured == pytest.approx(length, abs=0.25)
+    across = float(np.linalg.eigvalsh(second_moment(torch.from_numpy(k)).numpy())[0])
+    assert 0.15 < across < 0.3  # about sigma^2 = 0.25 wide, not one pixel, not smeared
+    assert (k > 1e-3).sum() > 2 * length  # anti-aliased and smoothed: more than a one-pixel line
+
+
+def test_motion_kernel_must_fit():
+    assert motion_fits(13, 10.0) and not motion_fits(13, 10.5)
+    with pytest.raises(ValueError, match="does not fit a 13 x 13 kernel"):
+        motion_kernel(13, 11.0, 0.0)
+    with pytest.raises(ValueError, match="odd"):
+        motion_kernel(12, 3.0, 0.0)
+
+
+def test_random_kernel_draws_in_range_and_is_seeded():
+    rng = np.random.default_rng(0)
+    draws = [random_kernel(rng, 13, ("anisotropic", "motion"), (1.0, 3.5), (3.0, 9.0)) for _ in range(200)]
+    families = [info["family"] for _, info in draws]
+    assert 60 < families.count("motion") < 140  # uniform over the two
+    for k, info in draws:
+        assert k.shape == (13, 13) and k.sum() == pytest.approx(1.0) and (k >= 0).all()
+        if info["family"] == "anisotropic":
+            assert 1.0 <= info["sigma_x"] <= 3.5 and 1.0 <= info["sigma_y"] <= 3.5
+            assert 0.0 <= info["theta_deg"] < 180.0
+            np.testing.assert_array_equal(k, anisotropic_gaussian(13, info["sigma_x"], info["sigma_y"], info["theta_deg"]))
+        else:
+            assert 3.0 <= info["length"] <= 9.0 and 0.0 <= info["angle_deg"] < 180.0
+            np.testing.assert_array_equal(k, motion_kernel(13, info["length"], info["angle_deg"]))
+    sigmas = np.array([[i["sigma_x"], i["sigma_y"]] for _, i in draws if i["family"] == "anisotropic"])
+    assert sigmas.min() < 1.3 and sigmas.max() > 3.2  # the whole range is used
+    rng = np.random.default_rng(0)
+    again = [random_kernel(rng, 13, ("anisotropic", "motion"), (1.0, 3.5), (3.0, 9.0)) for _ in range(200)]
+    assert all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(draws, again))
+    other = random_kernel(np.random.default_rng(1), 13, ("anisotropic", "motion"), (1.0, 3.5), (3.0, 9.0))
+    assert not np.array_equal(other[0], draws[0][0])
+    with pytest.raises(ValueError, match="families"):
+        random_kernel(np.random.default_rng(0), 13, ("box",), (1.0, 3.5), (3.0, 9.0))
+
+
+
+@pytest.mark.parametrize("sx,sy,theta", [(2.5, 1.2, 30.0), (1.0, 1.0, 0.0), (0.8, 3.0, 135.0), (3.0, 1.5, -60.0)])
+def test_smooth_gaussian_parameters_give_the_anisotropic_gaussian(sx, sy, theta):
+    import math
+
+    from fca.kernels import anisotropic_gaussian, gaussian_from_params, gaussian_params
+
+    p = gaussian_params(torch.tensor([sx]).double(), torch.tensor([sy]).double(), torch.tensor([math.radians(theta)]).double())
+    k = gaussian_from_params(p, 13)[0]
+    assert torch.allclose(k, torch.from_numpy(anisotropic_gaussian(13, sx, sy, theta)), atol=1e-9)
+    # The same kernel with the axes swapped and the direction turned by 90 degrees: the same parameters.
+    q = gaussian_params(torch.tensor([sy]).double(), torch.tensor([sx]).double(), torch.tensor([math.radians(theta + 90)]).double())
+    assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_principal_axis_reads_direction_and_elongation():
+    from fca.kernels import angle_difference, anisotropic_gaussian, principal_axis
+
+    for theta in (0.0, 20.0, 90.0, 150.0):
+        ratio, angle = principal_axis(torch.from_numpy(anisotropic_gaussian(21, 3.0, 1.0, theta)))
+        assert float(ratio) == pytest.approx(3.0, rel=0.02)
+        assert float(angle_difference(angle, torch.tensor(theta).double())) < 0.5
+    assert float(angle_difference(torch.tensor(179.0), torch.tensor(1.0))) == pytest.approx(2.0)
+    assert float(angle_difference(torch.tensor(10.0), torch.tensor(100.0))) == pytest.approx(90.0)

@@ -82,3 +82,107 @@ def test_skip_mode_reports_bad_and_small_images(tmp_path, capsys, monkeypatch):
     summary = yaml.safe_load((tmp_path / "out" / "summary.json").read_text())
     assert summary["skipped_small"] == ["tiny.png"]
     assert (tmp_path / "out" / "kernel.npy").is_file() and (tmp_path / "out" / "index.csv").is_file()
+
+
+# ---------------------------------------------------------------- FCA_NPROC > 1: torchrun on the loopback only
+
+
+def test_nproc_launches_torchrun_with_its_rendezvous_on_the_loopback(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setenv("FCA_NPROC", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setattr(cli.subprocess, "run", lambda cmd, **kw: seen.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    assert cli.main(["train-fdc", "--patches", "p"]) == 0
+    (cmd,) = seen
+    assert cmd[:3] == [sys.executable, "-m", "pipeline.torchrun"]
+    assert "--standalone" not in cmd  # its store would listen on every interface
+    flags = dict(zip(cmd[3::2], cmd[4::2]))
+    assert flags["--nproc-per-node"] == "2" and flags["--nnodes"] == "1" and flags["--rdzv-backend"] == "c10d"
+    assert flags["--rdzv-endpoint"] == "127.0.0.1:0" and flags["--local-addr"] == "127.0.0.1"
+    assert cmd[-5:] == ["-m", "pipeline.cli", "train-fdc", "--patches", "p"]
+    assert "train-fdc on 2 processes" in capsys.readouterr().err
+
+
+_WORKER = """
+import json, os, sys
+import torch, torch.distributed as dist
+
+def listening(pids):
+    inodes = {}
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes[link[8:-1]] = pid
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] == "0A" and parts[9] in inodes:  # LISTEN, ours or the launcher's
+                found.append(parts[1].rsplit(":", 1)[0])
+    return found
+
+dist.init_process_group("gloo")
+t = torch.ones(1)
+dist.all_reduce(t)
+rank = dist.get_rank()
+result = {"sum": float(t), "master": os.environ["MASTER_ADDR"], "listen": listening([os.getpid(), os.getppid()])}
+dist.barrier()
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+    json.dump(result, f)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_every_socket_of_a_two_process_job_listens_on_the_loopback_only(tmp_path):
+    import json
+
+    from pipeline import torchrun
+
+    (tmp_path / "worker.py").write_text(_WORKER)
+    cmd = torchrun.command(2, [str(tmp_path / "worker.py"), str(tmp_path)])
+    env = dict(torchrun.environment(), OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loopback = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, ::1, ::ffff:127.0.0.1
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["sum"] == 2.0 and result["master"] == "127.0.0.1"
+        assert len(result["listen"]) >= 3  # the launcher's two stores and this rank's gloo socket
+        assert set(result["listen"]) <= loopback, result["listen"]
+
+
+def test_patches_lists_every_file_it_does_not_read(tmp_path, capsys, monkeypatch):
+    import dataclasses
+    import json
+    import typing
+
+    from pipeline.params import Params
+
+    monkeypatch.setenv("FCA_TRACKING", "off")
+    _images(tmp_path / "raw", 3)
+    (tmp_path / "raw" / "notes.txt").write_text("x")
+    (tmp_path / "raw" / "scan.eps").write_text("%!PS")
+    (tmp_path / "raw" / ".DS_Store").write_bytes(b"\0")
+    path = _write_params(tmp_path, val_fraction=0.3)
+    raw = yaml.safe_load(path.read_text())
+
+    def plain(v):
+        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    for name, kind in typing.get_type_hints(Params).items():  # keys the tiny params may lack, at their defaults
+        raw[name] = plain(dataclasses.asdict(kind())) | raw.get(name, {})
+    path.write_text(yaml.safe_dump(raw))
+    code = cli.main(["patches", "--params", str(path), "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [s.split(":")[0] for s in summary["ignored"]] == [".DS_Store", "notes.txt", "scan.eps"]
+    assert "notes.txt: not an image file: suffix '.txt'" in summary["ignored"][1]
+    assert "not an image, ignored" in out and "scan.eps" in out

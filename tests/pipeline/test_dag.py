@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.dag import load_stages, param_values
+from pipeline.dag import command_threads, load_stages, param_values
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -44,12 +44,79 @@ def test_snakemake_rules_equal_dvc_stages():
             assert set(rules) - {"all"} == {s.name for s in stages}
             for st in stages:
                 r = rules[st.name]
-                assert [str(i) for i in r.input] == list(st.deps), st.name
+                assert [str(i) for i in r.input] == list(st.inputs), st.name
                 assert [str(o) for o in r.output] == list(st.outs), st.name
                 assert r.params.cmd == st.cmd, st.name
                 assert [str(l) for l in r.log] == [f"logs/{st.name}.log"]
+                assert r.resources["_cores"].value == st.threads, st.name  # the rule's `threads:`
     finally:
         os.chdir(cwd)
+
+
+def test_snakemake_inputs_are_the_deps_with_source_folders_as_their_files(tmp_path):
+    """A dep no stage writes that is a folder (kernels/) becomes its files for Snakemake, which
+    compares mtimes and would not see a file edited inside a folder; everything else is as in dvc.yaml."""
+    (tmp_path / "kernels" / "sub").mkdir(parents=True)
+    for f in ("README.md", "b.npy", "sub/a.npy"):
+        (tmp_path / "kernels" / f).write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "make": {"cmd": "fca make", "deps": ["code.py"], "params": ["p"], "outs": ["data/made"]},
+        "use": {"cmd": "fca use", "deps": ["code.py", "kernels", "empty", "data/made"], "params": ["p"], "outs": ["out"]},
+    }}))  # fmt: skip
+    (tmp_path / "data" / "made").mkdir(parents=True)  # a folder some stage writes stays one input
+    use = load_stages(tmp_path / "dvc.yaml")[1]
+    assert use.deps == ("code.py", "kernels", "empty", "data/made")
+    assert use.inputs == ("code.py", "kernels/README.md", "kernels/b.npy", "kernels/sub/a.npy", "empty", "data/made")
+
+
+def test_stages_that_use_torch_name_their_threads_and_the_rules_declare_them():
+    """A CPU run's numbers depend on torch's thread count, so every stage that takes --threads
+    (the torch stages: stage.add_device) fixes it in its dvc.yaml command, which both engines
+    run; the Snakefile's `threads:` is the same number (checked through Snakemake above)."""
+    from pipeline.cli import COMMANDS
+
+    for st in load_stages(ROOT / "dvc.yaml"):
+        module = COMMANDS[st.cmd.split()[1]][0]
+        source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
+        if "stage.add_device(" in source:
+            assert "--threads" in st.cmd.split(), f"stage {st.name}: its command must fix --threads N: {st.cmd}"
+            assert st.threads >= 1
+        else:
+            assert st.threads == 1, st.name
+
+
+def test_snakemake_rule_threads_come_from_the_command(tmp_path):
+    """Through Snakemake's own parser: `--threads 2` in a dvc.yaml command is the rule's
+    `threads: 2`, so `snakemake --cores 2` runs no other job beside it."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ResourceSettings
+
+    (tmp_path / "Snakefile").write_text((ROOT / "Snakefile").read_text())
+    (tmp_path / "params.yaml").write_text("p: 1\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "two": {"cmd": "fca train-fdc --threads 2", "params": ["p"], "outs": ["a.txt"]},
+        "auto": {"cmd": "fca degrade --threads 0", "params": ["p"], "outs": ["b.txt"]},
+        "plain": {"cmd": "fca report", "params": ["p"], "outs": ["c.txt"]},
+    }}))  # fmt: skip
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with SnakemakeApi() as api:
+            wf = api.workflow(snakefile=tmp_path / "Snakefile", resource_settings=ResourceSettings(cores=4))
+            threads = {r.name: r.resources["_cores"].value for r in wf._workflow.rules}
+    finally:
+        os.chdir(cwd)
+    assert threads == {"all": 1, "two": 2, "auto": 1, "plain": 1}
+
+
+def test_command_threads():
+    assert command_threads("fca evaluate --out x") == 1
+    assert command_threads("fca evaluate --threads 3 --out x") == 3
+    assert command_threads("fca evaluate --threads=2") == 2
+    assert command_threads("fca evaluate --threads 0") == 1  # automatic: whatever the engine grants
+    with pytest.raises(ValueError, match="--threads 'two'"):
+        command_threads("fca evaluate --threads two")
 
 
 def test_dvc_sees_the_same_graph():

@@ -200,3 +200,57 @@ def test_calls_not_sent_at_the_end_are_spooled_then_synced(tmp_path, monkeypatch
     assert Fake.calls[2][2:] == (b"v1", "model")
     lines = (tmp_path / "spool" / "run1" / "calls.jsonl").read_text().splitlines()
     assert len(lines) == 2 and '"bad"' in lines[1]
+
+
+# ---------------------------------------------------------------- passwords in tracking URIs
+
+
+@pytest.mark.parametrize("uri, shown", [
+    ("postgresql://fca:s3cret@db.example:5432/mlflow", "postgresql://fca:***@db.example:5432/mlflow"),
+    ("postgresql+psycopg2://u:p%40ss:w@h/db?sslmode=require", "postgresql+psycopg2://u:***@h/db?sslmode=require"),
+    ("http://user:pw@host:5000", "http://user:***@host:5000"),
+    ("mysql://h/db?user=a&password=xyz&x=1", "mysql://h/db?user=a&password=***&x=1"),
+    ("sqlite:////home/me/mlflow.db", "sqlite:////home/me/mlflow.db"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ("failed: API request to http://u:pw@h/api and postgresql://a:b@c/d", "failed: API request to http://u:***@h/api and postgresql://a:***@c/d"),
+])
+def test_mask_uri(uri, shown):
+    assert tracking.mask_uri(uri) == shown
+
+
+def test_an_unreachable_server_is_named_without_its_password(monkeypatch, caplog):
+    monkeypatch.setenv("FCA_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://fca:s3cret@127.0.0.1:{_free_port()}/")
+    with tracking.stage_run("x", {"a": 1}) as run:
+        assert isinstance(run, tracking.NullRun)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "unavailable at start" in text and "http://fca:***@127.0.0.1" in text
+    assert "s3cret" not in text
+
+
+def test_make_mlflow_server_never_shows_the_password(tmp_path):
+    """`make mlflow-server` echoes the backend masked, and hands it to mlflow through the environment
+    (not the command line make echoes and `ps` shows). A stand-in `mlflow` records what it got."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    root = Path(__file__).resolve().parents[2]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mlflow").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\necho "$MLFLOW_BACKEND_STORE_URI" > {tmp_path}/env\n')
+    (fake / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(root / "Makefile", work / "Makefile")
+    backend = "postgresql://fca:s3cret@db.example/mlflow"
+    out = subprocess.run(["make", "-o", ".venv/.installed", "mlflow-server", f"BIN={fake}", f"MLFLOW_BACKEND={backend}"],
+                         cwd=work, capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(root)))
+    assert out.returncode == 0, out.stderr
+    printed = out.stdout + out.stderr
+    assert "backend postgresql://fca:***@db.example/mlflow" in printed
+    assert "s3cret" not in printed
+    assert "s3cret" not in (tmp_path / "argv").read_text()
+    assert (tmp_path / "env").read_text().strip() == backend

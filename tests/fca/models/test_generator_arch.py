@@ -113,3 +113,30 @@ def test_bad_arguments_are_errors():
         KernelEstimator(kernel_param="box")
     with pytest.raises(ValueError, match="odd"):
         KernelEstimator(kernel_size=8)
+
+
+def test_spectral_estimator_starts_at_its_prior_for_every_image_and_reads_features():
+    from fca.models.generator_arch import SpectralKernelEstimator
+    from fca.kernels import effective_sigma
+
+    est = SpectralKernelEstimator(kernel_size=9, tile=16, radial_bins=8, angular_bins=4, hidden=8, init_sigma=1.2, edge_channels=2)
+    x = torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    est.calibrate(x)
+    k = est(x)
+    assert k.shape == (3, 9, 9) and torch.allclose(k.sum((1, 2)), torch.ones(3))
+    assert torch.allclose(k[0], k[1]) and torch.allclose(k[1], k[2])  # zero last layer: the prior for all
+    assert float(effective_sigma(k[0].double())) == pytest.approx(1.2, abs=0.05)
+    assert est.raw_features(x).shape == (3, 8 * 4 + 1 + 4 * 2)
+    # Any input of at least one tile works (an LR image, a large HR image).
+    assert est(torch.rand(1, 3, 16, 16)).shape == (1, 9, 9) and est(torch.rand(1, 3, 100, 70)).shape == (1, 9, 9)
+
+
+def test_edge_sharpness_is_lower_for_a_blurrier_image():
+    from fca.kernels import conv_per_sample, gaussian
+    from fca.models.generator_arch import edge_sharpness
+
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    soft = conv_per_sample(x, torch.from_numpy(gaussian(9, 2.0)).float())
+    softer = conv_per_sample(x, torch.from_numpy(gaussian(9, 3.0)).float())
+    a, b = edge_sharpness(soft, 3), edge_sharpness(softer, 3)
+    assert a.shape == (1, 12) and (a > b).all()

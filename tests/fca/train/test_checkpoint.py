@@ -56,3 +56,17 @@ def test_a_truncated_file_is_an_error_naming_it(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(RuntimeError, match="last.pt"):
         load_checkpoint(path)
+
+
+def test_checkpoints_get_the_umask_permissions_not_0600(tmp_path):
+    import os
+    import stat
+
+    from fca.train.checkpoint import save_checkpoint
+
+    saved = os.umask(0o002)
+    try:
+        save_checkpoint(tmp_path / "last.pt", {"a": torch.ones(1)})
+    finally:
+        os.umask(saved)
+    assert stat.S_IMODE((tmp_path / "last.pt").stat().st_mode) == 0o664

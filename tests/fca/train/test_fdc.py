@@ -42,7 +42,8 @@ class OracleComparator(nn.Module):
 
 
 TINY = FDCConfig(
-    patch_size=16, channels=4, batch_size=3, steps=6, lr=1e-3, eval_every=3, eval_scales=[3.5, 1.5], eval_repeats=1, checkpoint_every=2
+    patch_size=16, channels=4, batch_size=3, steps=6, lr=1e-3, eval_every=3, eval_scales=[3.5, 1.5], eval_repeats=1, checkpoint_every=2,
+    blur_weight=1.0,  # the extra-blur pairs on (off by default), so training and resume cover them
 )
 
 
