@@ -15,7 +15,7 @@ MLFLOW_WORKERS ?= 2
 MLFLOW_BACKEND ?= sqlite:///$(CURDIR)/mlflow-server/mlflow.db
 MLFLOW_ARTIFACTS ?= $(CURDIR)/mlflow-server/artifacts
 
-.PHONY: install run test bench compare mlflow-ui mlflow-server lock clean-venv
+.PHONY: install run plots test bench compare mlflow-ui mlflow-server lock clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,19 @@ install: $(STAMP)  ## only create .venv from requirements.lock (e.g. before `dvc
 run: $(STAMP)  ## run the whole pipeline (dvc repro) on the params in params.yaml
 	dvc repro
 	@echo
-	@echo "Report:    reports/README.md (figures in reports/figures/, numbers in reports/metrics.json)"
-	@echo "Metrics:   dvc metrics show      Plots: dvc plots show (writes dvc_plots/index.html)"
+	@echo "Report:    reports/README.md (figures in reports/figures/, numbers in reports/metrics.json, reports/fdc.json)"
+	@echo "Metrics:   dvc metrics show      Plots: make plots (writes dvc_plots/index.html, drawn offline)"
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   then open http://127.0.0.1:5000"
+
+# DVC's page loads Vega from a CDN; this one loads the copies that the django-js-lib-vega-embed
+# wheel ships (vega 5.33, vega-lite 5.23, vega-embed 6.29, BSD-3-Clause; the wheel is MIT and needs
+# no Django), copied beside it: no network.
+PLOTS_DIR := dvc_plots
+plots: $(STAMP)  ## draw dvc.yaml's plots into dvc_plots/index.html, viewable offline
+	dvc plots show --out $(PLOTS_DIR) --html-template .dvc/plots/offline.html
+	@js="$$($(BIN)/python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("js_lib_vega_embed").origin).parent / "static" / "js_lib_vega_embed")')" \
+		&& cp "$$js/vega5.js" "$$js/vega-lite5.js" "$$js/vega-embed6.js" $(PLOTS_DIR)/
+	@echo "Plots: $(PLOTS_DIR)/index.html (Vega's scripts beside it: open it with no network)"
 
 test: $(STAMP)  ## run the test suite
 	$(BIN)/python -m pytest -q

@@ -331,6 +331,22 @@ def degrade_image(
 
 
 MANIFEST_COLUMNS = ("file", "status", "reason", "width", "height", "lr_width", "lr_height", "kernel_sigma", "lr_file", "kernel_file")
+# With pairs=True (`fca degrade --pairs`): also the mod-cropped HR image written beside the LR one.
+PAIRS_COLUMNS = MANIFEST_COLUMNS + ("hr_file", "hr_width", "hr_height")
+
+
+def pair_name(rel: Path | PurePosixPath) -> str:
+    """The file name an input at `rel` (relative to the input folder) gets in a pairs folder:
+    `hr/NAME` and `lr_x{s}/NAME`, the same NAME on both sides.
+
+    NAME is the input's path without its suffix, subfolders joined by "_" and any whitespace
+    replaced by "_", plus ".png": `a/b.jpg` -> `a_b.png`, `my photo.jpg` -> `my_photo.png`.
+    BasicSR-style paired loaders need both: their folder mode lists the top level of each
+    folder only, their meta_info mode finds the LR file from the HR file's base name (no
+    subfolder) and reads each meta_info line's name up to its first space.
+    """
+    stem = "_".join(PurePosixPath(Path(rel).as_posix()).with_suffix("").parts)
+    return "".join("_" if c.isspace() else c for c in stem) + ".png"
 
 
 def _is_within(a: Path, b: Path) -> bool:
@@ -358,11 +374,24 @@ def _output_clashes(rels: list[Path]) -> tuple[Path, Path, str] | None:
     return None
 
 
-def _check_size(path: Path, h: int, w: int, source: KernelSource) -> None:
-    """Raise ImageTooSmallError if the x s LR image of an h x w image is too small for the source's kernel."""
-    ho, wo = lr_size(h, w, float(source.scale))
+def _pair_clashes(rels: list[Path]) -> tuple[Path, Path, str] | None:
+    """Two inputs that would get the same pair_name: (input a, input b, name), or None."""
+    names: dict[str, Path] = {}
+    for rel in rels:
+        name = pair_name(rel)
+        if name in names:
+            return names[name], rel, name
+        names[name] = rel
+    return None
+
+
+def _check_size(path: Path, h: int, w: int, source: KernelSource, cropped_from: tuple[int, int] | None = None) -> None:
+    """Raise ImageTooSmallError if the x s LR image of an h x w image is too small for the source's kernel.
+    `cropped_from`: the (h, w) the image had before a mod-crop to h x w (multiples of the scale), named in the reason."""
+    ho, wo = lr_size(h, w, float(source.scale)) if cropped_from is None else (h // round(source.scale), w // round(source.scale))
     if min(ho, wo) <= source.kernel_size // 2:
-        raise ImageTooSmallError(path, f"{w}x{h} is too small: its x{source.scale:g} LR image ({wo}x{ho}) must be wider and taller than {source.kernel_size // 2} pixels for a {source.kernel_size}x{source.kernel_size} kernel")
+        size = f"{w}x{h}" if cropped_from is None else f"{cropped_from[1]}x{cropped_from[0]} (mod-cropped to {w}x{h})"
+        raise ImageTooSmallError(path, f"{size} is too small: its x{source.scale:g} LR image ({wo}x{ho}) must be wider and taller than {source.kernel_size // 2} pixels for a {source.kernel_size}x{source.kernel_size} kernel")
 
 
 def _check_finite(path: Path, kernel: torch.Tensor, lr: np.ndarray) -> None:
@@ -382,6 +411,7 @@ def degrade_folder(
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    pairs: bool = False,
 ) -> pd.DataFrame:
     """Degrade every image under `input_dir` (recursively) into `output_dir`; returns the manifest.
 
@@ -396,6 +426,17 @@ def degrade_folder(
                           file (other suffix, hidden, link out of the folder, fifo, name
                           not UTF-8: see fca.data.images.scan_images). Names that are not
                           UTF-8 are written with backslash escapes.
+    With `pairs` (`fca degrade --pairs`), an HR/LR training set for BasicSR-style paired
+    loaders instead, NAME = pair_name(<rel>) (flat, no whitespace, .png):
+      hr/NAME             the input mod-cropped: its bottom rows and right columns past the
+                          last multiple of the scale s are cut off (8-bit PNG)
+      lr_x{s}/NAME        the LR image the generator makes from that HR image: exactly
+                          (H / s) x (W / s)
+      kernels/NAME .npy and .png, as above
+      meta_info.txt       one line per pair, sorted: `NAME (H,W,3)` with the HR image's
+                          height and width (BasicSR's meta_info format)
+      manifest.csv        PAIRS_COLUMNS: width/height are the input's, hr_* the cropped ones
+    s must be a whole number. Two inputs with the same NAME are an error before any work.
     Bad images follow `config.on_bad_image`: "error" raises, naming the file;
     "skip" lists them in the manifest. Ignored entries never stop the run. The folder
     is built in a temporary sibling and renamed into place at the end, so `output_dir`
@@ -412,6 +453,10 @@ def degrade_folder(
     src, dst = input_dir.resolve(), output_dir.resolve()
     if _is_within(dst, src) or _is_within(src, dst):
         raise ValueError(f"output folder {output_dir} and input folder {input_dir} must not contain one another")
+    scale = float(source.scale)
+    if pairs and not scale.is_integer():
+        raise ValueError(f"pairs (--pairs) need a whole-number scale, so that every HR image is exactly scale x its LR image; "
+                         f"this generator's scale is {scale:g}")
     if not overwrite and output_dir.is_dir() and not output_dir.is_symlink() and any(output_dir.iterdir()):
         raise FileExistsError(f"{output_dir}: exists and is not empty; pass overwrite=True (--overwrite) to replace it")
     check_replaceable(output_dir, overwrite)
@@ -421,27 +466,38 @@ def degrade_folder(
         found = f"; not read: {len(scan.ignored)} entries, e.g. {printable(scan.ignored[0][0])}: {scan.ignored[0][1]}" if scan.ignored else ""
         raise ValueError(f"{input_dir}: no image files found (formats: fca.data.images.IMAGE_SUFFIXES){found}")
     rels = [p.relative_to(input_dir) for p in paths]
-    clash = _output_clashes(rels)
+    clash = _pair_clashes(rels) if pairs else _output_clashes(rels)
     if clash is not None:
         a, b, out = clash
         raise ValueError(f"{input_dir}: {printable(a)} and {printable(b)} would both be written as {printable(out)}; rename one")
+    columns = PAIRS_COLUMNS if pairs else MANIFEST_COLUMNS
+    s = int(scale) if pairs else 0
+    lr_dir = f"lr_x{s}" if pairs else "lr"
 
     with atomic_dir(output_dir, replace=overwrite) as tmp:
         rows = []
         for path, why in scan.ignored:  # not images: named with the reason, never passed over in silence
-            rows.append(dict.fromkeys(MANIFEST_COLUMNS) | {"file": printable(path.relative_to(input_dir).as_posix()), "status": "ignored", "reason": why})
+            rows.append(dict.fromkeys(columns) | {"file": printable(path.relative_to(input_dir).as_posix()), "status": "ignored", "reason": why})
         for i, (path, rel) in enumerate(track(list(zip(paths, rels)), desc="degrade", enabled=progress, unit="img")):
-            row: dict = dict.fromkeys(MANIFEST_COLUMNS)
+            row: dict = dict.fromkeys(columns)
             row.update(file=printable(rel.as_posix()), status="ok", reason="")
             t0 = time.perf_counter()
+            hr = None
             try:
                 image = load_rgb(path, uint8=True, max_pixels=max_pixels)  # converted to float per block: bounded memory
                 h, w = image.shape[:2]
                 row.update(width=w, height=h)
-                _check_size(path, h, w, source)
+                if pairs:  # mod-crop: HR = s x LR exactly, as paired loaders require
+                    hh, hw = h - h % s, w - w % s
+                    image = image[:hh, :hw]  # a view, no copy
+                    _check_size(path, hh, hw, source, cropped_from=(h, w) if (hh, hw) != (h, w) else None)
+                else:
+                    _check_size(path, h, w, source)
                 kernel = estimate_image_kernel(source, image, config)
                 lr = degrade_image(source, image, kernel, config)
                 _check_finite(path, kernel, lr)  # never an "ok" row or a black image for a broken generator
+                if pairs:
+                    hr = image
             except (BadImageError, ImageTooSmallError) as e:
                 if config.on_bad_image == "error":
                     raise
@@ -450,19 +506,29 @@ def degrade_folder(
                 continue
             finally:
                 image = None  # drop the HR image before the next one is decoded
-            stem = rel.with_suffix("")
-            save_png(tmp / "lr" / f"{stem}.png", lr)
+            if pairs:
+                name = pair_name(rel)
+                stem = name[: -len(".png")]
+                save_png(tmp / "hr" / name, hr)
+                row.update(hr_file=f"hr/{name}", hr_width=hr.shape[1], hr_height=hr.shape[0])
+                hr = None
+            else:
+                stem = rel.with_suffix("").as_posix()
+            save_png(tmp / lr_dir / f"{stem}.png", lr)
             save_npy(tmp / "kernels" / f"{stem}.npy", kernel.numpy().astype(np.float32))
             save_png(tmp / "kernels" / f"{stem}.png", kernel_image(kernel.numpy(), zoom=8))
             sigma = float(effective_sigma(kernel.double()))
             row.update(
                 lr_width=lr.shape[1], lr_height=lr.shape[0], kernel_sigma=sigma,
-                lr_file=f"lr/{stem.as_posix()}.png", kernel_file=f"kernels/{stem.as_posix()}.npy",
+                lr_file=f"{lr_dir}/{stem}.png", kernel_file=f"kernels/{stem}.npy",
             )
             rows.append(row)
             if on_step is not None:
                 on_step(i, {"seconds": time.perf_counter() - t0, "hr_megapixels": h * w / 1e6, "kernel_sigma": sigma})
         rows.sort(key=lambda r: r["file"])
-        manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+        manifest = pd.DataFrame(rows, columns=list(columns))
         manifest.to_csv(tmp / "manifest.csv", index=False)
+        if pairs:
+            ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["hr_file"])
+            (tmp / "meta_info.txt").write_text("".join(f"{r['hr_file'][len('hr/'):]} ({r['hr_height']},{r['hr_width']},3)\n" for r in ok), encoding="utf-8")
     return manifest

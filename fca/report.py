@@ -234,8 +234,8 @@ def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, 
         "",
         f"![degraded]({figures['degraded']})",
         "",
-        "Numbers: `reports/metrics.json` (`dvc metrics show`); curves: `dvc plots show`; every run's",
-        "params, metrics and figures: the MLflow UI (`make mlflow-ui`).",
+        "Numbers: `reports/metrics.json` and `reports/fdc.json` (`dvc metrics show`); curves: `make plots`",
+        "(`dvc plots show`, drawn offline); every run's params, metrics and figures: the MLflow UI (`make mlflow-ui`).",
         "",
     ]
     return "\n".join(lines)

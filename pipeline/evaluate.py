@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,15 +26,30 @@ Fits the oracle kernel k_or (least squares, non-negative, sum 1), then measures
 frequency-density gaps of down(R) and G(R) to R, the kernel's covariance error
 against k_or, LR PSNR against L_true, and SR nets trained with the same budget
 on bicubic, our and oracle pairs, tested on held-out L_true -> R.
-Writes --out (metrics JSON, incl. the FDC accuracies), --density (CSV) and
+Writes --out (metrics JSON: density, kernel, sr and, on a mixed-kernel domain,
+adapt; the FDC's accuracies stay in train-fdc's own file), --density (CSV) and
 --arrays (kernels, densities and sample crops for the report)."""
+
+# The columns of --density (dvc.yaml's `density` plot draws them; tests/pipeline/test_plots.py).
+DENSITY_CURVES = ("real", "bicubic", "fca", "oracle", "clean")
+DENSITY_COLUMNS = ("frequency", *DENSITY_CURVES)
+
+
+def metrics_json(result: dict[str, Any]) -> dict[str, Any]:
+    """What --out holds: the referee's metrics, each 95 % interval beside the number it
+    bounds (sr.psnr_fca_lo / sr.psnr_fca_hi). One file per purpose: the FDC's held-out
+    accuracies are train-fdc's reports/fdc.json, not repeated here."""
+    metrics = {section: dict(values) for section, values in result["metrics"].items()}
+    for section, bounds in result["intervals"].items():
+        for key, (lo, hi) in bounds.items():
+            metrics[section] |= {f"{key}_lo": lo, f"{key}_hi": hi}
+    return metrics
 
 
 def build() -> argparse.ArgumentParser:
     p = stage.parser("evaluate", DESCRIPTION)
     p.add_argument("--patches", type=Path, required=True, help="the patches stage's output folder")
     p.add_argument("--generator", type=Path, required=True, help="trained generator (.pt)")
-    p.add_argument("--fdc-metrics", type=Path, required=True, help="the FDC's held-out accuracies (.json)")
     p.add_argument("--out", type=Path, required=True, help="metrics (.json)")
     p.add_argument("--density", type=Path, required=True, help="density curves (.csv)")
     p.add_argument("--arrays", type=Path, required=True, help="folder for arrays the report draws")
@@ -48,9 +63,6 @@ def body(args: argparse.Namespace, params: Params) -> None:
     clean_val, real_val, names = load_patch_set(args.patches, "val")
     # Each patch's own kernel: one shared kernel, or one per patch on a mixed-kernel domain.
     k_train, k_val = load_patch_kernels(args.patches, "train"), load_patch_kernels(args.patches, "val")
-    fdc_metrics = json.loads(args.fdc_metrics.read_text())
-    if not isinstance(fdc_metrics, dict):
-        raise ValueError(f"{args.fdc_metrics}: expected the JSON object of metrics train-fdc writes, got a {type(fdc_metrics).__name__}")
     run_params = {"generator.loss": params.generator.loss}
     # Under torchrun every rank computes everything (same inputs, same numbers) and the SR
     # nets train over the ranks; rank 0 alone writes and logs.
@@ -70,16 +82,11 @@ def body(args: argparse.Namespace, params: Params) -> None:
         )
         if not dist.is_main:
             return
-        metrics = result["metrics"] | {"fdc": {k: v for k, v in fdc_metrics.items() if k.startswith("acc")}}
-        # 95 % intervals beside each number they bound: sr.psnr_fca_lo / sr.psnr_fca_hi.
-        for section, bounds in result["intervals"].items():
-            for key, (lo, hi) in bounds.items():
-                metrics[section] |= {f"{key}_lo": lo, f"{key}_hi": hi}
+        metrics = metrics_json(result)
         write_json(args.out, metrics)
         arrays = result["arrays"]
         arrays["density_clean"] = mean_density(clean_val, cfg.density_bins).numpy()
-        curves = pd.DataFrame({"frequency": arrays["density_bins"]} | {
-            name: arrays[f"density_{name}"] for name in ("real", "bicubic", "fca", "oracle", "clean")})
+        curves = pd.DataFrame({"frequency": arrays["density_bins"]} | {name: arrays[f"density_{name}"] for name in DENSITY_CURVES})
         with atomic_file(args.density) as tmp:
             curves.to_csv(tmp, index=False, float_format="%.6g")
         with atomic_dir(args.arrays) as out:

@@ -31,6 +31,7 @@ def build() -> argparse.ArgumentParser:
     p.add_argument("--evaluation", type=Path, required=True, help="the evaluate stage's arrays folder")
     p.add_argument("--degraded", type=Path, required=True, help="the degrade stage's output folder")
     p.add_argument("--metrics", type=Path, required=True, help="metrics JSON from evaluate")
+    p.add_argument("--fdc-metrics", type=Path, required=True, help="the FDC's held-out accuracies (.json) from train-fdc")
     p.add_argument("--density", type=Path, required=True, help="density curves CSV from evaluate")
     p.add_argument("--fdc-curve", type=Path, required=True, help="FDC accuracy CSV from train-fdc")
     p.add_argument("--generator-curve", type=Path, required=True, help="generator losses CSV from train-generator")
@@ -75,6 +76,9 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 def body(args: argparse.Namespace, params: Params) -> None:
     cfg = params.report
     metrics = _read_metrics(args.metrics)
+    # The FDC's accuracies live in train-fdc's own metrics file (one file per purpose); the
+    # page reads them as the `fdc` section (fca.report: TARGETS' fdc.acc_s1.2, fdc_table).
+    metrics["fdc"] = {k: v for k, v in _read_metrics(args.fdc_metrics).items() if k.startswith("acc")}
     a = np.load(args.evaluation / "arrays.npz")
     _need(args.evaluation / "arrays.npz", a.files, ARRAYS, "array")
     density = pd.read_csv(args.density)

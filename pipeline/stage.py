@@ -12,15 +12,19 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.params import ParamsError, Params, load_params
+from pipeline.params import ParamsError, load_params
 
 log = logging.getLogger("fca")
 
 
-def parser(stage: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every stage takes."""
+def parser(stage: str, description: str, params_help: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser with the options every stage takes. A stage that passes `params_help`
+    gets --params without a default (None when not given) and reads it itself (see run's `load`)."""
     p = argparse.ArgumentParser(prog=f"fca {stage}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml); validated before any work")
+    if params_help is None:
+        p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml); validated before any work")
+    else:
+        p.add_argument("--params", type=Path, default=None, help=params_help)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (also when FCA_PROGRESS=off)")
     return p
 
@@ -160,15 +164,19 @@ def describe_error(e: BaseException) -> str:
 USER_ERRORS = (ParamsError, OSError, ValueError, RuntimeError)
 
 
-def run(stage: str, argv: Sequence[str] | None, build: Callable[[], argparse.ArgumentParser], body: Callable[[argparse.Namespace, Params], None]) -> int:
-    """Parse argv, load and validate params, run `body`; user errors print one clear line and exit 2."""
+def run(stage: str, argv: Sequence[str] | None, build: Callable[[], argparse.ArgumentParser], body: Callable[[argparse.Namespace, Any], None],
+        load: Callable[[argparse.Namespace], Any] | None = None) -> int:
+    """Parse argv, load and validate params, run `body`; user errors print one clear line and exit 2.
+
+    `body` gets the Params of --params, or what `load(args)` returns when the stage gives `load`
+    (its errors are reported like the params' own)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     args = build().parse_args(argv)
     from fca.train.hardware import set_threads
 
     set_threads(getattr(args, "threads", 0))  # every stage: never more threads than CPUs (see --threads)
     try:
-        params = load_params(args.params)
+        params = load(args) if load is not None else load_params(args.params)
         body(args, params)
     except USER_ERRORS as e:
         if os.environ.get("FCA_DEBUG"):

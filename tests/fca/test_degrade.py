@@ -581,3 +581,254 @@ def test_inputs_whose_outputs_would_collide_are_named(tmp_path: Path):
     with pytest.raises(ValueError, match=r"clash.jpg and clash.png/b.png would both be written as clash.png"):
         degrade_folder(FixedSource(2, 7), d, tmp_path / "bad", DegradeConfig(tile=32), progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+# --------------------------------------------------------------------------- `fca degrade --pairs`: HR/LR training sets
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _basicsr_style_pairs(gt_root: Path, lq_root: Path, meta_info: Path | None = None) -> list[tuple[Path, Path]]:
+    """(GT path, LQ path) pairs as a BasicSR-style paired loader finds them (its documented
+    behaviour, written here without BasicSR):
+    - folder mode (no meta_info): the files directly in each folder (no subfolders, no hidden
+      files); both folders must hold as many; each GT file's LQ partner is the LQ-folder file
+      with the GT file's base name *and extension*, and it must exist;
+    - meta_info mode: each line is `NAME (H,W,C)`; the name is the text before the line's first
+      space, a path under the GT folder; the LQ partner is the LQ-folder file with NAME's base
+      name (its subfolders dropped)."""
+    if meta_info is None:
+        gts = sorted(p.name for p in gt_root.iterdir() if p.is_file() and not p.name.startswith("."))
+        lqs = {p.name for p in lq_root.iterdir() if p.is_file() and not p.name.startswith(".")}
+        assert len(gts) == len(lqs), (gts, sorted(lqs))
+        assert all(name in lqs for name in gts), (gts, sorted(lqs))
+        return [(gt_root / name, lq_root / name) for name in gts]
+    names = [line.split(" ")[0] for line in meta_info.read_text().splitlines()]
+    return [(gt_root / name, lq_root / Path(name).name) for name in names]
+
+
+def _paired_random_crop(gt: np.ndarray, lq: np.ndarray, gt_size: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """The loaders' training crop: GT must be exactly scale x LQ, or it refuses ("Scale mismatches")."""
+    if gt.shape[0] != lq.shape[0] * scale or gt.shape[1] != lq.shape[1] * scale:
+        raise ValueError(f"Scale mismatches. GT {gt.shape[:2]} is not {scale}x LQ {lq.shape[:2]}")
+    lq_size = gt_size // scale
+    top, left = lq.shape[0] - lq_size, lq.shape[1] - lq_size  # the last position: any crop must fit
+    return gt[top * scale : (top + lq_size) * scale, left * scale : (left + lq_size) * scale], lq[top : top + lq_size, left : left + lq_size]
+
+
+def _png_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.mode == "RGB", (path, im.format, im.mode)
+        return np.asarray(im)
+
+
+def _run_degrade(args: list[str], capsys) -> tuple[int, str, str]:
+    from pipeline import cli
+
+    code = cli.main(["degrade", "--no-progress", "--device", "cpu", *args])
+    printed = capsys.readouterr()
+    return code, printed.out, printed.err
+
+
+def test_pairs_are_read_by_a_basicsr_style_paired_loader(tmp_path, monkeypatch, capsys):
+    """The contract: hr/ and lr_x4/ pair by identical file name, HR = 4 x LR everywhere, PNG,
+    meta_info.txt lists exactly those pairs with the HR sizes, in both loader modes."""
+    from fca.train.generator import load_generator
+
+    monkeypatch.setenv("FCA_TRACKING", "off")
+    d = tmp_path / "photos"
+    _write(d / "chelsea.png", 300, 451, 0)  # 451 wide: mod-crop to 448, LR 112x75
+    Image.fromarray(_noise(123, 201, 1)).save(d / "my photo.jpg", quality=95)  # a space, and not .png
+    Image.fromarray(_noise(130, 97, 2)).save(d / "leaf.webp", lossless=True)
+    _write(d / "sub" / "deep.png", 64, 66, 3)  # in a subfolder: flattened
+    (d / "notes.txt").write_text("not an image")
+    _tiny_generator(tmp_path / "generator.pt")
+    work = tmp_path / "work"  # the user's folder: no params.yaml
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, out, err = _run_degrade(["--checkpoint", str(tmp_path / "generator.pt"), "--input", str(d), "--pairs", "x4"], capsys)
+    assert code == 0, err
+    assert "4 HR/LR pairs written into x4" in out and "1 files not images" in out
+    root = work / "x4"
+    assert is_fca_output(root)
+    assert sorted(p.name for p in root.iterdir()) == [".fca-output", "hr", "kernels", "lr_x4", "manifest.csv", "meta_info.txt"]
+
+    expect = {"chelsea.png": (300, 448), "my_photo.png": (120, 200), "leaf.png": (128, 96), "sub_deep.png": (64, 64)}
+    by_folder = _basicsr_style_pairs(root / "hr", root / "lr_x4")
+    by_meta = _basicsr_style_pairs(root / "hr", root / "lr_x4", root / "meta_info.txt")
+    assert by_folder == by_meta
+    assert sorted(gt.name for gt, _ in by_folder) == sorted(expect)
+    meta = (root / "meta_info.txt").read_text()
+    assert meta == "".join(f"{name} ({h},{w},3)\n" for name, (h, w) in sorted(expect.items()))
+    for gt_path, lq_path in by_folder:
+        gt, lq = _png_rgb(gt_path), _png_rgb(lq_path)
+        assert gt.shape == (*expect[gt_path.name], 3)
+        assert gt.shape == (4 * lq.shape[0], 4 * lq.shape[1], 3)
+        g, q = _paired_random_crop(gt, lq, 64, 4)
+        assert g.shape == (64, 64, 3) and q.shape == (16, 16, 3)
+
+    # HR is the input's top-left crop; LR and kernel are the generator's, from that HR.
+    m = pd.read_csv(root / "manifest.csv").set_index("file")
+    assert m.loc["notes.txt", "status"] == "ignored"
+    gen = load_generator(tmp_path / "generator.pt")
+    for rel in ("chelsea.png", "my photo.jpg", "leaf.webp", "sub/deep.png"):
+        r = m.loc[rel]
+        assert r.status == "ok" and r.hr_file == f"hr/{Path(r.lr_file).name}" and r.lr_file.startswith("lr_x4/")
+        assert (r.width, r.height) == load_rgb(d / rel).shape[1::-1] and (r.hr_width, r.hr_height) == (4 * r.lr_width, 4 * r.lr_height)
+        hr = _png_rgb(root / r.hr_file)
+        np.testing.assert_array_equal(hr, load_rgb(d / rel, uint8=True)[: hr.shape[0], : hr.shape[1]])
+        k = np.load(root / r.kernel_file)
+        np.testing.assert_allclose(k, estimate_image_kernel(gen, hr, DegradeConfig()).numpy(), rtol=0, atol=1e-6)
+        ref = np.clip(degrade_image(gen, hr, torch.from_numpy(k), DegradeConfig()), 0, 1)
+        assert np.abs(load_rgb(root / r.lr_file) - ref).max() <= 0.5 / 255 + 1e-6
+    assert sorted(p.name for p in work.iterdir()) == ["x4"]  # nothing else written in the user's folder
+
+
+def test_the_unpaired_layout_fails_that_loader(tmp_path):
+    """Why --pairs exists: --output's lr/ beside the photos has no HR of a matching size or name."""
+    d = tmp_path / "in"
+    _write(d / "chelsea.png", 300, 451, 0)
+    degrade_folder(FixedSource(4, 7), d, tmp_path / "out", DegradeConfig(tile=64), progress=False)
+    (gt, lq), = _basicsr_style_pairs(d, tmp_path / "out" / "lr")
+    with pytest.raises(ValueError, match="Scale mismatches"):
+        _paired_random_crop(_png_rgb(gt), _png_rgb(lq), 64, 4)
+
+
+@pytest.mark.parametrize("mode", ["--pairs", "--output"])
+def test_fca_degrade_runs_from_a_folder_without_params_yaml(tmp_path, mode):
+    """A user's folder: relative paths, no params.yaml, a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    work = tmp_path / "my_photos_project"
+    _write(work / "photos" / "a.png", 80, 90, 0)
+    _tiny_generator(work / "generator.pt")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FCA_TRACKING="off", OMP_NUM_THREADS="1")
+    env.pop("FCA_DEBUG", None)
+    cmd = [sys.executable, "-m", "pipeline.cli", "degrade", "--checkpoint", "generator.pt", "--input", "photos", mode, "out",
+           "--no-progress", "--device", "cpu"]
+    run = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "params file not found" not in run.stderr and "settings from built-in defaults" in run.stderr
+    if mode == "--pairs":
+        assert (work / "out" / "meta_info.txt").read_text() == "a.png (80,88,3)\n"
+        assert _png_rgb(work / "out" / "lr_x4" / "a.png").shape == (20, 22, 3)
+    else:
+        assert _png_rgb(work / "out" / "lr" / "a.png").shape == (20, 22, 3)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--tile", "8", "--tile = 8: must be >= 16"),
+    ("--tile", "abc", "--tile abc: expected a whole number"),
+    ("--max-tiles", "2.5", "--max-tiles 2.5: expected a whole number"),
+    ("--work-tile", "1e9", "--work-tile = 1000000000: must be <= 16384"),
+    ("--min-std", "nan", "--min-std nan: expected a finite number"),
+    ("--min-std", "-0.5", "--min-std = -0.5: must be >= 0"),
+    ("--kernel-from", "middle", "--kernel-from = 'middle': must be one of ['center', 'tiles']"),
+    ("--on-bad-image", "ignore", "--on-bad-image = 'ignore': must be one of ['error', 'skip']"),
+])
+def test_a_bad_option_value_is_one_line_naming_it(tmp_path, monkeypatch, capsys, option, value, message):
+    monkeypatch.setenv("FCA_TRACKING", "off")
+    monkeypatch.delenv("FCA_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "in" / "a.png", 64, 64, 0)
+    _tiny_generator(tmp_path / "generator.pt")
+    code, out, err = _run_degrade(["--checkpoint", "generator.pt", "--input", "in", "--pairs", "out", option, value], capsys)
+    assert code == 2
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert errors == [f"fca degrade: error: {message}"], err
+    assert "Traceback" not in err and "usage:" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generator.pt", "in"]
+
+
+def test_settings_come_from_options_over_the_params_file_over_the_defaults(tmp_path, monkeypatch, capsys, caplog):
+    """./params.yaml is read when present (the pipeline's case), --params FILE when given;
+    an option beats both; with neither, the built-in defaults (on_bad_image: error) hold."""
+    import logging
+
+    import yaml
+
+    caplog.set_level(logging.INFO, logger="fca")
+    monkeypatch.setenv("FCA_TRACKING", "off")
+    _write(tmp_path / "in" / "a.png", 64, 64, 0)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    _tiny_generator(tmp_path / "generator.pt")
+    raw = _with_defaults(yaml.safe_load((ROOT / "tests" / "params_tiny.yaml").read_text()))
+    raw["degrade"].update(on_bad_image="skip", tile=32)
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    common = ["--checkpoint", str(tmp_path / "generator.pt"), "--input", str(tmp_path / "in")]
+
+    monkeypatch.chdir(elsewhere)  # no params.yaml: the defaults, so the broken image stops the run
+    code, _, err = _run_degrade([*common, "--pairs", "o1"], capsys)
+    assert code == 2 and "broken.png" in err and "settings from built-in defaults" in caplog.text
+    code, _, err = _run_degrade([*common, "--pairs", "o2", "--params", str(project / "params.yaml")], capsys)
+    assert code == 0, err
+    assert "skipped" in pd.read_csv(elsewhere / "o2" / "manifest.csv").status.tolist()
+    code, _, err = _run_degrade([*common, "--pairs", "o3", "--on-bad-image", "skip"], capsys)
+    assert code == 0, err
+
+    monkeypatch.chdir(project)  # ./params.yaml is read (tile 32 and skip), an option overrides it
+    caplog.clear()
+    code, _, err = _run_degrade([*common, "--pairs", "o4"], capsys)
+    assert code == 0, err
+    assert "settings from params.yaml (degrade section): kernel_from=tiles, tile=32," in caplog.text and "on_bad_image=skip" in caplog.text
+    caplog.clear()
+    code, _, err = _run_degrade([*common, "--pairs", "o5", "--on-bad-image", "error", "--tile", "48"], capsys)
+    assert code == 2 and "broken.png" in err
+    assert "params.yaml (degrade section), options --tile, --on-bad-image: kernel_from=tiles, tile=48," in caplog.text
+    assert not (project / "o5").exists()
+    # A params.yaml that does not validate is named, with why it was read.
+    (project / "params.yaml").write_text("degrade: {tile: 8}\n")
+    code, _, err = _run_degrade([*common, "--pairs", "o6"], capsys)
+    assert code == 2 and "params.yaml is read because it is in the current folder" in err
+
+
+def test_pairs_names_that_collide_are_named_before_any_work(tmp_path):
+    d = tmp_path / "in"
+    _write(d / "my photo.jpg", 64, 64, 0)
+    _write(d / "my_photo.png", 64, 64, 1)
+    src = FixedSource(4, 7)
+    with pytest.raises(ValueError, match=r"my photo.jpg and my_photo.png would both be written as my_photo.png|"
+                                         r"my_photo.png and my photo.jpg would both be written as my_photo.png"):
+        degrade_folder(src, d, tmp_path / "out", DegradeConfig(tile=32), progress=False, pairs=True)
+    (d / "my_photo.png").unlink()
+    _write(d / "sub" / "x.png", 64, 64, 2)
+    _write(d / "sub_x.bmp", 64, 64, 3)
+    with pytest.raises(ValueError, match=r"would both be written as sub_x.png"):
+        degrade_folder(src, d, tmp_path / "out", DegradeConfig(tile=32), progress=False, pairs=True)
+    assert not src.seen and not (tmp_path / "out").exists()
+
+
+def test_pairs_are_atomic_and_refuse_to_overwrite(photos: Path, tmp_path: Path):
+    out = tmp_path / "pairs"
+    cfg = DegradeConfig(tile=32)
+    with pytest.raises(BadImageError, match="broken.png"):  # a failure leaves nothing behind
+        degrade_folder(FixedSource(2, 7), photos, out, cfg, progress=False, pairs=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    (photos / "broken.png").unlink()
+    m = degrade_folder(FixedSource(2, 7), photos, out, cfg, progress=False, pairs=True)
+    assert list(m.hr_file) == ["hr/a.png", "hr/sub_b.png"] and list(m.lr_file) == ["lr_x2/a.png", "lr_x2/sub_b.png"]
+    assert (out / "meta_info.txt").read_text() == "a.png (96,128,3)\nsub_b.png (100,74,3)\n"  # b.jpg: 75x101, cropped to 74x100
+    with pytest.raises(FileExistsError, match="overwrite"):
+        degrade_folder(FixedSource(2, 7), photos, out, cfg, progress=False, pairs=True)
+    (out / "hr" / "a.png").unlink()
+    degrade_folder(FixedSource(2, 7), photos, out, cfg, progress=False, pairs=True, overwrite=True)
+    assert (out / "hr" / "a.png").is_file() and is_fca_output(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "pairs"]
+
+
+def test_pairs_need_a_whole_number_scale_and_say_when_the_crop_leaves_too_little(tmp_path: Path):
+    d = tmp_path / "in"
+    _write(d / "a.png", 64, 64, 0)
+    with pytest.raises(ValueError, match="whole-number scale.*2.5"):
+        degrade_folder(FixedSource(2.5, 7), d, tmp_path / "out", DegradeConfig(tile=32), progress=False, pairs=True)
+    assert not (tmp_path / "out").exists()
+    _write(d / "thin.png", 19, 64, 1)  # mod-crop to 16 rows: LR 4 rows, a 9x9 kernel needs more than 4
+    m = degrade_folder(FixedSource(4, 9), d, tmp_path / "out", DegradeConfig(tile=32, on_bad_image="skip"), progress=False, pairs=True)
+    row = m.set_index("file").loc["thin.png"]
+    assert row.status == "skipped" and "64x19 (mod-cropped to 64x16) is too small" in row.reason
+    assert (tmp_path / "out" / "meta_info.txt").read_text() == "a.png (64,64,3)\n"

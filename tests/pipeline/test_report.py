@@ -32,9 +32,10 @@ def inputs(tmp_path, monkeypatch):
     (tmp_path / "evaluation").mkdir()
     np.savez(tmp_path / "evaluation" / "arrays.npz", kernels_pred=np.zeros((1, 3, 3)))
     (tmp_path / "metrics.json").write_text(json.dumps({"kernel": {}}))
+    (tmp_path / "fdc.json").write_text(json.dumps({"acc_s2.0": 0.9, "same_mean": 0.1}))
     (tmp_path / "density.csv").write_text("frequency,real\n0.1,1\n")
     args = ["report", "--params", str(tmp_path / "params.yaml"), "--patches", str(tmp_path), "--evaluation", str(tmp_path / "evaluation"),
-            "--degraded", str(tmp_path), "--metrics", str(tmp_path / "metrics.json"), "--density", str(tmp_path / "density.csv"),
+            "--degraded", str(tmp_path), "--metrics", str(tmp_path / "metrics.json"), "--fdc-metrics", str(tmp_path / "fdc.json"), "--density", str(tmp_path / "density.csv"),
             "--fdc-curve", str(tmp_path / "fdc.csv"), "--generator-curve", str(tmp_path / "gen.csv"), "--out", str(tmp_path / "figures"),
             "--readme", str(tmp_path / "README.md")]
     return tmp_path, args
@@ -53,3 +54,11 @@ def test_metrics_that_are_not_an_object_are_named(inputs, capsys):
     (tmp / "metrics.json").write_text("[1, 2]")
     assert cli.main(args) == 2
     assert f"fca report: error: {tmp}/metrics.json: expected a JSON object of metrics, got a list" in capsys.readouterr().err
+
+
+def test_fdc_metrics_that_are_not_an_object_are_named(inputs, capsys):
+    """The FDC's accuracies come from train-fdc's reports/fdc.json (no longer copied into metrics.json)."""
+    tmp, args = inputs
+    (tmp / "fdc.json").write_text('"0.9"')
+    assert cli.main(args) == 2
+    assert f"fca report: error: {tmp}/fdc.json: expected a JSON object of metrics, got a str" in capsys.readouterr().err

@@ -50,7 +50,7 @@ def _run(cmd: list[str], tmp: Path, **extra_env: str) -> str:
 def _stage_cmd(stage: str, tmp: Path, tag: str) -> list[str]:
     if stage == "evaluate":  # judges the single-process generator: only the SR nets' training differs
         return [stage, "--params", "params.yaml", "--patches", "patches", "--generator", "single/generator.pt",
-                "--fdc-metrics", "single/fdc.json", "--out", f"{tag}/metrics.json", "--density", f"{tag}/density.csv",
+                "--out", f"{tag}/metrics.json", "--density", f"{tag}/density.csv",
                 "--arrays", f"{tag}/evaluation", "--device", "cpu"]
     if stage == "train-fdc":
         return [stage, "--params", "params.yaml", "--patches", "patches", "--out", f"{tag}/fdc.pt",
