@@ -297,8 +297,23 @@ def edge_sharpness(x: torch.Tensor, quantiles: int) -> torch.Tensor:
     out = []
     for d, step in zip(diffs, (2.0, 2.0 * 2**0.5, 2.0, 2.0 * 2**0.5)):
         ratio = ((d.abs() / step) / (rng_ + 0.02))[..., 2:-2, 2:-2].flatten(1)
-        out.append(torch.log(torch.quantile(ratio, qs, dim=1).T + 1e-4))
+        out.append(torch.log(upper_quantiles(ratio, qs) + 1e-4))
     return torch.cat(out, 1)
+
+
+def upper_quantiles(x: torch.Tensor, qs: torch.Tensor) -> torch.Tensor:
+    """torch.quantile(x, qs, dim=1).T (linear interpolation) for high quantiles qs: [B, n] -> [B, len(qs)].
+
+    The same numbers from a partial sort of the top values only (topk), which is several times
+    faster than quantile's full sort of every row."""
+    n = x.shape[1]
+    pos = qs.double() * (n - 1)
+    lo = pos.floor().long()
+    frac = (pos - lo).to(x.dtype)
+    base = int(lo.min())
+    top = torch.topk(x, n - base, dim=1, sorted=True).values.flip(1)  # the largest n - base values, ascending
+    low, high = top[:, lo - base], top[:, (lo + 1).clamp(max=n - 1) - base]
+    return low + (high - low) * frac
 
 
 def build_estimator(estimator: str = "spectral", **kwargs) -> nn.Module:

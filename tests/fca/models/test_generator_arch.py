@@ -140,3 +140,11 @@ def test_edge_sharpness_is_lower_for_a_blurrier_image():
     softer = conv_per_sample(x, torch.from_numpy(gaussian(9, 3.0)).float())
     a, b = edge_sharpness(soft, 3), edge_sharpness(softer, 3)
     assert a.shape == (1, 12) and (a > b).all()
+
+
+def test_upper_quantiles_equal_torch_quantile():
+    from fca.models.generator_arch import upper_quantiles
+
+    x = torch.rand(5, 1000, generator=torch.Generator().manual_seed(0))
+    qs = torch.linspace(0.9, 0.995, 4)
+    assert torch.allclose(upper_quantiles(x, qs), torch.quantile(x, qs, dim=1).T, atol=1e-7)
