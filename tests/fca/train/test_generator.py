@@ -171,7 +171,8 @@ def test_consistency_loss_makes_the_estimator_read_each_images_blur(photo_patche
     sigmas = 0.8 + 2.7 * torch.rand(32, generator=gen_rng)
     real = _per_patch_blur(photo_patches, sigmas)
     train, held, held_sigma = real[:24], real[24:], sigmas[24:]
-    cfg = dataclasses.replace(TINY, kernel_size=9, steps=150, consistency_batch=16, estimator_hidden=32, kernel_param=kernel_param,
+    cfg = dataclasses.replace(TINY, estimator="spectral", w_consistency=1.0, kernel_size=9, steps=150, consistency_batch=16,
+                              estimator_hidden=32, kernel_param=kernel_param,
                               consistency_sigma=(0.5, 4.0))
     with_signal, _ = train_generator(cfg, train, None, device=CPU, checkpoint_dir=None, progress=False)
     blind, _ = train_generator(dataclasses.replace(cfg, w_consistency=0.0), train, None, device=CPU, checkpoint_dir=None, progress=False)
