@@ -294,8 +294,7 @@ def referee(
         t0 = time.perf_counter()
         k_global_val = fit_oracle_kernel(down_val, true_val, size)  # the best single kernel for the validation set
         global_val = conv_per_sample(down_val, k_global_val)
-        adapt = {f"{k}": v for k, v in kernel_agreement(kernels_val, oracle_val_k).items()}
-        adapt |= {
+        adapt = kernel_agreement(kernels_val, oracle_val_k) | {
             "lr_psnr_fca": kernel["lr_psnr_fca"],
             "lr_psnr_global": pooled_psnr(global_val, true_val),
             "lr_psnr_oracle": kernel["lr_psnr_oracle"],

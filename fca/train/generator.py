@@ -175,7 +175,7 @@ def consistency_loss(estimator: nn.Module, predicted: torch.Tensor, target_param
     Gaussian estimator: mean squared error of the smooth parameters (log-width, anisotropy and
     direction on equal footing); free: squared error of the kernels (summed over entries)."""
     predicted = predicted.float()
-    if predicted.shape[1] == 3 and getattr(estimator, "kernel_param", "") == "gaussian":
+    if estimator.kernel_param == "gaussian":
         return (predicted - target_params).pow(2).mean()
     k = estimator.kernel_size
     target = gaussian_from_params(target_params, k)
