@@ -15,7 +15,7 @@ MLFLOW_WORKERS ?= 2
 MLFLOW_BACKEND ?= sqlite:///$(CURDIR)/mlflow-server/mlflow.db
 MLFLOW_ARTIFACTS ?= $(CURDIR)/mlflow-server/artifacts
 
-.PHONY: install run plots test bench compare mlflow-ui mlflow-server lock clean-venv
+.PHONY: install run plots plots-page test bench compare mlflow-ui mlflow-server lock clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,15 +30,21 @@ run: $(STAMP)  ## run the whole pipeline (dvc repro) on the params in params.yam
 	@echo
 	@echo "Report:    reports/README.md (figures in reports/figures/, numbers in reports/metrics.json, reports/fdc.json)"
 	@echo "Metrics:   dvc metrics show      Plots: make plots (writes dvc_plots/index.html, drawn offline)"
-	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   then open http://127.0.0.1:5000"
+	@echo "MLflow UI: make mlflow-ui   then open $$($(BIN)/python -m pipeline.tracking link 2>/dev/null || echo http://127.0.0.1:5000)"
 
 # DVC's page loads Vega from a CDN; this one loads the copies that the django-js-lib-vega-embed
 # wheel ships (vega 5.33, vega-lite 5.23, vega-embed 6.29, BSD-3-Clause; the wheel is MIT and needs
 # no Django), copied beside it: no network.
-PLOTS_DIR := dvc_plots
+# `plots-page` is the same without the install check, with the dvc and python on PATH:
+# tests/test_browser.py runs it (make -f <this Makefile> -C <a temporary project> plots-page) and
+# opens the page in headless Chromium.
+PLOTS_DIR ?= dvc_plots
 plots: $(STAMP)  ## draw dvc.yaml's plots into dvc_plots/index.html, viewable offline
+	@$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) plots-page
+
+plots-page:
 	dvc plots show --out $(PLOTS_DIR) --html-template .dvc/plots/offline.html
-	@js="$$($(BIN)/python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("js_lib_vega_embed").origin).parent / "static" / "js_lib_vega_embed")')" \
+	@js="$$(python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("js_lib_vega_embed").origin).parent / "static" / "js_lib_vega_embed")')" \
 		&& cp "$$js/vega5.js" "$$js/vega-lite5.js" "$$js/vega-embed6.js" $(PLOTS_DIR)/
 	@echo "Plots: $(PLOTS_DIR)/index.html (Vega's scripts beside it: open it with no network)"
 
@@ -51,7 +57,8 @@ bench: $(STAMP)  ## speed and memory benchmarks (not part of the tests)
 compare: $(STAMP)  ## generator.loss = fdc, spectral, both as DVC experiments; table + plot in reports/compare/
 	fca compare
 
-mlflow-ui: $(STAMP)  ## open the local MLflow UI on 127.0.0.1:5000
+mlflow-ui: $(STAMP)  ## open the local MLflow UI on 127.0.0.1:5000 (the link it prints opens the "Model training" view)
+	@echo "Open $$($(BIN)/python -m pipeline.tracking link 2>/dev/null || echo http://127.0.0.1:5000)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 # The backend URI may hold a database password: it reaches mlflow through the environment

@@ -16,10 +16,17 @@ Each benchmark runs in a fresh child process (`--only NAME`), so each peak RSS i
            may run in TF32 (torch's default) while the fp32 matmul does not.
            The paper-scale column (CUDA, or --paper on a CPU) trains the generator and the
            FDC of presets/paper.yaml (512 px patches, 64-channel estimator, FDC loss).
+           On a CPU a row gives bf16's speed over fp32's and what `cpu_bf16: auto` picks here
+           (`fca.train.hardware.choose_cpu_precision` with these timings as its probe).
   degrade  `fca.degrade.degrade_image` on a synthetic 2048 x 2048 image (HR megapixels/s),
            `estimate_image_kernel` on it, and `degrade_folder` end to end including PNG I/O.
   density  `fca.frequency.radial_density` and `mean_density` on 128 x 128 patches, next to
            a bare `torch.fft.rfft2` of the same patches' luma.
+  estimator  the spectral kernel estimator of presets/mixed.yaml (one image's kernel, in
+           batches of `evaluate.batch_size` and alone) against the non-learned per-image
+           density fit (`fca.baseline`, `evaluate.baseline_steps` steps, all images at once),
+           on the same 128 x 128 crops: the speed-up that issue 9 asks to be at least 100x;
+           and `local_range` against the two max_pool2d calls it replaced.
 Every row gives a value, its goal, value / goal and whether the goal is met. Weights are
 untrained and images synthetic: the work per step or per pixel does not depend on either.
 On a CPU shared with other processes, use --threads 1: with more threads than idle cores,
@@ -50,12 +57,13 @@ import torch
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # pytorch_wavelets' import, once per child
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("matmul", "train", "degrade", "density")
+BENCHES = ("matmul", "train", "degrade", "density", "estimator")
 RSS_GOAL_MB = 2048.0  # the project's memory target for any stage on this 2-core, shared machine
 DEMO_BUDGET_S = 600.0  # goal: the demo's generator stage (generator.steps steps) in 10 minutes
 MATMUL_SHARE_GOAL = 0.6  # goal: a training step reaches 60 % of a dense matmul's GFLOP/s
 DENSITY_GOAL_MPX = 10.0  # goal: the real domain's target density over the demo's ~800 training patches in about a second
 DEGRADE_GOAL_MPX = 20.0  # goal: HR megapixels/s through degrade_image on 2 cores
+ESTIMATOR_SPEEDUP_GOAL = 100.0  # goal: G's kernel for one image at least 100x cheaper than the per-image fit
 
 
 # --------------------------------------------------------------------------- helpers
@@ -168,6 +176,7 @@ def step_flops(cfg, patches, fdc, fdc_scale: float, device: torch.device) -> int
         if step == 2:
             raise _Stop
 
+    cfg = dataclasses.replace(cfg, cpu_bf16="off")  # the count does not depend on the precision: no probe
     with FlopCounterMode(display=False) as counter:
         _run_training(cfg, patches, fdc, fdc_scale, device, on_step)
     return totals[1] - totals[0]
@@ -199,6 +208,7 @@ def paper_params():
 
 def bench_train(device: torch.device, quick: bool, notes: list[str], paper: bool = False) -> dict[str, float]:
     from fca.models.fdc_arch import build_fdc
+    from fca.train.hardware import choose_cpu_precision, native_bf16_flags
 
     gen_cfg, fdc_cfg, _ = demo_params(notes)
     max_steps, budget = (1, 0.0) if quick else (10, 40.0)
@@ -216,10 +226,18 @@ def bench_train(device: torch.device, quick: bool, notes: list[str], paper: bool
         out[f"train.{scale}.gflop"] = step_flops(cfg, patches, fdc, fdc_scale, device) / 1e9
         timed = []
         for prec in precisions:
-            run_cfg = dataclasses.replace(cfg, cpu_bf16=prec == "bf16", cuda_amp=prec == "amp")
+            run_cfg = dataclasses.replace(cfg, cpu_bf16="on" if prec == "bf16" else "off", cuda_amp=prec == "amp")
             seconds = step_seconds(run_cfg, patches, fdc, fdc_scale, device, max_steps, budget)
             out[f"train.{scale}.{prec}.s_per_step"] = float(np.median(seconds))
             timed.append(f"{prec} " + " ".join(f"{t:.3g}" for t in seconds))
+        if device.type == "cpu":
+            # What cpu_bf16: auto would pick here, with this benchmark's timings in place of the trainer's
+            # start-up probe (the same rule: native bf16, and bf16 at least BF16_MARGIN times faster).
+            ratio = out[f"train.{scale}.fp32.s_per_step"] / out[f"train.{scale}.bf16.s_per_step"]
+            choice = choose_cpu_precision("auto", lambda: ratio)
+            out["train.native_bf16"] = float(bool(native_bf16_flags()))
+            out[f"train.{scale}.auto_bf16"] = float(choice.cpu_bf16)
+            notes.append(f"train {scale}: cpu_bf16: auto on this CPU -> {choice.reason} (bf16 / fp32 speed here {ratio:.2f}x)")
         notes.append(
             f"train {scale}: patch {cfg.patch_size}, batch {cfg.batch_size}, channels {cfg.channels}, "
             f"{cfg.dense_blocks} dense + {cfg.res_blocks} res blocks, K {cfg.kernel_size}, loss {cfg.loss}, "
@@ -276,7 +294,51 @@ def bench_density(device: torch.device, quick: bool, notes: list[str]) -> dict[s
     }
 
 
-BENCH_FUNCS = {"matmul": bench_matmul, "train": bench_train, "degrade": bench_degrade, "density": bench_density}
+def bench_estimator(device: torch.device, quick: bool, notes: list[str]) -> dict[str, float]:
+    import torch.nn.functional as F
+
+    from fca.baseline import fit_kernels_by_density
+    from fca.models.generator_arch import local_range
+    from fca.train.generator import build_generator
+    from pipeline.params import load_params
+
+    mixed = load_params(ROOT / "presets" / "mixed.yaml")
+    g, ev = mixed.generator, mixed.evaluate
+    generator = build_generator(g).to(device).eval()
+    n = 16 if quick else 64
+    x = torch.rand(n, 3, g.patch_size, g.patch_size, generator=torch.Generator().manual_seed(0)).to(device)
+    batch = ev.batch_size
+
+    def batched() -> None:
+        with torch.no_grad():
+            for start in range(0, n, batch):
+                generator.estimate_kernel(x[start : start + batch])
+
+    def alone() -> None:
+        with torch.no_grad():
+            generator.estimate_kernel(x[:1])
+
+    t_batched = seconds_per_call(batched, device) / n
+    t_alone = seconds_per_call(alone, device)
+    base_n = min(n, 16)
+    _, t_base = fit_kernels_by_density(x[:base_n].cpu(), g.scale, g.kernel_size, steps=ev.baseline_steps)
+    t_base /= base_n
+    y = x[:, :1]
+    t_range = seconds_per_call(lambda: local_range(y, 5), device)
+    t_pool = seconds_per_call(lambda: F.max_pool2d(y, 5, 1, 2) + F.max_pool2d(-y, 5, 1, 2), device)
+    notes.append(f"estimator: presets/mixed.yaml's spectral estimator (untrained: the cost does not depend on the weights) on {n} "
+                 f"{g.patch_size}x{g.patch_size} crops in batches of {batch}; baseline: {ev.baseline_steps} steps on {base_n} crops")
+    return {
+        "estimator.batched.ms_per_image": 1e3 * t_batched,
+        "estimator.alone.ms_per_image": 1e3 * t_alone,
+        "estimator.baseline.ms_per_image": 1e3 * t_base,
+        "estimator.speedup_batched": t_base / t_batched,
+        "estimator.speedup_alone": t_base / t_alone,
+        "estimator.local_range_speedup": t_pool / t_range,
+    }
+
+
+BENCH_FUNCS = {"matmul": bench_matmul, "train": bench_train, "degrade": bench_degrade, "density": bench_density, "estimator": bench_estimator}
 
 
 def child(name: str, device: torch.device, quick: bool, result: Path, paper: bool = False) -> None:
@@ -311,6 +373,15 @@ def make_rows(v: dict[str, float], device: torch.device) -> list[dict]:
         fp32_goal = v["train.demo.steps"] / DEMO_BUDGET_S if scale == "demo" else None
         row("train step fp32", scale, fp32_rate, "step/s", fp32_goal)
         row(f"train step {fast_name} (goal: fp32)", scale, 1 / v[f"train.{scale}.{fast}.s_per_step"], "step/s", fp32_rate)
+        if f"train.{scale}.auto_bf16" in v:
+            if not v.get("train.native_bf16"):
+                pick = "fp32, no native bf16"
+            else:
+                from fca.train.hardware import BF16_MARGIN
+
+                pick = "bf16" if v[f"train.{scale}.auto_bf16"] else f"fp32, under {BF16_MARGIN:g}x"
+            speedup = v[f"train.{scale}.fp32.s_per_step"] / v[f"train.{scale}.bf16.s_per_step"]
+            row(f"train step bf16 / fp32 speed (cpu_bf16: auto picks {pick})", scale, speedup, "x")
         row("train step FLOPs (counted)", scale, v[f"train.{scale}.gflop"], "GFLOP")
         for prec, mm in (("fp32", "fp32"), (fast, "bf16")):
             achieved = v[f"train.{scale}.gflop"] / v[f"train.{scale}.{prec}.s_per_step"]
@@ -327,6 +398,12 @@ def make_rows(v: dict[str, float], device: torch.device) -> list[dict]:
     row("bare rfft2 of the luma", "-", v.get("density.fft.mpx_s"), "MP/s")
     if "density.fft.mpx_s" in v:
         row("radial_density / rfft2", "-", v["density.radial.mpx_s"] / v["density.fft.mpx_s"], "share")
+    row("kernel estimate, batched", "mixed", v.get("estimator.batched.ms_per_image"), "ms/image")
+    row("kernel estimate, one image alone", "mixed", v.get("estimator.alone.ms_per_image"), "ms/image")
+    row("per-image density fit (baseline)", "mixed", v.get("estimator.baseline.ms_per_image"), "ms/image")
+    row("baseline / estimator, batched", "mixed", v.get("estimator.speedup_batched"), "x", ESTIMATOR_SPEEDUP_GOAL)
+    row("baseline / estimator, one image alone", "mixed", v.get("estimator.speedup_alone"), "x", ESTIMATOR_SPEEDUP_GOAL)
+    row("max_pool2d pair / local_range", "-", v.get("estimator.local_range_speedup"), "x")
     for name in BENCHES:
         row(f"peak RSS {name}", "-", v.get(f"{name}.peak_rss_mb"), "MB", RSS_GOAL_MB, better="low")
         row(f"peak CUDA memory {name}", "-", v.get(f"{name}.cuda_peak_mb"), "MB")

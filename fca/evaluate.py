@@ -10,6 +10,10 @@ s = scale, down = antialiased bicubic downscale (`fca.resample.downscale`):
 - oracle:                     down(R) (*) k_or, k_or the K x K simplex kernel that makes
                               this closest to L_true (`fca.oracle.fit_oracle_kernel`)
 
+With camera noise (`patches.noise`, `fca.noise`): R = noise(I (*) k_gt) at HR pixels,
+L_true = noise(down(I) (*) k_gt) at LR pixels (the same per-pixel model, each patch's draws
+seeded by its name), and the oracle's LR image gets the same model too (docs/design.md, "Noise").
+
 k_or is fitted on the training patches (it is a property of k_gt and s, not of a scene)
 and judged on the held-out ones. The SR probe trains one small net three times, with the
 same budget and seed, on (down(X), X), (G(X), X) and (down(X) (*) k_or, X) for the
@@ -20,6 +24,11 @@ PSNRs here are pooled: the mean squared error over all validation crops at once 
 PSNR of the set as one mosaic). The per-crop mean that SR benchmarks use on full images
 is dominated by nearly flat crops (a sky crop at 58 dB for bicubic upscaling and 37 dB
 for a net with a 1% colour bias); SSIMs are per-crop means.
+
+Without a known kernel (a folder of real photos, `patches.blur.type: none`) there is no
+I, no L_true and no oracle: `referee_no_reference` reports what can be measured on the
+photos x alone (the density match of G(x) to x, and the kernels G estimates), and no
+verdict.
 """
 
 from __future__ import annotations
@@ -34,14 +43,16 @@ import torch
 from fca.baseline import fit_kernels_by_density
 from fca.config import param
 from fca.distributed import Dist
-from fca.frequency import bin_centres, log_l1, mean_density, symmetric_kl
+from fca.frequency import bin_centres, log_l1, mean_density, radial_density, symmetric_kl
 from fca.kernels import angle_difference, conv_per_sample, cov_rel_error, effective_sigma, principal_axis
 from fca.metrics import mse_y, pooled_psnr, ssim_y
+from fca.noise import PatchNoise
 from fca.oracle import fit_oracle_kernel, fit_oracle_kernels_per_image
 from fca.resample import downscale, upscale
 from fca.train.sr import SRConfig, sr_predict, train_sr
 
 DegradeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+KernelFn = Callable[[torch.Tensor], torch.Tensor]
 PAIR_KINDS = ("bicubic", "fca", "oracle")
 # Orientation is judged only where the oracle kernel has one (docs/design.md, "Referee").
 ANGLE_MIN_RATIO = 1.5
@@ -59,12 +70,20 @@ class EvaluateConfig:
     seed: int = param(0, ge=0, le=2**32 - 1, help="seed of the SR runs (the same for every kind of pairs) and of the bootstrap")
 
 
-def real_lr_views(clean: torch.Tensor, real: torch.Tensor, k_gt: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(down(R), L_true) for clean HR I [N, 3, H, W], real R = I (*) k_gt [N, 3, H, W]; k_gt [K, K] or one per image [N, K, K]."""
+def real_lr_views(
+    clean: torch.Tensor, real: torch.Tensor, k_gt: torch.Tensor, scale: float, noise: PatchNoise | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(down(R), L_true) for clean HR I [N, 3, H, W], real R = noise(I (*) k_gt) [N, 3, H, W]; k_gt [K, K] or one per image [N, K, K].
+
+    L_true = noise(down(I) (*) k_gt): `noise` (the patches' `fca.noise.PatchNoise`, view `lr`) is the
+    domain's per-pixel camera noise drawn at the LR pixel grid; None (or type none): no noise."""
     if clean.shape != real.shape:
         raise ValueError(f"clean {tuple(clean.shape)} and real {tuple(real.shape)} images must have the same shape")
     k = k_gt.to(torch.float64)
-    return downscale(real, scale), conv_per_sample(downscale(clean, scale), k).to(real.dtype)
+    true = conv_per_sample(downscale(clean, scale), k).to(real.dtype)
+    if noise is not None and noise.config.active:
+        true = noise(true, "lr")
+    return downscale(real, scale), true
 
 
 @torch.no_grad()
@@ -76,6 +95,16 @@ def apply_degrade(degrade_fn: DegradeFn, hr: torch.Tensor, batch_size: int) -> t
         lrs.append(lr.detach().float().cpu())
         kernels.append(k.detach().double().cpu())
     return torch.cat(lrs), torch.cat(kernels)
+
+
+def seconds_per_image(kernel_fn: KernelFn, hr: torch.Tensor, batch_size: int) -> float:
+    """Wall time of kernel_fn per image over [N, 3, H, W] in batches of batch_size, after one
+    untimed warm-up batch (first calls pay for allocations and kernel selection)."""
+    kernel_fn(hr[:batch_size])
+    t0 = time.perf_counter()
+    for start in range(0, hr.shape[0], batch_size):
+        kernel_fn(hr[start : start + batch_size])
+    return (time.perf_counter() - t0) / hr.shape[0]
 
 
 def _mean(x: torch.Tensor) -> float:
@@ -91,20 +120,28 @@ def _as_per_image(k: torch.Tensor, n: int, name: str) -> torch.Tensor:
     return k.double()
 
 
-def _check_inputs(clean_val, real_val, clean_train, real_train, scale, config: EvaluateConfig) -> None:
-    for name, t in (("clean_val", clean_val), ("real_val", real_val), ("clean_train", clean_train), ("real_train", real_train)):
+def _check_batches(**batches: torch.Tensor) -> None:
+    for name, t in batches.items():
         if t.dim() != 4 or t.shape[1] != 3 or t.shape[0] == 0:
             raise ValueError(f"referee: {name} must be a non-empty [N, 3, H, W] batch, got {tuple(t.shape)}")
+
+
+def _check_density_bins(real: torch.Tensor, scale: float, config: EvaluateConfig) -> None:
+    # The first ring must reach the lowest non-zero frequency 1/side: bins < side / 2.
+    lr_side = int(min(real.shape[-2:]) // scale)
+    if config.density_bins > (lr_side - 1) // 2:
+        raise ValueError(f"evaluate.density_bins = {config.density_bins}: LR patches of {lr_side} pixels resolve at most {(lr_side - 1) // 2} radial bins")
+
+
+def _check_inputs(clean_val, real_val, clean_train, real_train, scale, config: EvaluateConfig) -> None:
+    _check_batches(clean_val=clean_val, real_val=real_val, clean_train=clean_train, real_train=real_train)
     if float(scale) != int(scale):
         raise ValueError(f"referee: the SR probe needs an integer scale, got {scale}")
     for name, t in (("validation", real_val), ("training", real_train)):
         h, w = t.shape[-2:]
         if h % int(scale) or w % int(scale):
             raise ValueError(f"referee: {name} patches {h}x{w} are not a multiple of the scale {scale}")
-    # The first ring must reach the lowest non-zero frequency 1/side: bins < side / 2.
-    lr_side = min(real_val.shape[-2:]) // int(scale)
-    if config.density_bins > (lr_side - 1) // 2:
-        raise ValueError(f"evaluate.density_bins = {config.density_bins}: LR patches of {lr_side} pixels resolve at most {(lr_side - 1) // 2} radial bins")
+    _check_density_bins(real_val, int(scale), config)
 
 
 def kernels_differ(kernels: torch.Tensor) -> bool:
@@ -149,6 +186,32 @@ def interval(samples: np.ndarray) -> list[float]:
     return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
 
 
+def paired_bootstrap(
+    values: dict[str, np.ndarray],
+    statistic: Callable[[dict[str, np.ndarray]], dict[str, float]],
+    resamples: int,
+    rng: np.random.Generator,
+) -> dict[str, list[float]]:
+    """95 % intervals of the numbers statistic(values) returns, by a paired bootstrap.
+
+    values: name -> an array, all of one shape (e.g. [seeds, crops] or [images]). Each resample
+    draws every axis's indices with replacement, the *same* draw for every array (they are
+    measured on the same items, so what the items share cancels in their differences), and
+    recomputes the statistic. resamples <= 0: no intervals ({})."""
+    if resamples <= 0:
+        return {}
+    shapes = {name: v.shape for name, v in values.items()}
+    shape = next(iter(shapes.values()))
+    if any(s != shape for s in shapes.values()):
+        raise ValueError(f"paired bootstrap: the arrays must share one shape, got {shapes}")
+    draws: dict[str, np.ndarray] = {}
+    for b in range(resamples):
+        index = np.ix_(*[rng.integers(0, n, n) for n in shape])
+        for name, v in statistic({k: a[index] for k, a in values.items()}).items():
+            draws.setdefault(name, np.empty(resamples))[b] = v
+    return {name: interval(v) for name, v in draws.items()}
+
+
 def sr_intervals(mse: dict[str, np.ndarray], resamples: int, rng: np.random.Generator) -> dict[str, list[float]]:
     """95 % intervals of the SR numbers by a paired bootstrap over seeds and test crops.
 
@@ -156,24 +219,17 @@ def sr_intervals(mse: dict[str, np.ndarray], resamples: int, rng: np.random.Gene
     crops with replacement, the *same* draw for every kind (the kinds are compared on the same
     crops by nets of the same seeds), and recomputes the pooled PSNRs and the gain fraction, so the
     interval holds both the test set's and the SR training's noise."""
-    if resamples <= 0:
-        return {}
-    kinds = list(mse)
-    seeds, crops = mse[kinds[0]].shape
-    draws = {k: np.empty(resamples) for k in kinds}
-    gain = np.empty(resamples)
-    for b in range(resamples):
-        si = rng.integers(0, seeds, seeds)
-        ci = rng.integers(0, crops, crops)
-        for k in kinds:
-            draws[k][b] = -10 * np.log10(mse[k][np.ix_(si, ci)].mean())
-        head = draws["oracle"][b] - draws["bicubic"][b]
-        gain[b] = (draws["fca"][b] - draws["bicubic"][b]) / head if head > 1e-6 else np.nan
-    out = {f"psnr_{k}": interval(v) for k, v in draws.items()}
-    out["gain_fraction"] = interval(gain)
-    if "global" in draws:
-        out["gain_db_over_global"] = interval(draws["fca"] - draws["global"])
-    return out
+
+    def statistic(m: dict[str, np.ndarray]) -> dict[str, float]:
+        psnr = {k: -10 * np.log10(v.mean()) for k, v in m.items()}
+        head = psnr["oracle"] - psnr["bicubic"]
+        out = {f"psnr_{k}": v for k, v in psnr.items()}
+        out["gain_fraction"] = (psnr["fca"] - psnr["bicubic"]) / head if head > 1e-6 else np.nan
+        if "global" in psnr:
+            out["gain_db_over_global"] = psnr["fca"] - psnr["global"]
+        return out
+
+    return paired_bootstrap(mse, statistic, resamples, rng)
 
 
 def referee(
@@ -190,6 +246,9 @@ def referee(
     device: torch.device = torch.device("cpu"),
     dist: Dist = Dist(),
     k_train: torch.Tensor | None = None,
+    kernel_fn: KernelFn | None = None,
+    noise_val: PatchNoise | None = None,
+    noise_train: PatchNoise | None = None,
 ) -> dict:
     """Judge a trained degradation against the known answer.
 
@@ -197,8 +256,14 @@ def referee(
     k_gt: the validation images' kernels, [K, K] (one for all) or [N_val, K, K] (one per image);
     k_train: the training images' kernels likewise (default: k_gt, which must then be [K, K]).
     degrade_fn(hr [B, 3, H, W]) -> (lr [B, 3, H/s, W/s], kernels [B, K', K']) is the trained
-    generator. `on_step(kind, step, metrics)` sees every SR training step. device / dist: where,
-    and over how many torchrun processes, the SR nets train.
+    generator; kernel_fn(hr) -> kernels, its kernel estimation alone, is what
+    `adapt.seconds_per_image_fca` times (default: degrade_fn, whose time includes the LR
+    images). noise_val / noise_train: the domain's camera noise for the validation / training
+    patches (`fca.noise.PatchNoise`; None: none): L_true gets it (`real_lr_views`), and so do
+    the oracle's LR (view `oracle`, fresh draws) and, on a mixed-kernel domain, the best single
+    kernel's and the baseline's, so each stays a kernel's best answer, blur and noise.
+    `on_step(kind, step, metrics)` sees every SR training step. device / dist: where, and over
+    how many torchrun processes, the SR nets train.
 
     When every image shares one kernel, the oracle k_or is one kernel fitted on the training
     patches. When kernels differ (a mixed-kernel domain), each image gets its own oracle, and
@@ -233,10 +298,10 @@ def referee(
     clean_train, real_train = clean_train.float(), real_train.float()
 
     t0 = time.perf_counter()
-    down_val, true_val = real_lr_views(clean_val, real_val, k_val_each, s)
-    down_train, true_train = real_lr_views(clean_train, real_train, k_train_each, s)
+    down_val, true_val = real_lr_views(clean_val, real_val, k_val_each, s, noise_val)
+    down_train, true_train = real_lr_views(clean_train, real_train, k_train_each, s, noise_train)
     fca_val, kernels_val = apply_degrade(degrade_fn, real_val, config.batch_size)
-    timings["kernels_fca"] = time.perf_counter() - t0  # includes the LR images, an upper bound of the kernel's cost
+    timings["lr_fca_val"] = time.perf_counter() - t0
     fca_train, _ = apply_degrade(degrade_fn, real_train, config.batch_size)
     if fca_val.shape != down_val.shape:
         raise ValueError(f"referee: the generator returned LR {tuple(fca_val.shape)}, expected {tuple(down_val.shape)}")
@@ -253,6 +318,10 @@ def referee(
         oracle_train_k = k_global.expand(n_train, -1, -1)
     oracle_val = conv_per_sample(down_val, oracle_val_k)
     oracle_train = conv_per_sample(down_train, oracle_train_k)
+    if noise_val is not None and noise_val.config.active:  # the known answer: the oracle kernel and the true noise model
+        oracle_val = noise_val(oracle_val, "oracle")
+    if noise_train is not None and noise_train.config.active:
+        oracle_train = noise_train(oracle_train, "oracle")
     timings["oracle"] = time.perf_counter() - t0
 
     # Frequency densities (cycles/pixel, so HR and LR share the axis), distances to R's.
@@ -294,16 +363,20 @@ def referee(
         t0 = time.perf_counter()
         k_global_val = fit_oracle_kernel(down_val, true_val, size)  # the best single kernel for the validation set
         global_val = conv_per_sample(down_val, k_global_val)
+        if noise_val is not None and noise_val.config.active:  # as the oracle: the kernel's LR image with the true noise
+            global_val = noise_val(global_val, "global")
         adapt = kernel_agreement(kernels_val, oracle_val_k) | {
             "lr_psnr_fca": kernel["lr_psnr_fca"],
             "lr_psnr_global": pooled_psnr(global_val, true_val),
             "lr_psnr_oracle": kernel["lr_psnr_oracle"],
-            "seconds_per_image_fca": timings["kernels_fca"] / n_val,
+            "seconds_per_image_fca": seconds_per_image(kernel_fn or (lambda hr: degrade_fn(hr)[1]), real_val, config.batch_size),
         }
         adapt["gain_db"] = adapt["lr_psnr_fca"] - adapt["lr_psnr_global"]
         if config.baseline_steps > 0:
             base_k, seconds = fit_kernels_by_density(real_val, s, size, steps=config.baseline_steps)
             base_val = conv_per_sample(down_val, base_k)
+            if noise_val is not None and noise_val.config.active:
+                base_val = noise_val(base_val, "baseline")
             adapt |= {f"baseline_{k}": v for k, v in kernel_agreement(base_k, oracle_val_k).items() if k != "angle_images"}
             adapt["baseline_lr_psnr"] = pooled_psnr(base_val, true_val)
             adapt["seconds_per_image_baseline"] = seconds / n_val
@@ -312,6 +385,8 @@ def referee(
         metrics["adapt"] = adapt
         arrays |= {"kernels_true": k_val_each.numpy(), "kernels_oracle": oracle_val_k.numpy(), "kernel_global": k_global_val.numpy()}
         train_lr["global"] = conv_per_sample(down_train, k_global)
+        if noise_train is not None and noise_train.config.active:
+            train_lr["global"] = noise_train(train_lr["global"], "global")
         timings["adapt"] = time.perf_counter() - t0
 
     # Downstream SR: same net, budget and seeds; only the LR side of the pairs differs.
@@ -375,6 +450,127 @@ def referee(
         **{f"sr_loss_{k}": np.asarray(v) for k, v in losses.items()},
     }
     return {"metrics": metrics, "intervals": intervals, "arrays": arrays, "timings_s": timings}
+
+
+# --- no-reference mode: real photos, no known kernel ------------------------------------------
+
+NOREF_KINDS = ("bicubic", "fca")
+
+
+def image_densities(images: torch.Tensor, bins: int, batch: int = 64) -> torch.Tensor:
+    """Each image's frequency density (cycles/pixel): [N, C, H, W] -> [N, bins] float64."""
+    return torch.cat([radial_density(images[start : start + batch].double(), bins) for start in range(0, images.shape[0], batch)])
+
+
+def _image_summary(per_image: dict[str, np.ndarray]) -> dict[str, float]:
+    """Medians of the per-image distances, the median paired change (ours - bicubic; negative:
+    G(x) is closer to x than down(x) is) and the share of images where ours is closer."""
+    out = {f"image_{name}_median": float(np.median(v)) for name, v in per_image.items()}
+    change = per_image["gap_fca"] - per_image["gap_bicubic"]
+    out["image_gap_change_median"] = float(np.median(change))
+    out["image_closer_share"] = float(np.mean(change < 0))
+    return out
+
+
+def kernel_spread(kernels: torch.Tensor) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """What the estimated kernels [N, K, K] look like over the domain: (metrics, per-kernel arrays).
+
+    Metrics: effective sigma (median, 5th and 95th percentiles), the median axis ratio, the share
+    of kernels with an axis ratio >= ANGLE_MIN_RATIO (those whose direction means something), and
+    kernels_differ (1: the generator gives each image its own kernel)."""
+    sigma = effective_sigma(kernels).numpy()
+    ratio, angle = (v.numpy() for v in principal_axis(kernels))
+    metrics = {
+        "kernel_sigma_median": float(np.median(sigma)),
+        "kernel_sigma_p05": float(np.percentile(sigma, 5)),
+        "kernel_sigma_p95": float(np.percentile(sigma, 95)),
+        "kernel_axis_ratio_median": float(np.median(ratio)),
+        "kernel_oriented_share": float(np.mean(ratio >= ANGLE_MIN_RATIO)),
+        "kernels_differ": float(kernels_differ(kernels)),
+    }
+    return metrics, {"kernel_sigma": sigma, "kernel_axis_ratio": ratio, "kernel_angle": angle, "kernel_oriented": ratio >= ANGLE_MIN_RATIO}
+
+
+def referee_no_reference(
+    real_val: torch.Tensor,
+    scale: float,
+    degrade_fn: DegradeFn,
+    config: EvaluateConfig,
+) -> dict:
+    """Describe a trained degradation on real photos, where nobody knows the right kernel.
+
+    real_val: the held-out photos x [N, 3, H, W] in [0, 1]; degrade_fn as for `referee`. There is
+    no clean image, no L_true and so no oracle, kernel error, SR probe or verdict. What is
+    measured instead is FCA's own criterion, the frequency density:
+
+    - how it is compared: the density of an LR image (G(x) or bicubic down(x)) against that of
+      the real photos x at HR, on the cycles/pixel axis, exactly as `density.*` compares sets.
+      A per-pixel axis is the fair one: FCA's premise is that a real photo's density, measured
+      per pixel, does not depend on the resolution it was taken at (natural scenes are close to
+      scale-invariant), so a realistic LR image has its source's density at its own pixel pitch.
+      down(x) shrinks the camera's blur by s and comes out too sharp per pixel; a G that adds
+      the missing blur moves the LR density back towards x's.
+    - per image: each LR image against its *own* x, so the scene's content (a texture and a sky
+      differ whatever the camera) leaves the comparison; one image's density is a noisy
+      periodogram, so the per-image distances are summarised by their median with a 95 %
+      interval from a paired bootstrap over the images (the same draw for bicubic and ours).
+    - over the domain: the mean densities of the sets, as `density.gap_*` / `density.skl_*`.
+
+    A good match is necessary, not sufficient: a kernel of the wrong shape can match a radial
+    density too, which is why this mode gives numbers and pictures but no pass or miss.
+
+    Returns {"metrics": {"noref": ...}, "intervals": {"noref": ...}, "arrays": ..., "timings_s": ...}.
+    Metrics (all under noref):
+      gap_{bicubic,fca}, skl_{bicubic,fca}: the sets' mean densities against x's; gap_reduction
+      image_{gap,skl}_{bicubic,fca}_median, image_gap_change_median (ours - bicubic, paired),
+      image_closer_share (share of images where G(x) is closer to x than down(x))
+      kernel_sigma_{median,p05,p95}, kernel_axis_ratio_median, kernel_oriented_share, kernels_differ
+      images (how many photos)
+    """
+    _check_batches(real_val=real_val)
+    _check_density_bins(real_val, scale, config)
+    real_val = real_val.float()
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    down_val = downscale(real_val, scale)
+    fca_val, kernels_val = apply_degrade(degrade_fn, real_val, config.batch_size)
+    if fca_val.shape != down_val.shape:
+        raise ValueError(f"referee: the generator returned LR {tuple(fca_val.shape)}, expected {tuple(down_val.shape)}")
+    timings["degrade"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    bins = config.density_bins
+    lr = {"bicubic": down_val, "fca": fca_val}
+    dens = {"real": image_densities(real_val, bins)} | {k: image_densities(v, bins) for k, v in lr.items()}
+    mean = {k: v.mean(0) for k, v in dens.items()}
+    noref: dict[str, float] = {"images": float(real_val.shape[0])}
+    noref |= {f"gap_{k}": float(log_l1(mean[k], mean["real"])) for k in NOREF_KINDS}
+    noref |= {f"skl_{k}": float(symmetric_kl(mean[k], mean["real"])) for k in NOREF_KINDS}
+    noref["gap_reduction"] = 1.0 - noref["gap_fca"] / noref["gap_bicubic"] if noref["gap_bicubic"] > 0 else float("nan")
+    per_image: dict[str, np.ndarray] = {}  # each LR image against its own x
+    for k in NOREF_KINDS:
+        per_image[f"gap_{k}"] = log_l1(dens[k], dens["real"]).numpy()
+        per_image[f"skl_{k}"] = symmetric_kl(dens[k], dens["real"]).numpy()
+    noref |= _image_summary(per_image)
+    spread, kernel_arrays = kernel_spread(kernels_val)
+    noref |= spread
+    rng = np.random.default_rng(config.seed)
+    intervals = {"noref": paired_bootstrap(per_image, _image_summary, config.bootstrap, rng)}
+    timings["density_kernel"] = time.perf_counter() - t0
+
+    n = min(config.samples, real_val.shape[0])
+    arrays = {
+        "density_bins": bin_centres(bins).numpy(),
+        **{f"density_{k}": v.numpy() for k, v in mean.items()},
+        **{f"image_{k}": v for k, v in per_image.items()},
+        "kernels_pred": kernels_val.numpy(),
+        **kernel_arrays,
+        "sample_hr_real": real_val[:n].numpy(),
+        "sample_lr_bicubic": down_val[:n].numpy(),
+        "sample_lr_fca": fca_val[:n].numpy(),
+    }
+    return {"metrics": {"noref": noref}, "intervals": intervals, "arrays": arrays, "timings_s": timings}
 
 
 def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:

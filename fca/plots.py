@@ -119,6 +119,20 @@ def scatter_figure(x: np.ndarray, series: dict[str, np.ndarray], xlabel: str, yl
     return fig
 
 
+def histograms_figure(panels: list[tuple[str, np.ndarray, str]], bins: int = 20) -> plt.Figure:
+    """Histograms side by side: one panel per (title, values, x label); counts on the y axis."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), dpi=110, squeeze=False)
+    for ax, (title, values, xlabel) in zip(axes[0], panels):
+        values = np.asarray(values, dtype=np.float64)
+        ax.hist(values[np.isfinite(values)], bins=bins, color="tab:blue", alpha=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("images")
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def kernel_grid(rows: list[list[np.ndarray]], column_titles: list[str], row_titles: list[str]) -> plt.Figure:
     """Kernels in a grid (one row per image), each row on its own colour scale (its kernels compare)."""
     n_rows, n_cols = len(rows), len(column_titles)

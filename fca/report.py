@@ -136,8 +136,137 @@ def adapt_section(metrics: dict, figures: dict[str, str]) -> list[str]:
     return lines
 
 
+def _noref_density_lines(metrics: dict, figures: dict[str, str]) -> list[str]:
+    """Markdown lines: the density match of G(x) and of down(x) to the photos x (no-reference mode)."""
+    m = lambda k: lookup(metrics, k)  # noqa: E731
+    lines = [
+        "## Frequency density: does G move the LR images towards the photos?",
+        "",
+        f"![frequency density]({figures['density']})",
+        "",
+        "Densities are per pixel (cycles / pixel), each image at its own pixel pitch: FCA's premise is that a",
+        "camera's LR image looks, per pixel, like its HR photos, and a bicubic down(x) usually comes out too sharp. Per",
+        f"image, each LR image is measured against its own photo x, so the scene's content cancels: median over the {_fmt(m('noref.images'), 0)}",
+        "validation photos, with a 95 % interval from a paired bootstrap over the photos. Domain: the mean",
+        "densities of the sets, as the known-kernel referee's `density.*`.",
+        "",
+        "| LR images | per image: log-density L1 (median) | per image: sym. KL (median) | domain: log-density L1 | domain: sym. KL |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, label in (("bicubic", "down(x), bicubic"), ("fca", "G(x), ours")):
+        lines.append(f"| {label} | {with_interval(metrics, f'noref.image_gap_{kind}_median')} | {with_interval(metrics, f'noref.image_skl_{kind}_median', 4)} | "
+                     f"{_fmt(m(f'noref.gap_{kind}'))} | {_fmt(m(f'noref.skl_{kind}'), 4)} |")
+    closer = m("noref.image_closer_share")
+    lines += [
+        "",
+        f"Per-image change, ours - bicubic (median; negative: G(x) is closer to its photo than down(x) is): "
+        f"{with_interval(metrics, 'noref.image_gap_change_median')}; G(x) is the closer one for "
+        f"{'n/a' if math.isnan(closer) else f'{closer:.0%}'} of the photos. Over the domain, the share of bicubic's density "
+        f"gap that G closes is {_fmt(m('noref.gap_reduction'))} (`noref.gap_reduction`; negative: G widens it).",
+        "",
+        f"![per-image distances]({figures['noref_distances']})",
+        "",
+    ]
+    return lines
+
+
+def _noref_kernel_lines(metrics: dict, figures: dict[str, str]) -> list[str]:
+    """Markdown lines: what kernels G estimates for the photos (no-reference mode)."""
+    m = lambda k: lookup(metrics, k)  # noqa: E731
+    differ = m("noref.kernels_differ") == 1
+    oriented = m("noref.kernel_oriented_share")
+    return [
+        "## Estimated kernels",
+        "",
+        f"![kernel distribution]({figures['kernel_histograms']})",
+        "",
+        f"![kernels of sample photos]({figures['kernels']})",
+        "",
+        "| G's kernels over the validation photos | |",
+        "|---|---|",
+        f"| effective sigma, median (LR px) | {_fmt(m('noref.kernel_sigma_median'))} |",
+        f"| effective sigma, 5th .. 95th percentile (LR px) | {_fmt(m('noref.kernel_sigma_p05'))} .. {_fmt(m('noref.kernel_sigma_p95'))} |",
+        f"| axis ratio, median | {_fmt(m('noref.kernel_axis_ratio_median'), 2)} |",
+        f"| share of kernels with an axis ratio >= 1.5 (a direction to speak of) | {'n/a' if math.isnan(oriented) else f'{oriented:.0%}'} |",
+        "",
+        "G gives each photo its own kernel." if differ else
+        "G gives every photo the same kernel (a single-kernel estimator, or one that sees no difference between these photos).",
+        "",
+    ]
+
+
+def sr_model_section(metrics: dict, figures: dict[str, str]) -> list[str]:
+    """The SR models that train_sr trained for the user (metrics["sr_model"]: reports/sr.json), with
+    their figure; nothing when the run has none. Scores only where the kernel is known."""
+    if "sr_model" not in metrics:
+        return []
+    sr = metrics["sr_model"]
+    lines = ["## An SR model trained on the pairs (`train_sr`)", "",
+             "The same EDSR-style network trained twice with the same seed and budget, on bicubic pairs and on our",
+             "pairs (G(X), X); `fca upscale --model models/sr_ours.pt` applies it to any folder of photos.", ""]
+    if "psnr_y_ours" in sr:
+        lines += ["| validation images (input L_true, target R) | PSNR-Y (dB) | SSIM-Y |", "|---|---|---|"]
+        for kind, label in (("upscaling", "bicubic upscaling"), ("bicubic", "SR trained on bicubic pairs"), ("ours", "SR trained on our pairs")):
+            lines.append(f"| {label} | {_fmt(sr[f'psnr_y_{kind}'], 2)} | {_fmt(sr[f'ssim_y_{kind}'], 4)} |")
+        lines.append("")
+    else:
+        lines += ["No known kernel, so no score: the validation photos themselves, upscaled by each.", ""]
+    if "sr_model" in figures:
+        lines += [f"![SR models]({figures['sr_model']})", ""]
+    return lines
+
+
+def _page_tail(metrics: dict, figures: dict[str, str], keys: str = "") -> list[str]:
+    """What both pages end with: the SR models, the training curves, the FDC, the degraded images, where the numbers are."""
+    return [
+        *sr_model_section(metrics, figures),
+        "## Training",
+        "",
+        f"![training curves]({figures['training']})",
+        "",
+        *fdc_table(metrics.get("fdc", {})),
+        "",
+        "## Degraded validation images",
+        "",
+        f"![degraded]({figures['degraded']})",
+        "",
+        f"Numbers: `reports/metrics.json`{keys}, `reports/fdc.json` and `reports/sr.json` (`dvc metrics show`); curves: `make plots`",
+        "(`dvc plots show`, drawn offline); every run's params, metrics and figures: the MLflow UI (`make mlflow-ui`).",
+        "",
+    ]
+
+
+def noref_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, str]) -> str:
+    """The report page when the real domain's kernel is unknown (metrics hold `noref`): what G does
+    to the photos, with no verdict. `figures` maps a figure's role to its path relative to the page."""
+    lines = [
+        "# FCA run report: real photos, no reference",
+        "",
+        "**This domain has no known kernel, so there is no verdict.** The real domain is a set of photos",
+        "taken as they are (`patches.blur.type: none`): nobody knows the blur that made them, so there is no",
+        "true LR image, no oracle kernel, no kernel error and no SR probe to judge G against. This page shows",
+        "what G does to the photos: how close the frequency density of its LR images G(x) comes to that of",
+        "the photos x (FCA's own criterion), next to plain bicubic down(x), and which kernels it estimates.",
+        "A close density match is necessary for a right kernel, not proof of one.",
+        "",
+        " | ".join(f"{k}: {v}" for k, v in run_info.items()),
+        "",
+        *_noref_density_lines(metrics, figures),
+        *_noref_kernel_lines(metrics, figures),
+        "## Sample degradations",
+        "",
+        f"![sample crops]({figures['crops']})",
+        "",
+        *_page_tail(metrics, figures, " (`noref.*`)"),
+    ]
+    return "\n".join(lines)
+
+
 def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, str]) -> str:
-    """The report page. `figures` maps a figure's role to its path relative to the page."""
+    """The report page. `figures` maps a figure's role to its path relative to the page.
+    Without a known kernel (metrics hold `noref`) it is `noref_markdown`'s page."""
+    if "noref" in metrics:
+        return noref_markdown(metrics, figures, run_info)
     m = lambda k: lookup(metrics, k)  # noqa: E731
     mixed = "adapt" in metrics
     lines = [
@@ -224,18 +353,6 @@ def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, 
         "",
         f"![SR crops]({figures['crops']})",
         "",
-        "## Training",
-        "",
-        f"![training curves]({figures['training']})",
-        "",
-        *fdc_table(metrics.get("fdc", {})),
-        "",
-        "## Degraded validation images",
-        "",
-        f"![degraded]({figures['degraded']})",
-        "",
-        "Numbers: `reports/metrics.json` and `reports/fdc.json` (`dvc metrics show`); curves: `make plots`",
-        "(`dvc plots show`, drawn offline); every run's params, metrics and figures: the MLflow UI (`make mlflow-ui`).",
-        "",
+        *_page_tail(metrics, figures),
     ]
     return "\n".join(lines)

@@ -7,6 +7,8 @@ stage from what this module returns, so DVC and Snakemake cannot drift apart.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,3 +112,96 @@ def param_values(params_yaml: str | Path, keys: tuple[str, ...]) -> str:
             node = node[part]
         picked[key] = node
     return json.dumps(picked, sort_keys=True)
+
+
+# Where the Snakefile keeps one params stamp per stage (git- and DVC-ignored; not a DVC dep).
+STAMPS = ".fca/params"
+# YAML 1.2 floats PyYAML reads as strings (`1e-3`): compared as numbers with dvc.lock's values.
+_FLOAT_TEXT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def stamp_path(name: str) -> str:
+    """The params stamp of stage `name`, relative to the project root."""
+    return f"{STAMPS}/{name}.json"
+
+
+def params_stamp(stage: Stage, params_yaml: str | Path = "params.yaml", dvc_lock: str | Path = "dvc.lock",
+                 root: str | Path = ".") -> str:
+    """Write the stage's params stamp if its content changed; return its path (a rule input).
+
+    The stamp holds the values of exactly the params the stage declares. Snakemake compares
+    mtimes, so a changed param that rewrites the stamp makes it newer than the stage's outputs
+    and Snakemake re-runs the rule and everything downstream, whoever built the outputs (its
+    own params trigger needs its metadata, which outputs built by `dvc repro` lack). An
+    unchanged stamp is never touched. A new or changed stamp gets an mtime older than the
+    stage's outputs when DVC made those outputs with exactly these values: dvc.lock records
+    them for the stage and no output is newer than dvc.lock (a later Snakemake run or a manual
+    edit would be). Else it is new, and the stage re-runs.
+    """
+    root = Path(root)
+    rel = stamp_path(stage.name)
+    stamp = root / rel
+    values = param_values(root / params_yaml, stage.params)
+    content = values + "\n"
+    try:
+        if stamp.read_text() == content:
+            return rel
+    except OSError:
+        pass
+    made = _dvc_made(stage, json.loads(values), root / dvc_lock, root)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
+    tmp.write_text(content)
+    if made is not None:
+        os.utime(tmp, (made, made))
+    os.replace(tmp, stamp)
+    return rel
+
+
+def _dvc_made(stage: Stage, values: dict[str, Any], dvc_lock: Path, root: Path) -> float | None:
+    """An mtime older than the stage's outputs if dvc.lock says DVC made them with `values`
+    (the same value for every declared param, and no output newer than dvc.lock); else None."""
+    try:
+        lock_mtime = dvc_lock.stat().st_mtime
+        lock = yaml.safe_load(dvc_lock.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    entry = (lock.get("stages") or {}).get(stage.name) or {}
+    locked = (entry.get("params") or {}).get("params.yaml") or {}
+    if any(k not in locked or _numbers(locked[k]) != _numbers(v) for k, v in values.items()):
+        return None
+    times = [t for out in stage.outs for t in _mtimes(root / out)]
+    if not stage.outs or None in times or max(times) > lock_mtime:
+        return None
+    return min(times) - 1.0
+
+
+def _mtimes(path: Path) -> list[float | None]:
+    """mtimes of a path (and of its target if a link) and of all under it if a folder; None if missing."""
+    try:
+        times = [path.lstat().st_mtime, path.stat().st_mtime]
+    except OSError:
+        return [None]
+    if path.is_dir():
+        for dirpath, dirnames, filenames in os.walk(path):
+            for n in dirnames + filenames:
+                try:
+                    times.append(os.lstat(os.path.join(dirpath, n)).st_mtime)
+                except OSError:
+                    return [None]
+    return times
+
+
+def _numbers(value: Any) -> Any:
+    """`value` with number-like strings as floats and ints as floats, to compare YAML readings."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value):
+        return float(value)
+    return value

@@ -149,7 +149,8 @@ def body(args: argparse.Namespace, cfg: DegradeConfig) -> None:
     pairs = args.pairs is not None
     out = args.pairs if pairs else args.output
     extra = {"checkpoint": str(args.checkpoint), "input": str(args.input)} | ({"pairs": str(args.pairs)} if pairs else {})
-    with tracking.stage_run("degrade", section_dict(cfg) | extra | stage.runtime(device)) as run:
+    # standalone: outside the pipeline its own experiment, and no run for an error found before any work
+    with tracking.stage_run("degrade", section_dict(cfg) | extra | stage.runtime(device), standalone=True) as run:
         manifest = degrade_folder(
             generator, args.input, out, cfg, overwrite=args.overwrite, pairs=pairs,
             progress=stage.progress_enabled(args), on_step=lambda i, m: run.log_metrics(m, i), max_pixels=stage.max_pixels(args),

@@ -1,4 +1,5 @@
-"""Stage `evaluate`: the referee. On the synthetic real domain the right answer is known."""
+"""Stage `evaluate`: the referee. On the synthetic real domain the right answer is known;
+on real photos (no known kernel) it describes what G does, with no verdict."""
 
 from __future__ import annotations
 
@@ -11,24 +12,32 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fca.data.patches import load_patch_kernels, load_patch_set
-from fca.evaluate import flatten_metrics, referee
+from fca.data.patches import load_kernel_known, load_noise, load_patch_kernels, load_patch_set
+from fca.evaluate import flatten_metrics, referee, referee_no_reference
 from fca.frequency import mean_density
 from fca.fsutil import atomic_dir, atomic_file, write_json
+from fca.noise import PatchNoise
 from fca.train.generator import load_generator
 from pipeline import stage
 from pipeline.params import Params
 
 DESCRIPTION = """\
 Judge the trained generator where the answer is known (docs/design.md, "Referee"):
-I = clean patch, R = I (*) k_gt (real domain), L_true = down(I) (*) k_gt.
+I = clean patch, R = I (*) k_gt (real domain), L_true = down(I) (*) k_gt
+(with patches.noise: R and L_true each get the camera noise, at their own pixel grid).
 Fits the oracle kernel k_or (least squares, non-negative, sum 1), then measures
 frequency-density gaps of down(R) and G(R) to R, the kernel's covariance error
 against k_or, LR PSNR against L_true, and SR nets trained with the same budget
 on bicubic, our and oracle pairs, tested on held-out L_true -> R.
 Writes --out (metrics JSON: density, kernel, sr and, on a mixed-kernel domain,
 adapt; the FDC's accuracies stay in train-fdc's own file), --density (CSV) and
---arrays (kernels, densities and sample crops for the report)."""
+--arrays (kernels, densities and sample crops for the report).
+
+When the domain's kernel is unknown (patches.blur.type: none, the patches stage's
+summary.json: kernel_known false) there is no L_true and no oracle: --out holds
+only the `noref` section (the density match of G(x) and of bicubic down(x) to the
+photos x, per image and over the domain, and the spread of G's kernels), and the
+density CSV has no oracle or clean curve (empty columns)."""
 
 # The columns of --density (dvc.yaml's `density` plot draws them; tests/pipeline/test_plots.py).
 DENSITY_CURVES = ("real", "bicubic", "fca", "oracle", "clean")
@@ -46,6 +55,39 @@ def metrics_json(result: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+def density_curves(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
+    """--density's table: DENSITY_COLUMNS always (the plot in dvc.yaml draws them), a curve the
+    referee did not compute (no oracle and no clean images without a known kernel) left empty."""
+    missing = np.full(len(arrays["density_bins"]), np.nan)
+    return pd.DataFrame({"frequency": arrays["density_bins"]} | {name: arrays.get(f"density_{name}", missing) for name in DENSITY_CURVES})
+
+
+def write_outputs(args: argparse.Namespace, result: dict[str, Any], names: list[str], run: Any, device: Any, dist: Any) -> dict[str, Any]:
+    """--out, --density and --arrays from the referee's result (rank 0); returns the metrics written."""
+    metrics = metrics_json(result)
+    write_json(args.out, metrics)
+    arrays = result["arrays"]
+    with atomic_file(args.density) as tmp:
+        density_curves(arrays).to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_dir(args.arrays) as out:
+        np.savez_compressed(out / "arrays.npz", **arrays, sample_names=np.asarray(names[: len(arrays["sample_hr_real"])]))
+        write_json(out / "timings.json", result["timings_s"])
+        write_json(out / "runtime.json", stage.runtime(device, dist))  # the threads etc. behind the numbers
+    run.log_metrics(flatten_metrics(metrics))
+    run.log_artifact(args.out)
+    run.log_artifact(args.density)
+    return metrics
+
+
+def print_no_reference(metrics: dict[str, Any]) -> None:
+    n = metrics["noref"]
+    print(f"evaluate: no known kernel, no verdict: {n['images']:.0f} photos; per-image density distance to x (median) "
+          f"bicubic {n['image_gap_bicubic_median']:.3f} -> ours {n['image_gap_fca_median']:.3f} "
+          f"(change {n['image_gap_change_median']:+.3f}, 95 % interval {n.get('image_gap_change_median_lo', float('nan')):+.3f} .. "
+          f"{n.get('image_gap_change_median_hi', float('nan')):+.3f}; ours closer on {n['image_closer_share']:.0%} of the photos); "
+          f"kernel sigma median {n['kernel_sigma_median']:.2f} (5-95 %: {n['kernel_sigma_p05']:.2f} .. {n['kernel_sigma_p95']:.2f})")
+
+
 def build() -> argparse.ArgumentParser:
     p = stage.parser("evaluate", DESCRIPTION)
     p.add_argument("--patches", type=Path, required=True, help="the patches stage's output folder")
@@ -59,11 +101,16 @@ def build() -> argparse.ArgumentParser:
 
 def body(args: argparse.Namespace, params: Params) -> None:
     cfg = params.evaluate
-    clean_train, real_train, _ = load_patch_set(args.patches, "train")
+    kernel_known = load_kernel_known(args.patches)
     clean_val, real_val, names = load_patch_set(args.patches, "val")
-    # Each patch's own kernel: one shared kernel, or one per patch on a mixed-kernel domain.
-    k_train, k_val = load_patch_kernels(args.patches, "train"), load_patch_kernels(args.patches, "val")
-    run_params = {"generator.loss": params.generator.loss}
+    if kernel_known:
+        clean_train, real_train, names_train = load_patch_set(args.patches, "train")
+        # Each patch's own kernel: one shared kernel, or one per patch on a mixed-kernel domain.
+        k_train, k_val = load_patch_kernels(args.patches, "train"), load_patch_kernels(args.patches, "val")
+        # The domain's camera noise (summary.json), drawn per patch as the patches stage drew R's: L_true gets it.
+        noise, noise_seed = load_noise(args.patches)
+        noise_val, noise_train = PatchNoise(noise, noise_seed, tuple(names)), PatchNoise(noise, noise_seed, tuple(names_train))
+    run_params = {"generator.loss": params.generator.loss, "referee": "known kernel" if kernel_known else "no reference"}
     # Under torchrun every rank computes everything (same inputs, same numbers) and the SR
     # nets train over the ranks; rank 0 alone writes and logs.
     with stage.distributed(args) as (device, dist), stage.tracked("evaluate", stage.run_params(cfg, device, dist, **run_params), dist) as run:
@@ -74,28 +121,26 @@ def body(args: argparse.Namespace, params: Params) -> None:
             lr, kernels = generator(hr.to(device))
             return lr.float().cpu(), kernels.float().cpu()
 
+        @torch.no_grad()
+        def kernel_fn(hr: torch.Tensor) -> torch.Tensor:
+            return generator.estimate_kernel(hr.to(device)).cpu()
+
+        if not kernel_known:  # real photos: nothing to check against, only what G does to them
+            result = referee_no_reference(real_val, generator.scale, degrade_fn, cfg)
+            if dist.is_main:
+                print_no_reference(write_outputs(args, result, names, run, device, dist))
+            return
         result = referee(
-            clean_val, real_val, k_val, generator.scale, degrade_fn, clean_train, real_train, cfg, k_train=k_train,
+            clean_val, real_val, k_val, generator.scale, degrade_fn, clean_train, real_train, cfg, k_train=k_train, kernel_fn=kernel_fn,
+            noise_val=noise_val, noise_train=noise_train,
             progress=stage.progress_enabled(args),
             on_step=lambda kind, step, m: run.log_metrics({f"sr_train.{kind}.{k}": v for k, v in m.items()}, step),
             device=device, dist=dist,
         )
         if not dist.is_main:
             return
-        metrics = metrics_json(result)
-        write_json(args.out, metrics)
-        arrays = result["arrays"]
-        arrays["density_clean"] = mean_density(clean_val, cfg.density_bins).numpy()
-        curves = pd.DataFrame({"frequency": arrays["density_bins"]} | {name: arrays[f"density_{name}"] for name in DENSITY_CURVES})
-        with atomic_file(args.density) as tmp:
-            curves.to_csv(tmp, index=False, float_format="%.6g")
-        with atomic_dir(args.arrays) as out:
-            np.savez_compressed(out / "arrays.npz", **arrays, sample_names=np.asarray(names[: len(arrays["sample_hr_real"])]))
-            write_json(out / "timings.json", result["timings_s"])
-            write_json(out / "runtime.json", stage.runtime(device, dist))  # the threads etc. behind the numbers
-        run.log_metrics(flatten_metrics(metrics))
-        run.log_artifact(args.out)
-        run.log_artifact(args.density)
+        result["arrays"]["density_clean"] = mean_density(clean_val, cfg.density_bins).numpy()
+        metrics = write_outputs(args, result, names, run, device, dist)
     d, k, sr = metrics["density"], metrics["kernel"], metrics["sr"]
     print(f"evaluate: density gap bicubic {d['gap_bicubic']:.3f} -> ours {d['gap_fca']:.3f} (reduction {d['gap_reduction']:.1%}); "
           f"kernel sigma ours {k['sigma_pred']:.2f} vs oracle {k['sigma_oracle']:.2f} (cov error {k['cov_rel_error']:.1%}); "

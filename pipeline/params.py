@@ -12,6 +12,7 @@ and checks the limits that tie one section to another (`_check_cross_section`).
 from __future__ import annotations
 
 import dataclasses
+import typing
 import re
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from fca.evaluate import EvaluateConfig
 from fca.report import ReportConfig
 from fca.train.fdc import FDCConfig
 from fca.train.generator import GeneratorConfig
+from fca.train.sr import TrainSRConfig
 
 # Section name in params.yaml -> its config class. The order is the stage order.
 SECTIONS: dict[str, type] = {
@@ -35,6 +37,7 @@ SECTIONS: dict[str, type] = {
     "generator": GeneratorConfig,
     "degrade": DegradeConfig,
     "evaluate": EvaluateConfig,
+    "train_sr": TrainSRConfig,
     "report": ReportConfig,
 }
 
@@ -51,6 +54,7 @@ class Params:
     generator: GeneratorConfig
     degrade: DegradeConfig
     evaluate: EvaluateConfig
+    train_sr: TrainSRConfig
     report: ReportConfig
 
 
@@ -228,6 +232,12 @@ def _check_cross_section(params: Params) -> None:
         raise ParamsError(f"evaluate.sr.patch_size = {e.sr.patch_size}: must be a multiple of generator.scale = {s}")
     if e.sr.patch_size > p.size:
         raise ParamsError(f"evaluate.sr.patch_size = {e.sr.patch_size}: must be <= patches.size = {p.size}")
+    # train_sr crops its pairs from the whole training patches, like the SR probe.
+    t = params.train_sr
+    if t.patch_size % s:
+        raise ParamsError(f"train_sr.patch_size = {t.patch_size}: must be a multiple of generator.scale = {s}")
+    if t.patch_size > p.size:
+        raise ParamsError(f"train_sr.patch_size = {t.patch_size}: must be <= patches.size = {p.size}")
 
 
 # The folder `patches.blur.type: file` kernels must live in. dvc.yaml's patches stage
@@ -301,3 +311,16 @@ def section_dict(config: Any) -> dict[str, Any]:
 
     walk(config, "")
     return out
+
+
+def with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` params (plain YAML data) with every section and key it lacks at the dataclass default,
+    as plain YAML data: e.g. a small params file (tests/params_tiny.yaml) completed into one the
+    loader accepts. The defaults are the values params.yaml holds (tests/pipeline/test_defaults.py)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        return {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    return raw | {name: plain(dataclasses.asdict(kind())) | raw.get(name, {}) for name, kind in typing.get_type_hints(Params).items()}

@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from fca.data.images import iter_images, printable, save_npy, save_png
-from fca.data.patches import KERNEL_COLUMNS, BlurKernels, KernelTable, cut_patches, split_sources
+from fca.data.patches import KERNEL_COLUMNS, BlurKernels, KernelTable, cut_patches, kernel_is_known, split_sources
 from fca.fsutil import atomic_dir, write_json
+from fca.noise import apply_patch_noise
 from fca.progress import track
 from fca.plots import kernel_gallery, kernel_image, save_figure
 from pipeline import stage, tracking
@@ -20,7 +21,8 @@ from pipeline.params import Params, section_dict
 DESCRIPTION = """\
 Crop patches from the raw images, drop flat ones, split train/val by source image,
 and blur them with the known kernel k_gt (params: patches.blur) to make the
-synthetic real domain. Writes OUT/{train,val}/{clean,real}/*.png, OUT/index.csv,
+synthetic real domain, then add camera noise (params: patches.noise, fca.noise;
+none by default). Writes OUT/{train,val}/{clean,real}/*.png, OUT/index.csv,
 OUT/kernel.npy (+ .png) and OUT/summary.json.
 
 Each patch's kernel is recorded: OUT/kernels.npy holds the distinct kernels [M, K, K]
@@ -44,7 +46,8 @@ def build() -> argparse.ArgumentParser:
 def body(args: argparse.Namespace, params: Params) -> None:
     cfg = params.patches
     kernels = BlurKernels(cfg.blur, cfg.seed)  # a numpy Generator of its own: `rng` below still picks the same patches
-    images = iter_images(args.raw, on_bad=cfg.on_bad_image, recursive=True, max_pixels=stage.max_pixels(args))
+    # the download stage's own manifest.csv sits beside the images: not an input, not worth a line
+    images = iter_images(args.raw, on_bad=cfg.on_bad_image, recursive=True, max_pixels=stage.max_pixels(args), skip=("manifest.csv",))
     if len(images) == 0:
         raise FileNotFoundError(f"{args.raw}: no images found")
     sources = [str(p.relative_to(args.raw)) for p in images.paths]
@@ -64,8 +67,11 @@ def body(args: argparse.Namespace, params: Params) -> None:
             _check_finite(path, cut)
             split = split_of[source]
             stem = source.rsplit(".", 1)[0].replace("/", "__")
+            names = [f"{stem}_y{y:05d}_x{x:05d}.png" for y, x in cut.origins]
+            # Camera noise (patches.noise): each patch from a generator seeded by (seed, its name); `none` leaves cut.real as it is.
+            cut.real = apply_patch_noise(cut.real, names, cfg.noise, cfg.seed, "hr")
             for i, (y, x) in enumerate(cut.origins):
-                name = f"{stem}_y{y:05d}_x{x:05d}.png"
+                name = names[i]
                 for domain, batch in (("clean", cut.clean), ("real", cut.real)):
                     save_png(out / split / domain / name, batch[i].permute(1, 2, 0).numpy())
                 row = table.add(cut.kernels[i], cut.kernel_info[i])
@@ -92,7 +98,12 @@ def body(args: argparse.Namespace, params: Params) -> None:
             "skipped_small": small, "skipped_bad": [f"{printable(p)}: {why}" for p, why in images.skipped], "dropped_flat": flat,
             "ignored": [f"{printable(p.relative_to(args.raw))}: {why}" for p, why in images.ignored],
             "kernel_type": cfg.blur.type, "kernels_distinct": len(distinct),
-            "kernel_npy": "the kernel of every patch" if kernels.fixed is not None
+            # R = noise(I (*) k) per patch (fca.noise); evaluate gives L_true the same model, seeded by noise_seed and the file name
+            "noise": cfg.noise.as_dict(), "noise_seed": cfg.seed,
+            # false for `none` (the photos as they are, blur unknown): evaluate then runs its no-reference mode
+            "kernel_known": kernel_is_known(cfg.blur),
+            "kernel_npy": "a 1x1 delta: the patches are the photos as they are, their own kernel is unknown" if not kernel_is_known(cfg.blur)
+            else "the kernel of every patch" if kernels.fixed is not None
             else "the mean of the patches' kernels (each patch's own: kernels.npy rows, index.csv column kernel)",
         }
         write_json(out / "summary.json", summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,16 @@ import pandas as pd
 
 from fca.data.images import load_rgb
 from fca.fsutil import atomic_dir, atomic_file
-from fca.plots import curves_figure, density_figure, image_grid, kernel_gallery, kernel_grid, save_figure, scatter_figure
+from fca.plots import (
+    curves_figure,
+    density_figure,
+    histograms_figure,
+    image_grid,
+    kernel_gallery,
+    kernel_grid,
+    save_figure,
+    scatter_figure,
+)
 from fca.report import readme_markdown
 from pipeline import stage, tracking
 from pipeline.params import Params, section_dict
@@ -22,7 +32,11 @@ from pipeline.params import Params, section_dict
 DESCRIPTION = """\
 Draw the run's figures into --out (frequency density on a log axis, the kernel
 gallery true / oracle / predicted, SR crops, training curves, degraded images)
-and write --readme, a page that states the verdict against the referee's targets."""
+and write --readme, a page that states the verdict against the referee's targets.
+When the domain's kernel is unknown (metrics.json holds `noref`), the page says so
+and has no verdict: it shows the density match of G(x) and bicubic down(x) to the
+photos, per-image distances, the distribution and a gallery of G's kernels, and
+sample crops (photo, bicubic, G)."""
 
 
 def build() -> argparse.ArgumentParser:
@@ -35,6 +49,8 @@ def build() -> argparse.ArgumentParser:
     p.add_argument("--density", type=Path, required=True, help="density curves CSV from evaluate")
     p.add_argument("--fdc-curve", type=Path, required=True, help="FDC accuracy CSV from train-fdc")
     p.add_argument("--generator-curve", type=Path, required=True, help="generator losses CSV from train-generator")
+    p.add_argument("--sr-metrics", type=Path, help="train-sr's validation scores (.json); with --sr-figure, the page shows the SR models")
+    p.add_argument("--sr-figure", type=Path, help="train-sr's figure of validation images upscaled by each model (.png)")
     p.add_argument("--out", type=Path, required=True, help="figures folder (replaced as a whole)")
     p.add_argument("--readme", type=Path, required=True, help="the report page (Markdown)")
     return p
@@ -58,6 +74,9 @@ def _git_commit() -> str:
 # file) is one error naming the file and what it lacks, not a KeyError traceback.
 ARRAYS = ("kernels_pred", "kernel_true", "kernel_oracle", "sample_hr_real", "sample_lr_true", "sample_sr_bicubic",
           "sample_sr_fca", "sample_sr_oracle")
+# The same for a domain without a known kernel (fca.evaluate.referee_no_reference).
+NOREF_ARRAYS = ("kernels_pred", "kernel_sigma", "kernel_axis_ratio", "kernel_angle", "kernel_oriented", "image_gap_bicubic",
+                "image_gap_fca", "sample_hr_real", "sample_lr_bicubic", "sample_lr_fca")
 
 
 def _need(source: Path, have: Any, keys: Sequence[str], what: str = "key") -> None:
@@ -73,19 +92,9 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return metrics
 
 
-def body(args: argparse.Namespace, params: Params) -> None:
-    cfg = params.report
-    metrics = _read_metrics(args.metrics)
-    # The FDC's accuracies live in train-fdc's own metrics file (one file per purpose); the
-    # page reads them as the `fdc` section (fca.report: TARGETS' fdc.acc_s1.2, fdc_table).
-    metrics["fdc"] = {k: v for k, v in _read_metrics(args.fdc_metrics).items() if k.startswith("acc")}
-    a = np.load(args.evaluation / "arrays.npz")
-    _need(args.evaluation / "arrays.npz", a.files, ARRAYS, "array")
-    density = pd.read_csv(args.density)
-    _need(args.density, density.columns, ["frequency"], "column")
+def _known_kernel_figures(a: Any, cfg: Any) -> dict[str, object]:
+    """The kernel gallery (true / oracle / ours), on a mixed-kernel domain the adaptation figures, and the SR crops."""
     figures: dict[str, object] = {}
-    figures["density"] = density_figure(density.frequency.to_numpy(), {c: density[c].to_numpy() for c in density.columns if c != "frequency"},
-                                        "Frequency density of the validation patches")
     preds = a["kernels_pred"][: cfg.gallery_size]
     figures["kernels"] = kernel_gallery([("k_gt (true)", a["kernel_true"]), ("k_or (oracle)", a["kernel_oracle"])]
                                         + [(f"ours, image {i}", k) for i, k in enumerate(preds)])
@@ -108,6 +117,67 @@ def body(args: argparse.Namespace, params: Params) -> None:
                 + ([a["kernels_baseline"][i]] if "kernels_baseline" in a.files else []) for i in shown]
         figures["adapt_gallery"] = kernel_grid(grid, columns, [f"image {i}" for i in shown])
     figures["crops"] = image_grid(rows, ["input L_true", "SR, bicubic pairs", "SR, our pairs", "SR, oracle pairs", "target R"])
+    return figures
+
+
+def spread_sample(values: np.ndarray, n: int) -> list[int]:
+    """Indices of at most n items at evenly spaced ranks of `values`, smallest first: a sample that spans their range."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.unique(np.round(np.linspace(0, len(order) - 1, min(n, len(order)))).astype(int))
+    return [int(order[r]) for r in ranks]
+
+
+def _noref_figures(a: Any, cfg: Any) -> dict[str, object]:
+    """No known kernel: per-image density distances, the distribution and a gallery of G's kernels, and sample crops."""
+    figures: dict[str, object] = {}
+    figures["noref_distances"] = scatter_figure(
+        a["image_gap_bicubic"], {"G(x), ours": a["image_gap_fca"]}, "down(x), bicubic: log-density L1 to its photo x",
+        "G(x), ours: log-density L1 to its photo x", "Each validation photo (below the line: G(x) is closer to x)")
+    panels = [("effective sigma of G's kernels", a["kernel_sigma"], "LR px")]
+    if len(np.unique(a["kernels_pred"], axis=0)) > 1:  # a kernel per photo: its shape and direction vary too
+        oriented = a["kernel_oriented"].astype(bool)
+        panels += [("axis ratio of G's kernels", a["kernel_axis_ratio"], "long / short axis"),
+                   (f"direction, the {int(oriented.sum())} kernels with axis ratio >= 1.5", a["kernel_angle"][oriented], "degrees")]
+    figures["kernel_histograms"] = histograms_figure(panels)
+    shown = spread_sample(a["kernel_sigma"], cfg.gallery_size)
+    figures["kernels"] = kernel_gallery([(f"image {i}, sigma {a['kernel_sigma'][i]:.2f}", a["kernels_pred"][i]) for i in shown])
+    hr = a["sample_hr_real"].shape[-1]
+    rows = [[_hwc(a["sample_hr_real"][i]), _nearest_up(_hwc(a["sample_lr_bicubic"][i]), hr), _nearest_up(_hwc(a["sample_lr_fca"][i]), hr)]
+            for i in range(len(a["sample_hr_real"]))]
+    figures["crops"] = image_grid(rows, ["photo x (HR)", "down(x), bicubic (nearest-upscaled)", "G(x), ours (nearest-upscaled)"])
+    return figures
+
+
+def _kernel_sigma_panel(gen: pd.DataFrame, metrics: dict[str, Any], source: Path, no_reference: bool) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+    """The training panel of G's kernel width, with the oracle's as a line when there is an oracle."""
+    curves = {"ours": gen.kernel_sigma.to_numpy()}
+    if not no_reference:
+        if not isinstance(metrics.get("kernel"), dict) or "sigma_oracle" not in metrics["kernel"]:
+            raise ValueError(f"{source}: no key 'kernel.sigma_oracle'; is it the output of this version of fca evaluate?")
+        curves["oracle"] = np.full(len(gen), float(metrics["kernel"]["sigma_oracle"]))
+    return ("predicted kernel sigma (px)", gen.step.to_numpy(), curves)
+
+
+def body(args: argparse.Namespace, params: Params) -> None:
+    cfg = params.report
+    metrics = _read_metrics(args.metrics)
+    # The FDC's accuracies live in train-fdc's own metrics file (one file per purpose); the
+    # page reads them as the `fdc` section (fca.report: TARGETS' fdc.acc_s1.2, fdc_table).
+    metrics["fdc"] = {k: v for k, v in _read_metrics(args.fdc_metrics).items() if k.startswith("acc")}
+    if (args.sr_metrics is None) != (args.sr_figure is None):
+        raise ValueError("report: --sr-metrics and --sr-figure go together (both from train-sr)")
+    if args.sr_metrics is not None:
+        metrics["sr_model"] = _read_metrics(args.sr_metrics)
+    no_reference = "noref" in metrics  # evaluate ran without a known kernel: no oracle, no verdict
+    a = np.load(args.evaluation / "arrays.npz")
+    _need(args.evaluation / "arrays.npz", a.files, NOREF_ARRAYS if no_reference else ARRAYS, "array")
+    density = pd.read_csv(args.density)
+    _need(args.density, density.columns, ["frequency"], "column")
+    figures: dict[str, object] = {}
+    # A curve evaluate could not compute (no oracle or clean images without a known kernel) is an empty column.
+    figures["density"] = density_figure(density.frequency.to_numpy(), {c: density[c].to_numpy() for c in density.columns
+                                        if c != "frequency" and density[c].notna().any()}, "Frequency density of the validation patches")
+    figures |= _noref_figures(a, cfg) if no_reference else _known_kernel_figures(a, cfg)
     fdc = pd.read_csv(args.fdc_curve)
     gen = pd.read_csv(args.generator_curve)
     _need(args.fdc_curve, fdc.columns, ["step"], "column")
@@ -118,10 +188,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
     panels = [("FDC held-out ordering accuracy", fdc.step.to_numpy(), {c: fdc[c].to_numpy() for c in acc_cols}),
               ("generator losses", gen.step.to_numpy(), {c: gen[c].to_numpy() for c in loss_cols})]
     if "kernel_sigma" in gen:
-        if not isinstance(metrics.get("kernel"), dict) or "sigma_oracle" not in metrics["kernel"]:
-            raise ValueError(f"{args.metrics}: no key 'kernel.sigma_oracle'; is it the output of this version of fca evaluate?")
-        panels.append(("predicted kernel sigma (px)", gen.step.to_numpy(), {"ours": gen.kernel_sigma.to_numpy(),
-                       "oracle": np.full(len(gen), float(metrics["kernel"]["sigma_oracle"]))}))
+        panels.append(_kernel_sigma_panel(gen, metrics, args.metrics, no_reference))
     if sr_losses:
         n = min(len(v) for v in sr_losses.values())
         panels.append(("SR training L1", np.arange(n), {k: v[:n] for k, v in sr_losses.items()}))
@@ -141,6 +208,9 @@ def body(args: argparse.Namespace, params: Params) -> None:
         for role, fig in figures.items():
             run.log_figure(fig, f"report/{names[role]}")
             save_figure(fig, out / names[role])
+        if args.sr_figure is not None:  # drawn by train-sr; the page's figures live in one folder
+            names["sr_model"] = "sr_model.png"
+            shutil.copyfile(args.sr_figure, out / names["sr_model"])
         rel = Path(args.out.name) if args.out.parent == args.readme.parent else args.out
         try:
             text = readme_markdown(metrics, {k: str(rel / v) for k, v in names.items()},

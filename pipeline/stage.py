@@ -124,6 +124,14 @@ def run_params(config: Any, device: Any, dist: Any, **extra: Any) -> dict[str, A
     return section_dict(config) | extra | runtime(device, dist)
 
 
+def record_precision(run: Any, choice: Any) -> None:
+    """A trainer's precision choice (fca.train.hardware.PrecisionChoice; the trainers' on_precision)
+    in the stage's MLflow run: param `precision` (fp32, bf16 or fp16) and tag `precision.reason`
+    (what decided it: the param, the CPU's lack of native bf16, the probe's speed-up)."""
+    run.log_params({"precision": choice.precision})
+    run.set_tags({"precision.reason": choice.reason})
+
+
 def runtime(device: Any, dist: Any = None) -> dict[str, Any]:
     """What shapes a run's numbers besides params and inputs: the device, the processes, the CPU
     threads (a CPU run's bits depend on the count) and torch's version. Recorded in the stage's

@@ -1,13 +1,23 @@
 """The one module that speaks to MLflow.
 
-Each stage run is an MLflow run (its params section, metrics per step, artifacts)
+Each stage run is an MLflow run (its params section, keyed `<section>.<key>` as in
+params.yaml; metrics per step; artifacts; data/patches as its dataset when it reads it)
 nested under one parent run per pipeline invocation, tagged with the git commit and
-the stage name. Settings are environment variables, never params:
+the stage name. The parent run is named `<engine> <commit>[+dirty] <params changed
+from the committed params.yaml> <date>` and holds all of params.yaml. The experiment is
+made a model-training one (tag mlflow.experimentKind), not a GenAI one. Settings are
+environment variables, never params:
 
 - `MLFLOW_TRACKING_URI`: where runs go (default: `sqlite:///mlflow.db` in the project;
   `http://127.0.0.1:5000` for the shared server of `make mlflow-server`).
 - `FCA_TRACKING=off`: no tracking at all.
-- `FCA_EXPERIMENT`: experiment name (default `fca`).
+- `FCA_EXPERIMENT`: experiment name (default `fca`). `fca degrade` run by hand, outside
+  the pipeline, logs to `<that>-degrade`.
+- `FCA_MLFLOW_ARTIFACTS`: where new experiments keep artifacts (a folder or a URI such as
+  `s3://bucket/fca`; `<it>/<experiment name>`). Default: `mlruns/` beside a local SQLite
+  store file, or the server's choice. MLflow stores the location as an absolute path, so a
+  local store copied with its project folder would write into the original: such an
+  experiment is renamed (one warning says so) and a new one is made here.
 - `FCA_PIPELINE_ID`: groups stage runs under one parent run. When unset, the id is
   derived from the engine process (`dvc repro` / `snakemake`) that started the stage,
   so one invocation of either engine gives one parent run.
@@ -147,6 +157,12 @@ def _send(client: Any, op: dict[str, Any], base: Path) -> None:
         getattr(client, kind)(run_id, str(base / op["path"]), op.get("artifact_path"))
     elif kind == "set_terminated":
         client.set_terminated(run_id, op["status"], end_time=op["end_time"])
+    elif kind == "log_inputs":
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        client.log_inputs(run_id, [DatasetInput(Dataset(name, digest, source_type, source), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+                                   for name, digest, source_type, source, context in op["datasets"]])
     else:
         raise ValueError(f"unknown kept tracking call {kind!r}")
 
@@ -174,6 +190,7 @@ class MlflowRun(NullRun):
         self._retry_at = 0.0  # while the server is away: when to try again
         self._down = False
         self._files = itertools.count()
+        self.parent: str | None = None  # the pipeline's parent run, ended with this one
 
     # -- sending -----------------------------------------------------------------
 
@@ -400,7 +417,13 @@ def _quiet_retries(uri: str) -> None:
 
 
 def _tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+    """MLFLOW_TRACKING_URI, a relative SQLite file made absolute: MLflow keeps one store per URI
+    text in a process, and a spooled call must reach the same file from any folder."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+    if path and not path.startswith(("/", ":memory:")):
+        return f"sqlite:///{Path.cwd() / path}"
+    return uri
 
 
 def _client() -> Any:
@@ -413,46 +436,310 @@ def _client() -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def _experiment_id(client: Any) -> str:
-    name = os.environ.get("FCA_EXPERIMENT", "fca")
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
+def _git(*args: str) -> str | None:
+    """`git args` in the current folder: its stdout, or None outside a repository or without git."""
     try:
-        return client.create_experiment(name)
-    except Exception:  # noqa: BLE001 - created concurrently by another stage
-        return client.get_experiment_by_name(name).experiment_id
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _git_dirty() -> bool:
+    """Tracked files changed since the commit, besides what a pipeline run itself writes (dvc.lock,
+    the committed reports/) and params.yaml (whose changes the parent run's name lists)."""
+    out = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+               ":(exclude)dvc.lock", ":(exclude)params.yaml", ":(exclude)reports")
+    return bool(out and out.strip())
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (a container without passwd entry)
+        return "unknown"
+
+
+# -- the experiment: its kind and where its artifacts go -------------------------------------
+
+KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"  # the MLflow 3 UI's "Model training" (not GenAI)
+
+
+def experiment_name(stage: str | None = None, standalone: bool = False) -> str:
+    """FCA_EXPERIMENT (default `fca`); a standalone command run outside the pipeline (`fca degrade`
+    on one's own photos) gets `<that>-<stage>`, so its runs do not mix with the pipeline's."""
+    base = os.environ.get("FCA_EXPERIMENT", "fca")
+    return f"{base}-{stage}" if standalone and stage and not pipeline_id() else base
+
+
+def _local_store_dir(uri: str) -> Path | None:
+    """The folder of a SQLite store file (`sqlite:///mlflow.db` is relative to the current folder); None otherwise."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path).resolve().parent
+
+
+def _local_path(location: str) -> Path | None:
+    """A local artifact location (`/abs/path` or `file:///abs/path`) as a path; None for a remote one."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(location)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    return Path(location) if parts.scheme == "" else None
+
+
+def _artifact_root() -> str | None:
+    """Where new experiments keep artifacts: FCA_MLFLOW_ARTIFACTS; else, for a local SQLite store,
+    `mlruns/` beside the store file (MLflow's own default is `./mlruns` of whichever folder
+    created the experiment); else the server's default (None)."""
+    if os.environ.get("FCA_MLFLOW_ARTIFACTS"):
+        root = os.environ["FCA_MLFLOW_ARTIFACTS"]
+        return str(Path(root).resolve()) if _local_path(root) is not None else root.rstrip("/")
+    store = _local_store_dir(_tracking_uri())
+    return str(store / "mlruns") if store else None
+
+
+def _artifact_location(name: str) -> str | None:
+    root = _artifact_root()
+    return f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}" if root else None
+
+
+def _foreign_artifacts(exp: Any) -> Path | None:
+    """The artifact folder of an experiment in a local store that lies outside the store's folder:
+    the store file was copied or moved from another project, whose folder MLflow would keep
+    writing into (it stores the location as an absolute path). None when all is in place."""
+    store = _local_store_dir(_tracking_uri())
+    where = _local_path(exp.artifact_location or "")
+    if os.environ.get("FCA_MLFLOW_ARTIFACTS") or store is None or where is None:
+        return None
+    return None if where.resolve().is_relative_to(store) else where
+
+
+def _set_aside(client: Any, exp: Any, where: Path) -> None:
+    """Rename a copied store's experiment, so that a new one of that name keeps artifacts here."""
+    new_name = f"{exp.name} (id {exp.experiment_id}, artifacts in {where})"
+    try:
+        client.rename_experiment(exp.experiment_id, new_name)
+    except Exception as e:  # noqa: BLE001 - another stage renamed it first
+        log.debug("could not rename experiment %s: %s", exp.experiment_id, e)
+        return
+    log.warning("MLflow experiment %r of %s keeps its artifacts in %s, outside this folder (a copied or moved project): "
+                "renamed it %r; new runs go to a new %r with artifacts in %s",
+                exp.name, mask_uri(_tracking_uri()), where, new_name, exp.name, _artifact_location(exp.name))
+
+
+def _say_if_elsewhere(exp: Any) -> None:
+    """FCA_MLFLOW_ARTIFACTS applies to new experiments only: say so once when an existing one differs."""
+    wanted = _artifact_location(exp.name)
+    if os.environ.get("FCA_MLFLOW_ARTIFACTS") and wanted and not str(exp.artifact_location).startswith(
+            (wanted, "file://" + wanted)) and exp.experiment_id not in _SAID:
+        _SAID.add(exp.experiment_id)
+        log.warning("FCA_MLFLOW_ARTIFACTS=%s: MLflow experiment %r already keeps its artifacts in %s, and MLflow cannot "
+                    "move them; set FCA_EXPERIMENT to a new name for an experiment with artifacts there",
+                    os.environ["FCA_MLFLOW_ARTIFACTS"], exp.name, exp.artifact_location)
+
+
+_SAID: set[str] = set()
+
+
+def _experiment_id(client: Any, name: str | None = None) -> str:
+    """The experiment's id; made when missing, as a model-training experiment (so the MLflow 3 UI
+    does not open it as a GenAI one) with its artifacts where _artifact_root() says."""
+    name = name or experiment_name()
+    exp = client.get_experiment_by_name(name)
+    where = _foreign_artifacts(exp) if exp is not None else None
+    if where is not None:
+        _set_aside(client, exp, where)
+        exp = client.get_experiment_by_name(name)
+        exp = None if exp is not None and _foreign_artifacts(exp) else exp
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=_artifact_location(name), tags={KIND_TAG: MODEL_TRAINING})
+        except Exception:  # noqa: BLE001 - created concurrently by another stage
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if KIND_TAG not in exp.tags:  # made by an earlier version or by hand: the UI would guess GenAI
+        client.set_experiment_tag(exp.experiment_id, KIND_TAG, MODEL_TRAINING)
+    _say_if_elsewhere(exp)
+    return exp.experiment_id
+
+
+# -- what a run records besides the stage's own calls --------------------------------------
+
+# Stages whose params.yaml section has another name.
+_SECTION_OF = {"train_fdc": "fdc", "train_generator": "generator"}
+
+
+def section_prefixed(stage: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The stage's params keyed as in params.yaml: `lr` of train_fdc -> `fdc.lr`, so that stages'
+    params differ in the UI. Keys already under a section (`fdc.scale_end` read by
+    train_generator) stay, and so do keys that are no params.yaml value (device, threads, ...)."""
+    from pipeline.params import SECTIONS
+
+    section = _SECTION_OF.get(stage, stage)
+    config = SECTIONS.get(section)
+    if config is None:
+        return dict(params)
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(config)}
+    out = {}
+    for key, value in params.items():
+        head = str(key).split(".", 1)[0]
+        out[f"{section}.{key}" if head in fields and head not in SECTIONS else str(key)] = value
+    return out
+
+
+def _pipeline_params() -> dict[str, Any]:
+    """All of ./params.yaml, keyed like the stage runs' params (for the parent run); {} when unreadable."""
+    try:
+        from pipeline.params import SECTIONS, load_params, section_dict
+
+        loaded = load_params(Path("params.yaml"))
+    except Exception as e:  # noqa: BLE001 - no or a bad params.yaml: the stage itself says so
+        log.debug("no pipeline params for the parent run: %s", e)
+        return {}
+    return {f"{s}.{k}": v for s in SECTIONS for k, v in section_dict(getattr(loaded, s)).items()}
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, str]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): json.dumps(tree) if isinstance(tree, list) else str(tree)} if prefix else {}
+    out: dict[str, str] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def changed_params() -> list[tuple[str, str]]:
+    """(key, value) of ./params.yaml's values that differ from the committed params.yaml; [] when unknown."""
+    import yaml
+
+    committed = _git("show", "HEAD:./params.yaml")
+    try:
+        now = _flat(yaml.safe_load(Path("params.yaml").read_text()))
+        before = _flat(yaml.safe_load(committed)) if committed is not None else None
+    except (OSError, yaml.YAMLError):
+        return []
+    return [] if before is None else [(k, v) for k, v in now.items() if before.get(k) != v]
+
+
+def parent_name(engine: str, commit: str, dirty: bool, changed: list[tuple[str, str]], when: float) -> str:
+    """`dvc 655cdf0+dirty gen.loss=spectral 05-14 10:22`: what tells two pipeline runs apart first,
+    the date last, as the UI cuts names at about 40 characters."""
+    head = f"{engine} {commit[:7] if commit != 'unknown' else 'no-git'}{'+dirty' if dirty else ''}"
+    shown: list[str] = []
+    for key, value in changed:
+        section, _, rest = key.partition(".")
+        item = f"{section[:3]}.{rest}={value[:12]}" if rest else f"{key}={value[:12]}"
+        if shown and len(" ".join(shown)) + len(item) > 26:  # the rest only as a count
+            shown.append(f"+{len(changed) - len(shown)}")
+            break
+        shown.append(item)
+    return " ".join([head, *shown, time.strftime("%m-%d %H:%M", time.localtime(when))])
+
+
+def _source_tags(entry: str, engine: str | None, commit: str) -> dict[str, str]:
+    """MLflow's system tags, for the UI's Source and User columns: a run started by an engine is
+    a PROJECT run (shown `<project folder>:<entry>`), a command run by hand a LOCAL one."""
+    from mlflow.utils import mlflow_tags as t
+
+    tags = {t.MLFLOW_USER: _user(), t.MLFLOW_GIT_COMMIT: commit}
+    if engine:
+        tags |= {t.MLFLOW_SOURCE_TYPE: "PROJECT", t.MLFLOW_SOURCE_NAME: str(Path.cwd()), t.MLFLOW_PROJECT_ENTRY_POINT: entry}
+    else:
+        tags |= {t.MLFLOW_SOURCE_TYPE: "LOCAL", t.MLFLOW_SOURCE_NAME: f"fca {entry.replace('_', '-')}"}
+    return tags
+
+
+PATCHES = "data/patches"
+
+
+def _yaml_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _locked_out(path: str) -> dict[str, Any] | None:
+    """dvc.lock's record of the stage output `path` (md5, size, nfiles), if any."""
+    for stage in (_yaml_file("dvc.lock").get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            if isinstance(out, dict) and out.get("path") == path:
+                return out
+    return None
+
+
+def patches_digest() -> tuple[str, str] | None:
+    """(digest, where from) of ./data/patches: DVC's md5 from dvc.lock when the lock describes the
+    folder as it is (same file count and bytes; it can be stale after a Snakemake run), else
+    the md5 of its index.csv; None without the folder."""
+    folder = Path(PATCHES)
+    if not folder.is_dir():
+        return None
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    locked = _locked_out(PATCHES)
+    if locked and locked.get("nfiles") == len(files) and locked.get("size") == sum(p.stat().st_size for p in files):
+        return str(locked["md5"]).removesuffix(".dir"), "dvc.lock"
+    index = folder / "index.csv"
+    if index.is_file():
+        import hashlib
+
+        return hashlib.md5(index.read_bytes()).hexdigest(), "index.csv"
+    return None
+
+
+def _dataset_op(stage: str, run_id: str) -> dict[str, Any] | None:
+    """The kept call that records data/patches as the run's dataset, for a stage that reads it (dvc.yaml's deps)."""
+    deps = ((_yaml_file("dvc.yaml").get("stages") or {}).get(stage) or {}).get("deps") or []
+    found = patches_digest() if PATCHES in deps else None
+    if found is None:
+        return None
+    digest, origin = found
+    context = "training" if stage.startswith("train") else stage
+    source = json.dumps({"uri": str(Path(PATCHES).resolve()), "digest_from": origin})
+    return {"op": "log_inputs", "run_id": run_id, "datasets": [[PATCHES, digest, "local", source, context]]}
 
 
 def _parent_run(client: Any, experiment_id: str, pid: str, commit: str) -> str:
     found = client.search_runs([experiment_id], filter_string=f"tags.`fca.pipeline_id` = '{pid}' and tags.`fca.kind` = 'pipeline'", max_results=1)
     if found:
         return found[0].info.run_id
-    run = client.create_run(
-        experiment_id,
-        run_name=f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')} ({pid.split('-')[0]})",
-        tags={"fca.pipeline_id": pid, "fca.git_commit": commit, "fca.kind": "pipeline"},
-    )
+    from mlflow.entities import Param
+
+    engine = pid.split("-")[0]
+    changed = changed_params()
+    name = parent_name(engine, commit, _git_dirty(), changed, time.time())
+    tags = {"fca.pipeline_id": pid, "fca.git_commit": commit, "fca.kind": "pipeline", "mlflow.runName": name,
+            "fca.changed_params": ", ".join(f"{k}={v}" for k, v in changed)[:5000] or "none"}
+    run = client.create_run(experiment_id, run_name=name, tags=tags | _source_tags(engine, engine, commit))
+    # The whole params.yaml, keyed as the stage runs' params: parent runs compare side by side.
+    items = [Param(k, str(v)[:6000]) for k, v in _pipeline_params().items()]
+    for i in range(0, len(items), MlflowRun.PARAMS_PER_BATCH):
+        client.log_batch(run.info.run_id, params=items[i:i + MlflowRun.PARAMS_PER_BATCH])
     return run.info.run_id
 
 
-@contextlib.contextmanager
-def stage_run(stage: str, params: dict[str, Any]) -> Iterator[NullRun]:
-    """Open the MLflow run of one stage; yields an object with log_* methods.
-
-    The run ends FINISHED when the block exits normally, FAILED on an exception.
-    With FCA_TRACKING=off, or when MLflow cannot be reached at start, a NullRun is
-    yielded and the stage runs untracked (with a warning in the second case).
-    """
-    if not tracking_enabled():
-        yield NullRun()
-        return
+def _open_stage_run(stage: str, params: dict[str, Any], standalone: bool) -> NullRun:
+    """Create the stage's MLflow run (under its pipeline's parent run) and log its params; a
+    NullRun, with a warning, when MLflow cannot be reached."""
     commit = _git_commit()
+    pid = pipeline_id()
     try:
         client = _client()
-        experiment_id = _experiment_id(client)
-        tags = {"fca.stage": stage, "fca.git_commit": commit, "fca.kind": "stage", "mlflow.source.git.commit": commit}
-        pid = pipeline_id()
+        experiment_id = _experiment_id(client, experiment_name(stage, standalone))
+        tags = {"fca.stage": stage, "fca.git_commit": commit, "fca.kind": "stage", "mlflow.runName": stage}
+        tags |= _source_tags(stage, pid.split("-")[0] if pid else None, commit)
+        parent = None
         if pid:
             from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -463,9 +750,7 @@ def stage_run(stage: str, params: dict[str, Any]) -> Iterator[NullRun]:
         run = client.create_run(experiment_id, run_name=stage, tags=tags)
     except Exception as e:  # noqa: BLE001
         log.warning("MLflow tracking unavailable at start (%s: %s); stage %s runs untracked", type(e).__name__, mask_uri(str(e)), stage)
-        yield NullRun()
-        return
-    parent = tags.get("mlflow.parentRunId")
+        return NullRun()
     try:  # runs an earlier stage could not send (server away at its end) go first
         sent, kept = sync(_tracking_uri())
         if sent:
@@ -473,19 +758,93 @@ def stage_run(stage: str, params: dict[str, Any]) -> Iterator[NullRun]:
     except Exception as e:  # noqa: BLE001
         log.warning("could not send the kept tracking calls in %s: %s", spool_root(), mask_uri(str(e)))
     tracked = MlflowRun(client, run.info.run_id, _tracking_uri())
-    tracked.log_params(params)
+    tracked.parent = parent
+    tracked.log_params(section_prefixed(stage, params))
+    try:
+        dataset = _dataset_op(stage, run.info.run_id)
+    except OSError as e:  # an unreadable data/patches: the stage itself will say so
+        log.warning("no dataset recorded for stage %s: %s", stage, e)
+        dataset = None
+    if dataset is not None:
+        tracked._queue(dataset)
+    return tracked
+
+
+class _DeferredRun(NullRun):
+    """A run opened at its first logging call, or at a clean end: an error found before any work
+    (a wrong path, a busy output) leaves no run behind."""
+
+    def __init__(self, open_run: Any) -> None:
+        self._open = open_run
+        self._run: NullRun | None = None
+
+    @property
+    def run_id(self) -> str | None:  # type: ignore[override]
+        return self._run.run_id if self._run is not None else None
+
+    @property
+    def opened(self) -> bool:
+        return self._run is not None
+
+    def started(self) -> NullRun:
+        if self._run is None:
+            self._run = self._open()
+        return self._run
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.started().log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.started().log_metrics(metrics, step)
+
+    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        self.started().log_artifact(path, subdir)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        self.started().log_figure(figure, name)
+
+    def log_image(self, image: Any, name: str) -> None:
+        self.started().log_image(image, name)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.started().set_tags(tags)
+
+    def flush(self) -> None:
+        if self._run is not None:
+            self._run.flush()
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: dict[str, Any], *, standalone: bool = False) -> Iterator[NullRun]:
+    """Open the MLflow run of one stage; yields an object with log_* methods.
+
+    The run ends FINISHED when the block exits normally, FAILED on an exception.
+    With FCA_TRACKING=off, or when MLflow cannot be reached at start, a NullRun is
+    yielded and the stage runs untracked (with a warning in the second case).
+    `standalone`: a command also run by hand outside the pipeline (`fca degrade`). Its
+    run opens at its first logging call, so an error found before any work (checked
+    inside the block) leaves no run; outside a pipeline it goes to its own experiment.
+    """
+    if not tracking_enabled():
+        yield NullRun()
+        return
+    deferred = _DeferredRun(lambda: _open_stage_run(stage, params, standalone))
+    run: NullRun = deferred if standalone else deferred.started()
     status = "FAILED"
     try:
-        yield tracked
+        yield run
         status = "FINISHED"
     finally:
-        tracked.close(status, parent)
+        if status == "FINISHED" or deferred.opened:  # a clean end with no logging call still records the run
+            opened = deferred.started()
+            if isinstance(opened, MlflowRun):
+                opened.close(status, opened.parent)
 
 
 def stage_runs(stage: str) -> list[dict[str, Any]]:
     """Finished runs of one stage in the current experiment, newest first: [{run_id, start_time, params, metrics, tags}]."""
     client = _client()
-    exp = client.get_experiment_by_name(os.environ.get("FCA_EXPERIMENT", "fca"))
+    exp = client.get_experiment_by_name(experiment_name())
     if exp is None:
         return []
     runs = client.search_runs(
@@ -499,11 +858,25 @@ def stage_runs(stage: str) -> list[dict[str, Any]]:
     ]
 
 
+def ui_link(ui: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's page of the experiment, in its model-training view. The MLflow 3.x UI picks
+    GenAI or model training per browser (default GenAI) unless the link's workflowType says."""
+    exp = _client().get_experiment_by_name(experiment_name())
+    page = f"experiments/{exp.experiment_id}/runs" if exp is not None else "experiments"
+    return f"{ui.rstrip('/')}/#/{page}?workflowType=machine_learning"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.tracking sync`: send the calls kept in the spool to their servers."""
+    """`python -m pipeline.tracking sync`: send the calls kept in the spool to their servers.
+    `python -m pipeline.tracking link [UI]`: print the UI link of the experiment."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["link"] and len(argv) <= 2:
+        print(ui_link(*argv[1:]))
+        return 0
     if argv != ["sync"]:
-        print("usage: python -m pipeline.tracking sync   (sends the calls kept in " f"{spool_root()})", file=sys.stderr)
+        print("usage: python -m pipeline.tracking sync   (sends the calls kept in " f"{spool_root()})\n"
+              "       python -m pipeline.tracking link [UI]   (the experiment's page in the MLflow UI, default UI "
+              "http://127.0.0.1:5000)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     sent, kept = sync()

@@ -45,6 +45,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
             on_step=lambda step, m: run.log_metrics(m, step),
             on_eval=lambda step, m: run.log_metrics({f"val.{k}": v for k, v in m.items()}, step),
             checkpoint_dir=ckpt, progress=stage.progress_enabled(args), device=device, dist=dist,
+            on_precision=lambda choice: stage.record_precision(run, choice),
         )
         if not dist.is_main:
             return  # rank 0 writes the outputs

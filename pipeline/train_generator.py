@@ -60,7 +60,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         _, history = train_generator(
             cfg, train_real, fdc, device=device, checkpoint_dir=ckpt, fdc_scale=params.fdc.scale_end,
             on_step=lambda step, m: run.log_metrics(m, step), on_images=on_images,
-            progress=stage.progress_enabled(args), dist=dist,
+            progress=stage.progress_enabled(args), dist=dist, on_precision=lambda choice: stage.record_precision(run, choice),
         )
         if not dist.is_main:
             return  # rank 0 writes the outputs

@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-EXPECTED_STAGES = ["download", "patches", "train_fdc", "train_generator", "degrade", "evaluate", "report"]
+EXPECTED_STAGES = ["download", "patches", "train_fdc", "train_generator", "degrade", "evaluate", "train_sr", "report"]
 # What each engine's first run produced (numbers_of), compared by the last test.
 RESULTS: dict[str, dict[str, str]] = {}
 
@@ -187,6 +187,45 @@ def remote_round_trip(repo: Path, tmp: Path) -> None:
     assert "Data and pipelines are up to date." in run([dvc, "status"], repo, tmp)
 
 
+def snakemake_jobs(repo: Path, tmp: Path) -> set[str]:
+    """The rules `snakemake -n` would run (its "Job stats" table), less `all`."""
+    dry = run([str(BIN / "snakemake"), "--cores", "2", "-n", "--quiet", "rules"], repo, tmp)
+    if "Nothing to be done" in dry:
+        return set()
+    table = dry.split("Job stats:")[1].split("\ntotal")[0]
+    rows = [line.split() for line in table.splitlines()]
+    return {r[0] for r in rows if len(r) == 2 and r[1].isdigit()} - {"all"}
+
+
+def downstream_of(param: str, repo: Path) -> set[str]:
+    """The stages that declare `param` (or a section holding it) and every stage after them in dvc.yaml."""
+    from pipeline.dag import load_stages
+
+    stages = load_stages(repo / "dvc.yaml")
+    hit = {s.name for s in stages if any(param == p or param.startswith(p + ".") for p in s.params)}
+    for s in stages:  # file order is a run order: one pass reaches every descendant
+        outs = {o for t in stages if t.name in hit for o in t.outs}
+        if any(d in outs or any(d.startswith(o + "/") for o in outs) for d in s.deps):
+            hit.add(s.name)
+    return hit
+
+
+def snakemake_follows_dvc(repo: Path, tmp: Path) -> None:
+    """Snakemake on outputs `dvc repro` made (no Snakemake metadata): nothing to do; after one
+    changed param, exactly the stages that declare it and their descendants (the rules' params
+    stamps, .fca/params/<stage>.json, are newer than the outputs); back to dvc.lock's values, nothing."""
+    assert snakemake_jobs(repo, tmp) == set()
+    text = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(text)
+    params["generator"]["loss"] = "fdc" if params["generator"]["loss"] != "fdc" else "spectral"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    expected = downstream_of("generator.loss", repo)
+    assert {"train_generator", "degrade", "evaluate", "report"} <= expected, expected
+    assert snakemake_jobs(repo, tmp) == expected
+    (repo / "params.yaml").write_text(text)
+    assert snakemake_jobs(repo, tmp) == set()
+
+
 @pytest.mark.slow
 def test_dvc_repro_runs_all_then_nothing_then_only_what_a_param_touches(tmp_path):
     repo = checkout(tmp_path)
@@ -198,11 +237,13 @@ def test_dvc_repro_runs_all_then_nothing_then_only_what_a_param_touches(tmp_path
 
     second = run([str(BIN / "dvc"), "repro"], repo, tmp_path)
     assert "Running stage" not in second
+    snakemake_follows_dvc(repo, tmp_path)
 
     params = (repo / "params.yaml").read_text().replace("gallery_size: 2", "gallery_size: 1")
     (repo / "params.yaml").write_text(params)
     third = run([str(BIN / "dvc"), "repro"], repo, tmp_path)
     assert [n for n in EXPECTED_STAGES if f"Running stage '{n}'" in third] == ["report"]
+    assert snakemake_jobs(repo, tmp_path) == set()  # a param changed, and DVC re-ran what it touches
 
     # Every stage is an MLflow run under one parent per invocation, tagged with its stage.
     db = sqlite3.connect(tmp_path / "mlflow.db")
@@ -247,3 +288,27 @@ def test_both_engines_give_the_same_numbers():
     assert dvc.keys() == smk.keys()
     differ = sorted(k for k in dvc if dvc[k] != smk[k])
     assert not differ, f"{len(differ)} of {len(dvc)} differ between dvc repro and snakemake: {differ[:8]}"
+
+
+@pytest.mark.slow
+def test_a_folder_of_photos_gets_a_no_reference_report_and_an_sr_model_that_upscales(tmp_path):
+    """The photos as they are (patches.blur.type: none, here the built-in ones): no known kernel, so
+    the report judges nothing, and the SR model trained on the pairs upscales a photo."""
+    repo = checkout(tmp_path)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["patches"]["blur"] = {"type": "none"}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([str(BIN / "dvc"), "repro"], repo, tmp_path)
+    assert json.loads((repo / "data" / "patches" / "summary.json").read_text())["kernel_known"] is False
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert set(metrics) == {"noref"} and metrics["noref"]["images"] > 0
+    page = (repo / "reports" / "README.md").read_text()
+    assert "there is no verdict" in page and "## Verdict" not in page and "**miss**" not in page and "| pass |" not in page
+    assert "no score" in page and (repo / "reports" / "figures" / "sr_model.png").is_file()
+    assert "psnr_y_ours" not in json.loads((repo / "reports" / "sr.json").read_text())
+    photo = sorted((repo / "data" / "raw").rglob("*.png"))[0]
+    run([str(BIN / "fca"), "upscale", "--model", "models/sr_ours.pt", "--input", str(photo), "--output", "up", "--threads", "1"], repo, tmp_path)
+    from PIL import Image
+
+    with Image.open(photo) as src, Image.open(repo / "up" / f"{photo.stem}.png") as up:
+        assert up.size == (4 * src.size[0], 4 * src.size[1])

@@ -19,7 +19,7 @@ from test_engines_e2e import BIN, EXPECTED_STAGES, ROOT, _env, check_outputs, ch
 
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 LOCALHOST = ROOT / "profiles" / "slurm-localhost" / "config.yaml"
-GPU_RULES = {"train_fdc", "train_generator", "evaluate"}
+GPU_RULES = {"train_fdc", "train_generator", "evaluate", "train_sr"}
 
 
 def _set_resources() -> dict[str, dict]:

@@ -11,7 +11,7 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,7 +249,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def scan_images(folder: str | os.PathLike, recursive: bool = False) -> FolderScan:
+def scan_images(folder: str | os.PathLike, recursive: bool = False, skip: Collection[str] = ()) -> FolderScan:
     """Sort the entries of `folder` into image files to read and entries not read (with the reason).
 
     Images are regular files (or symbolic links to regular files inside `folder`) whose
@@ -259,7 +259,9 @@ def scan_images(folder: str | os.PathLike, recursive: bool = False) -> FolderSca
     folders (their content is not searched); symbolic links that are broken, point to a
     folder, or point outside `folder` (not followed: the input is the folder's own files);
     fifos, sockets, devices (reading them could block); names that are not valid UTF-8;
-    sub-folders when not `recursive`. fsutil's `.fca-output` mark is skipped.
+    sub-folders when not `recursive`. fsutil's `.fca-output` mark is skipped, and so are the
+    names in `skip` at the folder's top (files the pipeline itself wrote there, e.g. the
+    download stage's manifest.csv: not the user's, so not worth a line on every run).
     Both lists are sorted.
     """
     folder = Path(folder)
@@ -279,7 +281,7 @@ def scan_images(folder: str | os.PathLike, recursive: bool = False) -> FolderSca
         for entry in entries:
             p = Path(entry.path)
             name = entry.name
-            if name == MARKER and current == folder:
+            if (name == MARKER or name in skip) and current == folder:
                 continue
             try:
                 name.encode("utf-8")
@@ -371,10 +373,11 @@ class ImageIterator:
 
 
 def iter_images(
-    folder: str | os.PathLike, on_bad: str = "error", recursive: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    folder: str | os.PathLike, on_bad: str = "error", recursive: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    skip: Collection[str] = (),
 ) -> ImageIterator:
-    """Images of a folder as (path, float32 [H, W, 3]) pairs, sorted by path; see ImageIterator."""
-    scan = scan_images(folder, recursive=recursive)
+    """Images of a folder as (path, float32 [H, W, 3]) pairs, sorted by path; see ImageIterator (`skip`: see scan_images)."""
+    scan = scan_images(folder, recursive=recursive, skip=skip)
     return ImageIterator(scan.images, on_bad=on_bad, ignored=scan.ignored, max_pixels=max_pixels)
 
 

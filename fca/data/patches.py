@@ -16,6 +16,10 @@ other variants' outputs do not change). The stage records each patch's kernel:
 index.csv's `kernel` column is each patch's row in it (every variant writes both;
 a fixed kernel is one row that every patch points to). `load_patch_kernels` reads
 them back in `load_patch_set`'s order.
+
+With `noise` (`fca.noise`, default `none`) the stage then adds camera noise to each
+real patch: R = noise(I (*) k_gt), each patch's draws seeded by (seed, its file name);
+summary.json stores the model (`load_noise`) and the referee gives L_true the same.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 
 from fca.config import param
 from fca.frequency import to_luma
+from fca.noise import NoiseConfig, noise_from_dict
 from fca.kernels import (
     KERNEL_FAMILIES,
     anisotropic_gaussian,
@@ -89,6 +94,7 @@ class PatchesConfig:
     val_fraction: float = param(0.25, gt=0, lt=1, help="share of source images held out for validation")
     on_bad_image: str = param("error", choices=("error", "skip"), help="an unreadable image stops the stage, or is skipped and reported")
     blur: BlurConfig = param(BlurConfig(type="gaussian", size=13, sigma=3.0))
+    noise: NoiseConfig = param(NoiseConfig(), help="camera noise added to the real patches after the blur (fca.noise)")
     seed: int = param(0, ge=0, le=2**32 - 1)
 
 
@@ -305,7 +311,50 @@ def load_patch_kernels(root: str | Path, split: str, limit: int | None = None) -
     return torch.from_numpy(np.ascontiguousarray(table[ids], dtype=np.float64))
 
 
+def kernel_is_known(blur: BlurConfig) -> bool:
+    """Whether the real domain's kernel is known. Every variant blurs the patches with a kernel it
+    knows, except `none`: its real patches are the photos as they are (a folder of the user's own
+    photos), whose blur nobody knows. The 1x1 delta it records is what was applied, not k_gt."""
+    return blur.type != "none"
+
+
+def load_kernel_known(root: str | Path) -> bool:
+    """Whether the patches stage's output at `root` has a known kernel (summary.json: kernel_known).
+
+    A summary written before the key existed is read by its kernel_type (`none`: unknown)."""
+    import json
+
+    path = Path(root) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no patches summary (run the patches stage first)")
+    summary = json.loads(path.read_text())
+    if "kernel_known" in summary:
+        known = summary["kernel_known"]
+    elif "kernel_type" in summary:
+        known = summary["kernel_type"] != "none"
+    else:
+        known = None
+    if not isinstance(known, bool):
+        raise ValueError(f"{path}: kernel_known = {known!r}, expected true or false; re-run the patches stage")
+    return known
+
+
 def kernels_differ(kernels: torch.Tensor | np.ndarray) -> bool:
     """Whether a stack of kernels [N, K, K] holds more than one distinct kernel (False for a fixed k_gt)."""
     k = torch.as_tensor(kernels)
     return bool(len(k) > 1 and (k != k[:1]).any())
+
+
+def load_noise(root: str | Path) -> tuple[NoiseConfig, int]:
+    """The noise model of the patches stage's output at `root` and its seed (summary.json: noise,
+    noise_seed); a summary written before the keys existed had no noise."""
+    import json
+
+    path = Path(root) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no patches summary (run the patches stage first)")
+    summary = json.loads(path.read_text())
+    try:
+        return noise_from_dict(summary.get("noise")), int(summary.get("noise_seed", 0))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: noise = {summary.get('noise')!r}: {e}; re-run the patches stage") from None

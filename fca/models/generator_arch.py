@@ -37,10 +37,12 @@ import torch.nn.functional as F
 
 from fca.frequency import tile_polar_density, tiles_of, to_luma
 from fca.kernels import conv_per_sample, gaussian_from_params
+from fca.noise import stable_seed
 from fca.resample import downscale
 
 KERNEL_PARAMS = ("free", "gaussian")
 ESTIMATORS = ("spectral", "paper")
+NOISE_OPTIONS = ("none", "patches")
 # Gaussian parameterisation: sigmas are kept in [_SIGMA_MIN, kernel_size] so the kernel stays finite.
 _SIGMA_MIN = 0.2
 
@@ -135,7 +137,12 @@ class KernelEstimator(nn.Module):
         else:
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.head = nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU(), nn.Conv2d(c, 3, 1))
-            self.prior = nn.Parameter(torch.tensor([math.log(init_sigma), math.log(init_sigma), 0.0]))
+            # The image-independent part is the log-width only, shared by both axes: the
+            # domain-level losses see the radial density, which does not know a direction, so a
+            # free anisotropy there drifts (measured on the single-kernel demo: a 45-degree tilt,
+            # covariance error 0.105 with the width right to 2 %). Shape and direction come from
+            # the image-dependent head.
+            self.prior = nn.Parameter(torch.tensor([math.log(init_sigma)]))
         # Zero-init the last layer: the first kernel is exactly the prior, for every image.
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
@@ -159,8 +166,9 @@ class KernelEstimator(nn.Module):
             if self.kernel_param == "free":
                 logits = out[:, 0] + self.prior.float()  # [B, K, K]
                 return torch.softmax(logits.flatten(1), 1).view(-1, k, k)
-            p = out[:, :, 0, 0] + self.prior.float()  # [B, 3]
-            return gaussian_kernels(p[:, 0], p[:, 1], p[:, 2], k)
+            p = out[:, :, 0, 0]  # [B, 3]: log sigma_x, log sigma_y, theta
+            width = self.prior.float()
+            return gaussian_kernels(p[:, 0] + width, p[:, 1] + width, p[:, 2], k)
 
 
 class SpectralKernelEstimator(nn.Module):
@@ -237,13 +245,15 @@ class SpectralKernelEstimator(nn.Module):
     def raw_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, radial_bins * angular_bins + 1] (fp32, no standardisation)."""
         with torch.autocast(x.device.type, enabled=False):
-            x = x.float()
+            # Every feature reads the luma: computed once, before tiling (the overlapping tiles
+            # would otherwise convert each pixel four times; per pixel the numbers are the same).
+            y = to_luma(x.float())[:, None]
             # Half-overlapping tiles: the Hann window leaves each tile's border out, overlap puts it back.
-            density = tile_polar_density(x, self.tile, self.radial_bins, self.angular_bins, self.tile // 2).flatten(1)
-            variance = to_luma(tiles_of(x, self.tile).flatten(0, 1)).flatten(1).var(1).view(x.shape[0], -1).mean(1)
+            density = tile_polar_density(y, self.tile, self.radial_bins, self.angular_bins, self.tile // 2).flatten(1)
+            variance = tiles_of(y, self.tile).flatten(2).var(2).mean(1)
             parts = [torch.log(density + 1e-6), torch.log(variance + 1e-8)[:, None]]
             if self.edge_quantiles:
-                parts.append(edge_sharpness(x, self.edge_quantiles))
+                parts.append(edge_sharpness(y, self.edge_quantiles))
             return torch.cat(parts, 1)
 
     @torch.no_grad()
@@ -281,24 +291,41 @@ class SpectralKernelEstimator(nn.Module):
 
 
 def edge_sharpness(x: torch.Tensor, quantiles: int) -> torch.Tensor:
-    """Oriented edge sharpness: [B, 3, H, W] -> [B, 4 * quantiles] log upper quantiles of
+    """Oriented edge sharpness: [B, 3 or 1 (luma), H, W] -> [B, 4 * quantiles] log upper quantiles of
     |central difference along d| / (local 5x5 range + 0.02) for d = 0, 45, 90, 135 degrees.
 
     At a blurred step edge the steepest slope over the edge's contrast is about 1 / (sigma sqrt(2 pi)),
     whatever the contrast, so the top of this ratio's distribution reads the blur's width along d
     and leaves flat regions (which fill its bottom) out."""
     y = to_luma(x)[:, None]
-    rng_ = F.max_pool2d(y, 5, 1, 2) + F.max_pool2d(-y, 5, 1, 2)
-    pad = F.pad(y, (1, 1, 1, 1), mode="replicate")
+    # Only pixels 2 or more from the border count (their 5x5 range lies inside the image), and
+    # of those every other row and column: neighbouring pixels' ratios are nearly the same
+    # numbers, and the partial sort behind the quantiles was the estimator's largest cost
+    # (a quarter of the pixels: ~3x faster features, benchmarks/run.py --only estimator).
+    # Their central differences need no padding: each direction is a difference of two
+    # shifted views, the four stacked so each step below runs once.
+    inner = local_range(y, 5)[..., 2:-2:2, 2:-2:2]
     h, w = y.shape[-2:]
-    shift = lambda dy, dx: pad[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]  # noqa: E731
-    diffs = [shift(0, 1) - shift(0, -1), shift(1, 1) - shift(-1, -1), shift(1, 0) - shift(-1, 0), shift(1, -1) - shift(-1, 1)]
+    shift = lambda dy, dx: y[..., 2 + dy : h - 2 + dy : 2, 2 + dx : w - 2 + dx : 2]  # noqa: E731
+    diffs = torch.stack([shift(0, 1) - shift(0, -1), shift(1, 1) - shift(-1, -1), shift(1, 0) - shift(-1, 0), shift(1, -1) - shift(-1, 1)])
+    steps = torch.tensor([2.0, 2.0 * 2**0.5, 2.0, 2.0 * 2**0.5], dtype=y.dtype, device=y.device).view(4, 1, 1, 1, 1)
+    ratios = ((diffs.abs() / steps) / (inner + 0.02)).flatten(2).flatten(0, 1)  # [4 * B, pixels]
     qs = torch.linspace(0.9, 0.995, quantiles, dtype=y.dtype, device=y.device)
-    out = []
-    for d, step in zip(diffs, (2.0, 2.0 * 2**0.5, 2.0, 2.0 * 2**0.5)):
-        ratio = ((d.abs() / step) / (rng_ + 0.02))[..., 2:-2, 2:-2].flatten(1)
-        out.append(torch.log(upper_quantiles(ratio, qs) + 1e-4))
-    return torch.cat(out, 1)
+    q = upper_quantiles(ratios, qs).view(4, y.shape[0], quantiles)
+    return torch.log(q + 1e-4).transpose(0, 1).flatten(1)
+
+
+def local_range(y: torch.Tensor, size: int) -> torch.Tensor:
+    """max - min over each pixel's size x size window (borders: the window's part inside the image): [B, 1, H, W].
+
+    The same numbers as max_pool2d(y) + max_pool2d(-y) with padding size // 2, reduced
+    separably (rows, then columns) over unfolded views: max_pool2d with stride 1 is slow on
+    CPU, and it was the estimator's largest cost (benchmarks/estimator_speed.py)."""
+    r = size // 2
+    pad = (r, r, r, r)
+    high = F.pad(y, pad, value=-math.inf).unfold(3, size, 1).amax(-1).unfold(2, size, 1).amax(-1)
+    low = F.pad(y, pad, value=math.inf).unfold(3, size, 1).amin(-1).unfold(2, size, 1).amin(-1)
+    return high - low
 
 
 def upper_quantiles(x: torch.Tensor, qs: torch.Tensor) -> torch.Tensor:
@@ -311,7 +338,8 @@ def upper_quantiles(x: torch.Tensor, qs: torch.Tensor) -> torch.Tensor:
     lo = pos.floor().long()
     frac = (pos - lo).to(x.dtype)
     base = int(lo.min())
-    top = torch.topk(x, n - base, dim=1, sorted=True).values.flip(1)  # the largest n - base values, ascending
+    # the largest n - base values, ascending: an unsorted topk, then a sort of those few only (faster than topk's own sort)
+    top = torch.topk(x, n - base, dim=1, sorted=False).values.sort(dim=1).values
     low, high = top[:, lo - base], top[:, (lo + 1).clamp(max=n - 1) - base]
     return low + (high - low) * frac
 
@@ -330,27 +358,79 @@ def build_estimator(estimator: str = "spectral", **kwargs) -> nn.Module:
 
 
 class Generator(nn.Module):
-    """G(x) = bicubic_down(x, s) (*) k(x): x_hr [B, 3, H, W] -> (lr [B, 3, H/s, W/s], kernels [B, K, K])."""
+    """G(x) = bicubic_down(x, s) (*) k(x) [+ n]: x_hr [B, 3, H, W] -> (lr [B, 3, H/s, W/s], kernels [B, K, K]).
 
-    def __init__(self, scale: float = 4.0, estimator: str = "paper", **estimator_kwargs):
+    `noise = "patches"` (Real-SR style noise injection): the module holds a bank of zero-mean noise
+    patches [noise_bank, 3, P, P] (a buffer saved with the weights, filled by `set_noise_bank` from
+    the real training images' flat crops, `fca.noise.collect_noise_bank`) and `degrade` adds to each
+    LR image randomly drawn bank patches, tiled over it. The draws come from a torch.Generator seeded
+    by (noise_seed, call index): the n-th call's noise depends on nothing else, and the call counter
+    `noise_calls` is a buffer too (saved, so a resumed run continues the sequence; `reset_noise`
+    rewinds it). `noise = "none"` adds nothing and has no buffers: the module is as it was."""
+
+    def __init__(self, scale: float = 4.0, estimator: str = "paper", noise: str = "none", noise_bank: int = 256,
+                 noise_side: int = 32, noise_seed: int = 0, **estimator_kwargs):
         super().__init__()
         if scale < 1:
             raise ValueError(f"scale = {scale}: must be >= 1")
+        if noise not in NOISE_OPTIONS:
+            raise ValueError(f"noise = {noise!r}: expected one of {NOISE_OPTIONS}")
         self.scale = scale
         self.estimator = build_estimator(estimator, **estimator_kwargs)
+        self.noise = noise
+        self.noise_seed = noise_seed
+        if noise == "patches":
+            if noise_bank < 1 or noise_side < 1:
+                raise ValueError(f"noise_bank = {noise_bank}, noise_side = {noise_side}: must be positive")
+            self.register_buffer("noise_bank", torch.zeros(noise_bank, 3, noise_side, noise_side))
+            self.register_buffer("noise_calls", torch.zeros((), dtype=torch.int64))
 
     @property
     def kernel_size(self) -> int:
         return self.estimator.kernel_size
+
+    @torch.no_grad()
+    def set_noise_bank(self, bank: torch.Tensor) -> None:
+        """Fill the noise bank (noise = patches) with [noise_bank, 3, P, P] zero-mean patches."""
+        if self.noise != "patches":
+            raise ValueError("set_noise_bank: this generator has no noise bank (noise = 'none')")
+        if bank.shape != self.noise_bank.shape:
+            raise ValueError(f"set_noise_bank: expected {tuple(self.noise_bank.shape)}, got {tuple(bank.shape)}")
+        self.noise_bank.copy_(bank)
+
+    def reset_noise(self, call_index: int = 0) -> None:
+        """Rewind the noise draws: the next call is call `call_index`."""
+        if self.noise == "patches":
+            self.noise_calls.fill_(call_index)
+
+    @torch.no_grad()
+    def sample_noise(self, n: int, h: int, w: int) -> torch.Tensor | None:
+        """The noise of the next call: [n, 3, h, w] on the bank's device (bank patches drawn uniformly
+        and tiled), or None with noise = none. Advances the call counter."""
+        if self.noise != "patches":
+            return None
+        call = int(self.noise_calls)
+        self.noise_calls += 1
+        rng = torch.Generator().manual_seed(stable_seed("fca.generator.noise", self.noise_seed, call))
+        bank = self.noise_bank
+        p = bank.shape[-1]
+        ny, nx = -(-h // p), -(-w // p)
+        idx = torch.randint(bank.shape[0], (n * ny * nx,), generator=rng).to(bank.device)
+        tiles = bank[idx].float().view(n, ny, nx, 3, p, p).permute(0, 3, 1, 4, 2, 5).reshape(n, 3, ny * p, nx * p)
+        return tiles[:, :, :h, :w]
 
     def estimate_kernel(self, x_hr: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, K, K] (fp32, >= 0, sums to 1)."""
         return self.estimator(x_hr)
 
     def degrade(self, x_hr: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        """Apply given kernels: bicubic down, then per-sample reflect-padded convolution. Runs in fp32."""
+        """Apply given kernels: bicubic down, then per-sample reflect-padded convolution (plus a bank
+        noise draw with noise = patches). Runs in fp32."""
         with torch.autocast(x_hr.device.type, enabled=False):
-            return conv_per_sample(downscale(x_hr.float(), self.scale), kernels.float())
+            lr = conv_per_sample(downscale(x_hr.float(), self.scale), kernels.float())
+            if self.noise == "patches":
+                lr = lr + self.sample_noise(*lr.shape[:1], *lr.shape[-2:]).to(lr.device)
+            return lr
 
     def forward(self, x_hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kernels = self.estimate_kernel(x_hr)

@@ -38,13 +38,14 @@ same_mean the mean C(x', x) for same-scale pairs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ from fca.kernels import conv_per_sample, gaussian
 from fca.models.fdc_arch import FDC, build_fdc
 from fca.resample import RESAMPLERS, resize, scaled_size
 from fca.train.checkpoint import TrainingDivergedError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from fca.train.hardware import Precision, to_device
+from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, probe_speedup, resolve_precision, to_device
 
 TARGETS = {"down": 1.0, "same": 0.0, "up": -1.0}
 Callback = Callable[[int, dict[str, float]], None]
@@ -90,11 +91,15 @@ class FDCConfig:
     eval_every: int = param(200, ge=1, le=10_000_000)
     eval_scales: list[float] = param([3.5, 2.0, 1.2], ge=1.0, le=16, nonempty=True)
     eval_repeats: int = param(4, ge=1, le=10_000, help="random crops per held-out patch, scale and crop policy")
+    cpu_bf16: Any = param("auto", help="CPU: bf16 autocast + channels_last (on), fp32 (off), or auto: bf16 where the CPU has native bf16 "
+                                       "and a short probe at start-up finds it >= 1.2x faster (fca.train.hardware.choose_cpu_precision); "
+                                       "true / false read as on / off")
     cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
     checkpoint_every: int = param(200, ge=1, le=10_000_000)
     seed: int = param(0, ge=0, le=2**32 - 1)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cpu_bf16", cpu_bf16_mode(self.cpu_bf16, "fdc.cpu_bf16"))
         if self.scale_end > self.scale_start:
             raise ValueError(f"fdc.scale_end = {self.scale_end} must be <= fdc.scale_start = {self.scale_start}")
         if self.blur_sigma[0] > self.blur_sigma[1]:
@@ -460,6 +465,60 @@ def _config_dict(config: FDCConfig) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
 
 
+def _train_step(config: FDCConfig, score: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer, precision: Precision,
+                train_patches: torch.Tensor, data_gen: torch.Generator, step: int, device: torch.device, dist: Dist) -> tuple[torch.Tensor, float, float]:
+    """One training step at 1-based `step`: this step's lr, the global batch's pairs drawn from
+    `data_gen` (each rank keeps its share), the loss and the optimiser step. Returns (loss, lr, scale)."""
+    lr = learning_rate(step, config)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    current = curriculum_scale(step, config)
+    idx = torch.randint(0, train_patches.shape[0], (config.batch_size,), generator=data_gen)
+    scales = _batch_scales(current, config, config.batch_size, data_gen)
+    pairs = make_pairs(
+        train_patches[idx],
+        scales,
+        config.patch_size,
+        data_gen,
+        config.resamplers,
+        anchor_jitter=config.anchor_jitter,
+        augment=config.augment,
+        aligned=config.aligned,
+        blur_sigma=tuple(config.blur_sigma) if config.blur_weight > 0 else None,
+    )
+    # Every rank made the global batch's pairs (one sampling stream); each keeps its share.
+    pairs = pairs_to(pairs, device, dist)
+    with precision.autocast():
+        loss = pair_loss(comparator_outputs(score, pairs), kind=config.loss, blur_weight=config.blur_weight)
+    precision.step(loss, opt)
+    precision.update()
+    return loss, lr, current
+
+
+def _probe_bf16(config: FDCConfig, fdc: FDC, opt: torch.optim.Optimizer, train_patches: torch.Tensor, device: torch.device, dist: Dist) -> float:
+    """fp32's step time over bf16's (`probe_speedup`) on deep copies of the comparator and its
+    optimiser, with pairs from a generator of its own: the real run's weights, optimiser state and
+    random streams stay as they were. Each rank times its share of the batch; the ratio is averaged
+    over ranks, so all of them make the same choice."""
+    local = dataclasses.replace(config, batch_size=max(1, config.batch_size // dist.world_size))
+
+    def runner(bf16: bool) -> Callable[[], None]:
+        model, optimiser = copy.deepcopy((fdc, opt))  # one memo: the copied optimiser steps the copied model
+        if bf16:
+            model.to(memory_format=torch.channels_last)
+        model.train()
+        precision = Precision(device, cuda_amp=False, cpu_bf16=bf16)
+        gen = torch.Generator().manual_seed(config.seed)
+
+        def step() -> None:
+            _train_step(local, model.score, optimiser, precision, train_patches, gen, 1, device, Dist())
+
+        return step
+
+    speedup = probe_speedup(runner(False), runner(True))
+    return dist.average({"speedup": speedup})["speedup"]
+
+
 def train_fdc(
     config: FDCConfig,
     train_patches: torch.Tensor,
@@ -471,6 +530,7 @@ def train_fdc(
     progress: bool = True,
     device: torch.device = torch.device("cpu"),
     dist: Dist = Dist(),
+    on_precision: Callable[[PrecisionChoice], None] | None = None,
 ) -> tuple[FDC, list[dict]]:
     """Train an FDC on real-domain patches with the scale curriculum; returns (fdc in eval mode, history).
 
@@ -485,6 +545,9 @@ def train_fdc(
     dist: this process's place in a torchrun job (fca.distributed): config.batch_size is
     the global batch, each rank trains on its share, and rank 0 alone evaluates, calls
     the callbacks and writes checkpoints (the history is rank 0's).
+    on_precision(choice): once, before the first step: what the run computes in and why
+    (config.cpu_bf16; `fca.train.hardware.resolve_precision`); also logged and stored in the
+    checkpoint, from which a resumed run takes it without probing.
     """
     _check_patches("train_patches", train_patches, config)
     _check_patches("val_patches", val_patches, config)
@@ -498,15 +561,28 @@ def train_fdc(
     data_gen = torch.Generator().manual_seed(config.seed)
     fdc = build_fdc(config.channels, config.normalize_input).to(device)
     opt = torch.optim.Adam(fdc.parameters(), lr=config.lr, betas=tuple(config.betas))
-    precision = Precision(device, config.cuda_amp)
     history: list[dict] = []
     start = 0
 
     ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+    state = None
     if ckpt_path is not None and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=device)
         if state.get("config") != _config_dict(config):
             raise ValueError(f"{ckpt_path}: checkpoint was made with another fdc config; delete it or restore the params ({state.get('config')})")
+
+    # Precision: on CPU bf16 + channels_last or fp32, by cpu_bf16 (auto: measured); a resumed run takes the stored choice.
+    choice = resolve_precision(device, config.cuda_amp, config.cpu_bf16, lambda: _probe_bf16(config, fdc, opt, train_patches, device, dist),
+                               resumed=state is not None, stored=state.get("precision") if state is not None else None)
+    log.info("train_fdc: %s%s", choice.reason, " (stored in the checkpoint)" if state is not None else "")
+    if on_precision is not None and dist.is_main:
+        on_precision(choice)
+    precision = Precision(device, config.cuda_amp, choice.cpu_bf16)
+    channels_last = device.type == "cpu" and precision.enabled
+    if channels_last:
+        fdc.to(memory_format=torch.channels_last)
+
+    if state is not None:
         fdc.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         restore_rng(state["rng"], data_gen)
@@ -526,6 +602,7 @@ def train_fdc(
                 "step": step,
                 "rng": capture_rng(data_gen),
                 "scaler": precision.state_dict(),
+                "precision": {"device": device.type, **choice.as_dict()},
                 "history": history,
                 "config": _config_dict(config),
             },
@@ -549,31 +626,8 @@ def train_fdc(
     # The module the step calls: the comparator's score, in DDP (global BatchNorm) when there are several ranks.
     score = dist.parallel(Scorer(fdc), device)
     fdc.train()
-    n = train_patches.shape[0]
     for step in range(start + 1, config.steps + 1):
-        lr = learning_rate(step, config)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        current = curriculum_scale(step, config)
-        idx = torch.randint(0, n, (config.batch_size,), generator=data_gen)
-        scales = _batch_scales(current, config, config.batch_size, data_gen)
-        pairs = make_pairs(
-            train_patches[idx],
-            scales,
-            config.patch_size,
-            data_gen,
-            config.resamplers,
-            anchor_jitter=config.anchor_jitter,
-            augment=config.augment,
-            aligned=config.aligned,
-            blur_sigma=tuple(config.blur_sigma) if config.blur_weight > 0 else None,
-        )
-        # Every rank made the global batch's pairs (one sampling stream); each keeps its share.
-        pairs = pairs_to(pairs, device, dist)
-        with precision.autocast():
-            loss = pair_loss(comparator_outputs(score, pairs), kind=config.loss, blur_weight=config.blur_weight)
-        precision.step(loss, opt)
-        precision.update()
+        loss, lr, current = _train_step(config, score, opt, precision, train_patches, data_gen, step, device, dist)
         value = dist.average({"loss": loss.item()})["loss"]
         if not math.isfinite(value):
             raise TrainingDivergedError(step, "loss", value)
@@ -590,6 +644,8 @@ def train_fdc(
     if bar is not None:
         bar.close()
     fdc.eval()
+    if channels_last:
+        fdc.to(memory_format=torch.contiguous_format)
     return fdc, history
 
 

@@ -24,12 +24,14 @@ content, and reads the real images' blur the same way.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -37,13 +39,14 @@ from fca.progress import progress_bar
 
 from fca.config import param
 from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params
+from fca.noise import collect_noise_bank
 from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, target_density
-from fca.models.generator_arch import ESTIMATORS, Generator
+from fca.models.generator_arch import ESTIMATORS, NOISE_OPTIONS, Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
 from fca.resample import downscale, upscale
 from fca.distributed import Dist
 from fca.train.checkpoint import TrainingDivergedError, capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
-from fca.train.hardware import Precision, to_device
+from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, probe_speedup, resolve_precision, to_device
 
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ class GeneratorConfig:
     patch_size: int = param(128, ge=16, le=8192, help="HR crop side fed to G")
     kernel_size: int = param(13, ge=1, le=101, odd=True, help="K, side of the predicted kernel")
     estimator: str = param("paper", choices=ESTIMATORS, help="spectral (ours: reads the image's polar frequency density) or paper (Fig. 2 CNN)")
-    kernel_param: str = param("free", choices=("free", "gaussian"), help="softmax over K*K logits, or an anisotropic Gaussian")
+    kernel_param: str = param("gaussian", choices=("free", "gaussian"), help="an anisotropic Gaussian, or softmax over K*K logits")
     kernel_init_sigma: float = param(1.2, ge=0.01, le=100, help="the first kernel is an isotropic Gaussian of this sigma (LR pixels)")
     estimator_bins: tuple[int, int] = param((16, 8), ge=1, le=4096, help="spectral estimator: radial x angular density bins (radial at most LR side / 2)")
     estimator_hidden: int = param(128, ge=1, le=65_536, help="spectral estimator: width of its MLP")
@@ -74,16 +77,24 @@ class GeneratorConfig:
     spectral_bins: int = param(16, ge=2, le=4096, help="density bins of the spectral loss (at most LR side / 2)")
     spectral_min_std: float = param(0.02, ge=0, le=1, help="real tiles flatter than this (luma std) stay out of the spectral target")
     spectral_floor: float = param(1e-4, gt=0, lt=1, help="density share below which bins count as noise (fca.losses.floored_log_l1)")
+    noise: str = param("none", choices=NOISE_OPTIONS, help="none, or patches: add noise patches from flat crops of the real images to G(x) (fca.noise)")
+    noise_bank: int = param(256, ge=1, le=65_536, help="noise: patches: the bank's size (LR-sized patches, saved with the weights)")
+    noise_max_std: float = param(0.05, gt=0, le=1, help="noise: patches: a crop is flat when every channel's std is below this")
     batch_size: int = param(8, ge=1, le=65_536)
     steps: int = param(300, ge=1, le=10_000_000)
     lr: float = param(1e-3, gt=0, lt=10, help="Adam LR of the networks (estimator, discriminator)")
     lr_prior: float = param(0.05, gt=0, lt=10, help="Adam LR of the image-independent kernel logits / log-sigmas")
     betas: tuple[float, float] = param((0.5, 0.99), ge=0, lt=1)
-    cpu_bf16: bool = param(False, help="bf16 autocast + channels_last for the convs on CPU")
+    cpu_bf16: Any = param("auto", help="CPU: bf16 autocast + channels_last (on), fp32 (off), or auto: bf16 where the CPU has native bf16 "
+                                       "and a short probe at start-up finds it >= 1.2x faster (fca.train.hardware.choose_cpu_precision); "
+                                       "true / false read as on / off")
     cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
     checkpoint_every: int = param(100, ge=1, le=10_000_000)
     image_every: int = param(100, ge=1, le=10_000_000)
     seed: int = param(0, ge=0, le=2**32 - 1)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cpu_bf16", cpu_bf16_mode(self.cpu_bf16, "generator.cpu_bf16"))
 
 
 # Keys that may change between a run and its resume (they do not change the numbers).
@@ -107,6 +118,10 @@ def build_generator(config: GeneratorConfig) -> Generator:
         angular_bins=config.estimator_bins[1],
         hidden=config.estimator_hidden,
         edge_channels=config.estimator_edges,
+        noise=config.noise,
+        noise_bank=config.noise_bank,
+        noise_side=lr_side(config),
+        noise_seed=config.seed,
     )
 
 
@@ -223,6 +238,111 @@ def _check(step: int, name: str, loss: torch.Tensor) -> None:
         raise TrainingDivergedError(step, name, value)
 
 
+@dataclass
+class _Nets:
+    """What one training step updates: the networks, their optimisers and what the step calls
+    (DDP wrappers in a multi-process job, `_GeneratorStep` / `_Critic` otherwise)."""
+
+    gen: Generator
+    disc: WaveletDiscriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    gen_step: nn.Module
+    critic_step: nn.Module
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What every step reads and nobody updates."""
+
+    patches: torch.Tensor
+    fdc: nn.Module | None
+    target: torch.Tensor | None  # the real domain's spectral density (loss spectral | both)
+    fdc_scale: float
+    side: int
+
+
+def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision: Precision, channels_last: bool,
+                rng: torch.Generator, dist: Dist, device: torch.device, n: int) -> dict[str, torch.Tensor]:
+    """One training step (module docstring): draw the batch from `rng`, step D, then G; n is the
+    1-based step for error messages. Returns the losses (zero for a disabled one) and the kernels."""
+    use_fdc = config.loss in ("fdc", "both") and config.w_fdc > 0
+    use_spectral = config.loss in ("spectral", "both") and config.w_spectral > 0
+    use_wd = config.w_wd > 0
+    use_consistency = config.w_consistency > 0
+    gen, disc = nets.gen, nets.disc
+    patches, side = inputs.patches, inputs.side
+    # This rank's share of the global batch (all of it in a single process).
+    x = to_device(_sample(patches, config.batch_size, config.patch_size, rng, dist), device)
+    real_lr = to_device(_sample(patches, config.batch_size, side, rng, dist), device) if use_wd else None
+    refs = _fdc_references(x, side, inputs.fdc_scale, rng, dist) if use_fdc else None
+    z, z_params = _consistency_batch(patches, config, rng, dist) if use_consistency else (None, None)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with precision.autocast():
+        fake, kernels, z_read = nets.gen_step(x, to_device(z, device) if z is not None else None)
+
+    # 1) discriminator, on detached fakes
+    zero = torch.zeros((), device=device)
+    loss_d = zero
+    if use_wd:
+        with precision.autocast():
+            loss_d = lsgan_d_loss(*nets.critic_step(real_lr, fake.detach()))
+        _check(n, "loss_d", loss_d)
+        precision.step(loss_d, nets.opt_d)
+
+    # 2) generator, discriminator frozen
+    loss_fdc = loss_spec = loss_wd = loss_cons = zero
+    if use_fdc:
+        with precision.autocast():
+            loss_fdc = fdc_generator_loss(inputs.fdc, centre_crop(fake, refs[0].shape[-1]), *refs)
+        _check(n, "loss_fdc", loss_fdc)
+    if use_spectral:
+        loss_spec = density_loss(fake, inputs.target, config.spectral_bins, config.spectral_floor, batch_mean=dist.mean)
+        _check(n, "loss_spectral", loss_spec)
+    if use_wd:
+        disc.requires_grad_(False)
+        with precision.autocast():
+            loss_wd = lsgan_g_loss(disc(fake))  # the bare module: no gradient sync for a frozen D
+        disc.requires_grad_(True)
+        _check(n, "loss_wd", loss_wd)
+    if use_consistency:
+        loss_cons = consistency_loss(gen.estimator, z_read, z_params.to(device))
+        _check(n, "loss_consistency", loss_cons)
+    loss_g = config.w_fdc * loss_fdc + config.w_spectral * loss_spec + config.w_wd * loss_wd + config.w_consistency * loss_cons
+    _check(n, "loss_g", loss_g)
+    precision.step(loss_g, nets.opt_g)
+    precision.update()
+    return {"loss_g": loss_g, "loss_d": loss_d, "loss_fdc": loss_fdc, "loss_spectral": loss_spec, "loss_wd": loss_wd,
+            "loss_consistency": loss_cons, "kernels": kernels}
+
+
+def _probe_bf16(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, device: torch.device, dist: Dist) -> float:
+    """fp32's step time over bf16's (`probe_speedup`) on deep copies of the networks and optimisers,
+    with batches from a generator of its own: the real run's weights, optimiser state and random
+    streams stay as they were. In a multi-process job each rank times its own share of the batch
+    and the ratio is averaged over ranks, so all of them make the same choice."""
+    local = dataclasses.replace(config, batch_size=max(1, config.batch_size // dist.world_size),
+                                consistency_batch=max(1, config.consistency_batch // dist.world_size))
+
+    def runner(bf16: bool) -> Callable[[], None]:
+        gen, disc, opt_g, opt_d = copy.deepcopy((nets.gen, nets.disc, nets.opt_g, nets.opt_d))  # one memo: the copies' optimisers step the copies
+        if bf16:
+            gen.to(memory_format=torch.channels_last)
+            disc.to(memory_format=torch.channels_last)
+        copies = _Nets(gen, disc, opt_g, opt_d, _GeneratorStep(gen), _Critic(disc))
+        precision = Precision(device, cuda_amp=False, cpu_bf16=bf16)
+        rng = torch.Generator().manual_seed(config.seed)
+
+        def step() -> None:
+            _train_step(local, copies, inputs, precision, bf16, rng, Dist(), device, 1)
+
+        return step
+
+    speedup = probe_speedup(runner(False), runner(True))
+    return dist.average({"speedup": speedup})["speedup"]
+
+
 def train_generator(
     config: GeneratorConfig,
     train_patches: torch.Tensor,
@@ -235,6 +355,7 @@ def train_generator(
     on_images: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
     progress: bool = True,
     dist: Dist = Dist(),
+    on_precision: Callable[[PrecisionChoice], None] | None = None,
 ) -> tuple[Generator, list[dict[str, float]]]:
     """Train G on real-domain HR patches; return (G in eval mode on `device`, per-step metrics).
 
@@ -252,6 +373,9 @@ def train_generator(
     dist: this process's place in a torchrun job (fca.distributed). config.batch_size is the
       global batch; each rank trains on its share, gradients and logged metrics are averaged
       over ranks, and rank 0 alone calls on_step / on_images and writes checkpoints.
+    on_precision(choice): once, before the first step: what the run computes in and why
+      (config.cpu_bf16; `fca.train.hardware.resolve_precision`). The choice is logged and stored
+      in the checkpoint; a resumed run takes it from there and probes nothing.
     Raises TrainingDivergedError when a loss is NaN or inf (the checkpoint on disk is left as it was).
     """
     use_fdc = config.loss in ("fdc", "both") and config.w_fdc > 0
@@ -295,6 +419,8 @@ def train_generator(
     if hasattr(gen.estimator, "calibrate"):
         # Feature standardisation from the training patches (deterministic: the first 256, top-left crops).
         gen.estimator.calibrate(patches[:256, :, : config.patch_size, : config.patch_size])
+    if config.noise == "patches":  # the noise bank: flat LR-sized crops of the real training images, mean removed
+        gen.set_noise_bank(collect_noise_bank(patches, lr_side(config), config.noise_bank, config.noise_max_std, config.seed))
     gen = gen.to(device)
     disc = WaveletDiscriminator(3, config.wd_channels).to(device)
     rng = torch.Generator().manual_seed(config.seed)
@@ -310,25 +436,17 @@ def train_generator(
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, half_then_linear_decay(config.steps))
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, half_then_linear_decay(config.steps))
 
-    precision = Precision(device, config.cuda_amp, config.cpu_bf16)
-    channels_last = precision.enabled
-    if channels_last:
-        gen.to(memory_format=torch.channels_last)
-        disc.to(memory_format=torch.channels_last)
-    # What the training step calls: DDP wrappers in a multi-process job, the modules otherwise.
-    gen_step = dist.parallel(_GeneratorStep(gen), device)
-    critic_step = dist.parallel(_Critic(disc), device)
-
     if fdc is not None:
         fdc = fdc.to(device).eval()
         for p in fdc.parameters():
             p.requires_grad_(False)
     target = target_density(patches, side, config.spectral_bins, config.spectral_min_std).to(device) if use_spectral else None
     preview = patches[: min(4, patches.shape[0]), :, : config.patch_size, : config.patch_size].to(device)
+    inputs = _Inputs(patches, fdc, target, fdc_scale, side)
 
-    # --- resume ---
-    step, history = 0, []
+    # --- the checkpoint to resume from, if any ---
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    state = None
     if ckpt_path is not None and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=device)
         now = dataclasses.asdict(config)
@@ -338,6 +456,25 @@ def train_generator(
                 f"{ckpt_path}: written with different generator params ({', '.join(changed)}); "
                 "delete the checkpoint folder to start over"
             )
+
+    # --- precision: on CPU bf16 + channels_last or fp32, by cpu_bf16 (auto: measured); stored on resume ---
+    bare = _Nets(gen, disc, opt_g, opt_d, _GeneratorStep(gen), _Critic(disc))
+    choice = resolve_precision(device, config.cuda_amp, config.cpu_bf16, lambda: _probe_bf16(config, bare, inputs, device, dist),
+                               resumed=state is not None, stored=state.get("precision") if state is not None else None)
+    log.info("train_generator: %s%s", choice.reason, " (stored in the checkpoint)" if state is not None else "")
+    if on_precision is not None and dist.is_main:
+        on_precision(choice)
+    precision = Precision(device, config.cuda_amp, choice.cpu_bf16)
+    channels_last = precision.enabled
+    if channels_last:
+        gen.to(memory_format=torch.channels_last)
+        disc.to(memory_format=torch.channels_last)
+    # What the training step calls: DDP wrappers in a multi-process job, the modules otherwise.
+    nets = _Nets(gen, disc, opt_g, opt_d, dist.parallel(_GeneratorStep(gen), device), dist.parallel(_Critic(disc), device))
+
+    # --- resume ---
+    step, history = 0, []
+    if state is not None:
         gen.load_state_dict(state["generator"])
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
@@ -364,6 +501,7 @@ def train_generator(
                 "sched_g": sched_g.state_dict(),
                 "sched_d": sched_d.state_dict(),
                 "scaler": precision.state_dict(),
+                "precision": {"device": device.type, **choice.as_dict()},
                 "rng": capture_rng(rng),
                 "history": history,
             },
@@ -379,49 +517,8 @@ def train_generator(
     gen.train()
     disc.train()
     bar = progress_bar(total=config.steps, initial=step, enabled=progress and dist.is_main, desc="generator")
-    zero = torch.zeros((), device=device)
     while step < config.steps:
-        n = step + 1  # 1-based, as reported to on_step
-        # This rank's share of the global batch (all of it in a single process).
-        x = to_device(_sample(patches, config.batch_size, config.patch_size, rng, dist), device)
-        real_lr = to_device(_sample(patches, config.batch_size, side, rng, dist), device) if use_wd else None
-        refs = _fdc_references(x, side, fdc_scale, rng, dist) if use_fdc else None
-        z, z_params = _consistency_batch(patches, config, rng, dist) if use_consistency else (None, None)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with precision.autocast():
-            fake, kernels, z_read = gen_step(x, to_device(z, device) if z is not None else None)
-
-        # 1) discriminator, on detached fakes
-        loss_d = zero
-        if use_wd:
-            with precision.autocast():
-                loss_d = lsgan_d_loss(*critic_step(real_lr, fake.detach()))
-            _check(n, "loss_d", loss_d)
-            precision.step(loss_d, opt_d)
-
-        # 2) generator, discriminator frozen
-        loss_fdc = loss_spec = loss_wd = loss_cons = zero
-        if use_fdc:
-            with precision.autocast():
-                loss_fdc = fdc_generator_loss(fdc, centre_crop(fake, refs[0].shape[-1]), *refs)
-            _check(n, "loss_fdc", loss_fdc)
-        if use_spectral:
-            loss_spec = density_loss(fake, target, config.spectral_bins, config.spectral_floor, batch_mean=dist.mean)
-            _check(n, "loss_spectral", loss_spec)
-        if use_wd:
-            disc.requires_grad_(False)
-            with precision.autocast():
-                loss_wd = lsgan_g_loss(disc(fake))  # the bare module: no gradient sync for a frozen D
-            disc.requires_grad_(True)
-            _check(n, "loss_wd", loss_wd)
-        if use_consistency:
-            loss_cons = consistency_loss(gen.estimator, z_read, z_params.to(device))
-            _check(n, "loss_consistency", loss_cons)
-        loss_g = config.w_fdc * loss_fdc + config.w_spectral * loss_spec + config.w_wd * loss_wd + config.w_consistency * loss_cons
-        _check(n, "loss_g", loss_g)
-        precision.step(loss_g, opt_g)
-        precision.update()
+        out = _train_step(config, nets, inputs, precision, channels_last, rng, dist, device, step + 1)  # 1-based, as reported to on_step
         lr_now = opt_g.param_groups[0]["lr"]
         sched_g.step()
         if use_wd:
@@ -429,14 +526,9 @@ def train_generator(
         step += 1
 
         metrics = dist.average({
-            "loss_g": float(loss_g.detach()),
-            "loss_d": float(loss_d.detach()),
-            "loss_fdc": float(loss_fdc.detach()),
-            "loss_spectral": float(loss_spec.detach()),
-            "loss_wd": float(loss_wd.detach()),
-            "loss_consistency": float(loss_cons.detach()),
+            **{k: float(v.detach()) for k, v in out.items() if k != "kernels"},
             "lr": lr_now,
-            "kernel_sigma": float(effective_sigma(kernels.detach().double()).mean()),
+            "kernel_sigma": float(effective_sigma(out["kernels"].detach().double()).mean()),
         })
         history.append({"step": step, **metrics})
         if on_step is not None and dist.is_main:

@@ -97,7 +97,7 @@ GENERATOR_CORRUPTIONS = [
     ("weights-for-another-width", _with("generator", dataclasses.replace(GEN, channels=16)),
      ["weights do not fit the generator its config describes (estimator.branches.0.weight: shape [16, 3, 1, 3] in the file, [8, 3, 1, 3] expected)"]),
     ("weights-for-another-kernel-param", _with("generator", dataclasses.replace(GEN, kernel_param="gaussian")),
-     ["weights do not fit the generator its config describes (estimator.prior: shape [3] in the file, [7, 7] expected)"]),
+     ["weights do not fit the generator its config describes (estimator.prior: shape [1] in the file, [7, 7] expected)"]),
     ("weights-for-fewer-blocks", _with("generator", dataclasses.replace(GEN, res_blocks=0)),
      ["weights do not fit the generator its config describes (estimator.body.1.conv1.weight: missing from the file)"]),
     ("weights-with-an-extra-entry", _set("generator/estimator.extra", torch.zeros(2)),

@@ -458,18 +458,9 @@ def _tiny_generator(path: Path) -> None:
 
 def _with_defaults(raw: dict) -> dict:
     """The tiny params, with any key they lack (a section's newest options) at its default."""
-    import dataclasses
-    import typing
+    from pipeline.params import with_defaults
 
-    from pipeline.params import Params
-
-    def plain(v):
-        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
-
-    for name, kind in typing.get_type_hints(Params).items():
-        defaults = plain(dataclasses.asdict(kind()))
-        raw[name] = defaults | raw.get(name, {})
-    return raw
+    return with_defaults(raw)
 
 
 def _snapshot(root: Path, skip: Path) -> dict[str, tuple]:

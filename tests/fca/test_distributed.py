@@ -50,8 +50,14 @@ def _fdc_flat(fdc: nn.Module) -> torch.Tensor:
 
 
 def _generator_flat(gen: nn.Module) -> torch.Tensor:
-    # The head's last bias shifts every kernel logit alike: the softmax ignores it.
-    return _flat(gen, skip=("estimator.head.2.bias",))
+    if gen.estimator.kernel_param == "free":
+        # The head's last bias shifts every kernel logit alike: the softmax ignores it.
+        return _flat(gen, skip=("estimator.head.2.bias",))
+    # Gaussian: the head's third output is the angle, which an isotropic kernel (the start,
+    # and near it all along on round data) does not depend on.
+    state = gen.state_dict()
+    angle_free = {k: (v[:2] if k.startswith("estimator.head.2.") else v) for k, v in state.items()}
+    return torch.cat([t.detach().flatten().double() for t in angle_free.values() if t.is_floating_point()])
 
 
 def _train_all(dist: Dist) -> dict[str, torch.Tensor]:

@@ -6,8 +6,8 @@ import pytest
 import skimage.data
 import torch
 
-from fca.evaluate import EvaluateConfig, flatten_metrics, real_lr_views, referee
-from fca.kernels import conv_per_sample, delta, gaussian
+from fca.evaluate import EvaluateConfig, flatten_metrics, real_lr_views, referee, referee_no_reference
+from fca.kernels import conv_per_sample, delta, effective_sigma, gaussian
 from fca.oracle import fit_oracle_kernel
 from fca.resample import downscale
 from fca.train.sr import SRConfig
@@ -201,3 +201,125 @@ def test_paired_bootstrap_interval_of_a_gain_shrinks_when_the_kinds_move_togethe
     a = sr_intervals(paired, 300, np.random.default_rng(1))["gain_fraction"]
     b = sr_intervals(unpaired, 300, np.random.default_rng(1))["gain_fraction"]
     assert a[1] - a[0] < 0.5 * (b[1] - b[0])  # the same crops for every kind: per-crop difficulty cancels
+
+
+# --- no-reference mode: real photos, no known kernel ------------------------------------------
+
+NOREF_CONFIG = dataclasses.replace(CONFIG, bootstrap=200)
+
+
+def _photos(blur_sigma: float | None) -> torch.Tensor:
+    """'Photos' whose blur the referee is not told: crops blurred at HR by a Gaussian of blur_sigma px (None: as they are)."""
+    clean = torch.cat([_crops(skimage.data.chelsea(), 3), _crops(skimage.data.astronaut(), 3), _crops(skimage.data.coffee(), 2)])
+    return clean if blur_sigma is None else conv_per_sample(clean, torch.from_numpy(gaussian(13, blur_sigma)))
+
+
+@pytest.fixture(scope="module")
+def photos() -> torch.Tensor:
+    return _photos(2.0)
+
+
+def _noref(photos: torch.Tensor, degrade) -> dict:
+    return referee_no_reference(photos, SCALE, degrade, NOREF_CONFIG)
+
+
+def test_no_reference_a_generator_that_adds_the_missing_blur_moves_the_lr_density_towards_the_photos(photos):
+    """Photos with a 2 px camera blur: bicubic down(x) shrinks it to 0.5 LR px and comes out too sharp per
+    pixel; G = down(x) (*) a Gaussian of sigma 1.5 adds blur at LR, so its density is the closer to x's."""
+    result = _noref(photos, _stand_in(torch.from_numpy(gaussian(K, 1.5))))
+    m, bounds = result["metrics"]["noref"], result["intervals"]["noref"]
+    assert m["image_gap_fca_median"] < m["image_gap_bicubic_median"]
+    assert m["image_skl_fca_median"] < m["image_skl_bicubic_median"]
+    assert m["gap_fca"] < m["gap_bicubic"] and m["skl_fca"] < m["skl_bicubic"] and m["gap_reduction"] > 0.2
+    assert m["image_gap_change_median"] < 0 and m["image_closer_share"] == 1.0
+    lo, hi = bounds["image_gap_change_median"]
+    assert lo <= m["image_gap_change_median"] <= hi < 0  # the whole interval says closer
+    assert m["kernel_sigma_median"] == pytest.approx(float(effective_sigma(torch.from_numpy(gaussian(K, 1.5)))))
+
+
+def test_no_reference_blurring_sharp_photos_moves_the_lr_density_away_from_them():
+    """The other direction: photos as they are (no camera blur to add), the same G overblurs."""
+    m = _noref(_photos(None), _stand_in(torch.from_numpy(gaussian(K, 1.5))))["metrics"]["noref"]
+    assert m["image_gap_fca_median"] > m["image_gap_bicubic_median"]
+    assert m["gap_fca"] > m["gap_bicubic"] and m["gap_reduction"] < 0
+    assert m["image_gap_change_median"] > 0 and m["image_closer_share"] < 0.5  # a crop of soft fur may already lack the top bins
+
+
+def test_no_reference_a_generator_that_only_downscales_scores_as_bicubic(photos):
+    m = _noref(photos, _stand_in(torch.from_numpy(delta(K))))["metrics"]["noref"]
+    for name in ("gap", "skl", "image_gap", "image_skl"):
+        suffix = "_median" if name.startswith("image") else ""
+        assert m[f"{name}_fca{suffix}"] == pytest.approx(m[f"{name}_bicubic{suffix}"], abs=1e-9)
+    assert m["image_gap_change_median"] == pytest.approx(0.0, abs=1e-9) and m["image_closer_share"] == 0.0
+    assert m["kernel_sigma_median"] == pytest.approx(0.0) and m["kernels_differ"] == 0.0
+
+
+def test_no_reference_distances_pair_each_lr_image_with_its_own_photo(photos):
+    """Per image, G(x_i) against x_i itself, on the cycles/pixel axis with the configured bins."""
+    from fca.frequency import log_l1, radial_density, symmetric_kl
+
+    kernel = torch.from_numpy(gaussian(K, 1.0))
+    a = _noref(photos, _stand_in(kernel))["arrays"]
+    lr = conv_per_sample(downscale(photos, SCALE), kernel)
+    bins = NOREF_CONFIG.density_bins
+    for i in range(len(photos)):
+        d_lr, d_hr = radial_density(lr[i : i + 1].double(), bins), radial_density(photos[i : i + 1].double(), bins)
+        assert a["image_gap_fca"][i] == pytest.approx(float(log_l1(d_lr, d_hr)[0]), rel=1e-6)
+        assert a["image_skl_fca"][i] == pytest.approx(float(symmetric_kl(d_lr, d_hr)[0]), rel=1e-6)
+    assert not np.allclose(a["image_gap_fca"], a["image_gap_fca"].mean())  # the photos differ: one number each
+
+
+def test_no_reference_result_has_no_known_kernel_sections(photos):
+    result = _noref(photos, _stand_in(torch.from_numpy(gaussian(K, 1.0))))
+    flat = flatten_metrics(result["metrics"])
+    assert set(result["metrics"]) == {"noref"} and set(result["intervals"]) == {"noref"}
+    assert all(k.startswith("noref.") for k in flat)
+    for key in ("gap_bicubic", "gap_fca", "skl_bicubic", "skl_fca", "gap_reduction", "image_gap_bicubic_median", "image_gap_fca_median",
+                "image_skl_bicubic_median", "image_skl_fca_median", "image_gap_change_median", "image_closer_share",
+                "kernel_sigma_median", "kernel_sigma_p05", "kernel_sigma_p95", "kernel_axis_ratio_median", "kernel_oriented_share",
+                "kernels_differ", "images"):
+        assert f"noref.{key}" in flat, key
+    m, bounds = result["metrics"]["noref"], result["intervals"]["noref"]
+    for key in ("image_gap_bicubic_median", "image_gap_fca_median", "image_skl_fca_median", "image_gap_change_median"):
+        lo, hi = bounds[key]
+        assert lo <= m[key] <= hi, key
+    a = result["arrays"]
+    assert not {"kernel_true", "kernel_oracle", "sample_lr_true", "density_oracle", "density_true"} & set(a)
+    assert a["density_real"].shape == a["density_fca"].shape == a["density_bicubic"].shape == a["density_bins"].shape == (6,)
+    assert a["image_gap_fca"].shape == a["kernel_sigma"].shape == (8,) and a["kernels_pred"].shape == (8, K, K)
+    assert a["sample_hr_real"].shape == (2, 3, 64, 64) and a["sample_lr_fca"].shape == a["sample_lr_bicubic"].shape == (2, 3, 16, 16)
+
+
+def test_no_reference_per_image_kernels_show_their_spread(photos):
+    """A G that gives each photo its own kernel: the widths spread, and the elongated ones have a direction."""
+    from fca.kernels import anisotropic_gaussian
+
+    shapes = [(1.0, 1.0, 0), (2.4, 1.0, 30), (2.4, 1.0, 120), (1.4, 1.3, 0), (2.0, 1.0, 60), (0.8, 0.8, 0), (1.6, 1.6, 0), (2.2, 0.9, 90)]
+    kernels = torch.stack([torch.from_numpy(anisotropic_gaussian(KM, sx, sy, t)) for sx, sy, t in shapes])
+    result = _noref(photos, _reader(photos, kernels))
+    m, a = result["metrics"]["noref"], result["arrays"]
+    assert m["kernels_differ"] == 1.0
+    assert m["kernel_oriented_share"] == pytest.approx(4 / 8)  # the four with sigma_x / sigma_y >= 2
+    assert m["kernel_sigma_p05"] < m["kernel_sigma_median"] < m["kernel_sigma_p95"]
+    oriented = a["kernel_oriented"]
+    assert list(oriented) == [False, True, True, False, True, False, False, True]
+    from fca.kernels import angle_difference
+
+    want = torch.tensor([t for (_, _, t), o in zip(shapes, oriented) if o], dtype=torch.float64)
+    assert float(angle_difference(torch.from_numpy(a["kernel_angle"][oriented]), want).max()) < 2.0
+
+
+def test_paired_bootstrap_needs_arrays_of_one_shape():
+    from fca.evaluate import paired_bootstrap
+
+    with pytest.raises(ValueError, match=r"paired bootstrap: the arrays must share one shape, got \{'a': \(3,\), 'b': \(4,\)\}"):
+        paired_bootstrap({"a": np.zeros(3), "b": np.zeros(4)}, lambda v: {}, 10, np.random.default_rng(0))
+
+
+def test_seconds_per_image_times_every_image_once_after_a_warm_up_batch():
+    from fca.evaluate import seconds_per_image
+
+    seen: list[int] = []
+    hr = torch.zeros(10, 3, 8, 8)
+    assert seconds_per_image(lambda x: seen.append(x.shape[0]), hr, 4) > 0
+    assert seen == [4, 4, 4, 2]  # the warm-up batch, then the 10 images in batches of 4

@@ -41,3 +41,48 @@ def test_verdict_reads_the_fdc_target_from_the_same_keys():
     assert "| FDC ordering accuracy on held-out patches at scale 1.2 (`fdc.acc_s1.2`) | 0.982 | > 0.9 | pass |" in page
     missing = readme_markdown({}, FIGURES, {})
     assert "(`fdc.acc_s1.2`) | n/a | > 0.9 | **miss** |" in missing
+
+
+# reports/metrics.json of a domain without a known kernel (evaluate's `noref` section, intervals beside).
+NOREF = {
+    "images": 95, "gap_bicubic": 2.1, "gap_fca": 0.7, "skl_bicubic": 0.41, "skl_fca": 0.08, "gap_reduction": 0.667,
+    "image_gap_bicubic_median": 2.3, "image_gap_bicubic_median_lo": 2.2, "image_gap_bicubic_median_hi": 2.4,
+    "image_gap_fca_median": 0.9, "image_gap_fca_median_lo": 0.8, "image_gap_fca_median_hi": 1.0,
+    "image_skl_bicubic_median": 0.45, "image_skl_fca_median": 0.1,
+    "image_gap_change_median": -1.4, "image_gap_change_median_lo": -1.5, "image_gap_change_median_hi": -1.3,
+    "image_closer_share": 0.97, "kernel_sigma_median": 1.81, "kernel_sigma_p05": 1.2, "kernel_sigma_p95": 2.4,
+    "kernel_axis_ratio_median": 1.3, "kernel_oriented_share": 0.2, "kernels_differ": 1.0,
+}  # fmt: skip
+NOREF_FIGURES = {k: f"figures/{k}.png" for k in ("density", "noref_distances", "kernel_histograms", "kernels", "crops", "training", "degraded")}
+
+
+def test_no_reference_page_says_there_is_no_verdict_and_judges_nothing():
+    page = readme_markdown({"noref": NOREF, "fdc": FDC}, NOREF_FIGURES, {"commit": "abc"})
+    head = "\n".join(page.splitlines()[:4])
+    assert "no known kernel, so there is no verdict" in head
+    for judged in ("## Verdict", "| pass |", "**miss**", "inconclusive", "target", "k_or", "L_true", "oracle pairs"):
+        assert judged not in page, judged
+    for key in ("kernel.", "adapt.", "sr.", "density.gap", "gain_fraction"):
+        assert f"`{key}" not in page, key
+    assert "(> 0.9)" not in page and "| > 0.9 |" not in page  # the FDC accuracies are shown, not judged
+    assert "| 1.2 | 0.976 | 0.988 | 0.982 | 0.762 |" in page
+
+
+def test_no_reference_page_shows_the_density_match_the_kernels_and_the_crops():
+    page = readme_markdown({"noref": NOREF}, NOREF_FIGURES, {})
+    assert "| down(x), bicubic | 2.300 [2.200, 2.400] | 0.4500 | 2.100 | 0.4100 |" in page
+    assert "| G(x), ours | 0.900 [0.800, 1.000] | 0.1000 | 0.700 | 0.0800 |" in page
+    assert "-1.400 [-1.500, -1.300]" in page and "97% of the photos" in page
+    assert "| effective sigma, median (LR px) | 1.810 |" in page and "1.200 .. 2.400" in page
+    assert "G gives each photo its own kernel." in page
+    for role, path in NOREF_FIGURES.items():
+        assert f"]({path})" in page, role
+    single = readme_markdown({"noref": NOREF | {"kernels_differ": 0.0}}, NOREF_FIGURES, {})
+    assert "G gives every photo the same kernel" in single
+
+
+def test_known_kernel_page_is_unchanged_by_the_no_reference_mode():
+    page = readme_markdown({"fdc": FDC, "kernel": {"cov_rel_error": 0.05}}, FIGURES, {})
+    assert page.startswith("# FCA run report\n\nSynthetic real domain with a known answer")
+    assert "## Verdict" in page and "(`kernel.cov_rel_error`) | 0.050 | <= 0.1 | pass |" in page
+    assert "no verdict" not in page

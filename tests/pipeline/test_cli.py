@@ -159,11 +159,9 @@ def test_every_socket_of_a_two_process_job_listens_on_the_loopback_only(tmp_path
 
 
 def test_patches_lists_every_file_it_does_not_read(tmp_path, capsys, monkeypatch):
-    import dataclasses
     import json
-    import typing
 
-    from pipeline.params import Params
+    from pipeline.params import with_defaults
 
     monkeypatch.setenv("FCA_TRACKING", "off")
     _images(tmp_path / "raw", 3)
@@ -171,14 +169,7 @@ def test_patches_lists_every_file_it_does_not_read(tmp_path, capsys, monkeypatch
     (tmp_path / "raw" / "scan.eps").write_text("%!PS")
     (tmp_path / "raw" / ".DS_Store").write_bytes(b"\0")
     path = _write_params(tmp_path, val_fraction=0.3)
-    raw = yaml.safe_load(path.read_text())
-
-    def plain(v):
-        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
-
-    for name, kind in typing.get_type_hints(Params).items():  # keys the tiny params may lack, at their defaults
-        raw[name] = plain(dataclasses.asdict(kind())) | raw.get(name, {})
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(with_defaults(yaml.safe_load(path.read_text()))))  # keys the tiny params may lack, at their defaults
     code = cli.main(["patches", "--params", str(path), "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0

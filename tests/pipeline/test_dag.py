@@ -1,5 +1,6 @@
 """dvc.yaml is the one graph: the Snakefile must see the same commands, inputs and outputs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.dag import command_threads, load_stages, param_values
+from pipeline.dag import command_threads, load_stages, param_values, params_stamp, stamp_path
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -44,7 +45,8 @@ def test_snakemake_rules_equal_dvc_stages():
             assert set(rules) - {"all"} == {s.name for s in stages}
             for st in stages:
                 r = rules[st.name]
-                assert [str(i) for i in r.input] == list(st.inputs), st.name
+                # the deps, then the params stamp (Snakemake only: not in dvc.yaml, DVC-ignored)
+                assert [str(i) for i in r.input] == [*st.inputs, stamp_path(st.name)], st.name
                 assert [str(o) for o in r.output] == list(st.outs), st.name
                 assert r.params.cmd == st.cmd, st.name
                 assert [str(l) for l in r.log] == [f"logs/{st.name}.log"]
@@ -108,6 +110,57 @@ def test_snakemake_rule_threads_come_from_the_command(tmp_path):
     finally:
         os.chdir(cwd)
     assert threads == {"all": 1, "two": 2, "auto": 1, "plain": 1}
+
+
+def test_params_stamp_moves_only_on_a_change_and_is_old_where_dvc_made_the_outputs(tmp_path):
+    """The Snakefile's input .fca/params/<stage>.json: rewritten only when the declared params'
+    values change (then newer than the outputs: Snakemake re-runs by mtime, whoever built them),
+    and older than the outputs when dvc.lock records these values for outputs DVC made."""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "s": {"cmd": "fca s", "params": ["a", "b.c"], "outs": ["out.txt", "outdir"]},
+    }}))  # fmt: skip
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "out.txt").write_text("x")
+    (tmp_path / "outdir" / "x").write_text("x")
+    for f in ("out.txt", "outdir/x", "outdir"):
+        os.utime(tmp_path / f, (1000, 1000))
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {"s": {"cmd": "fca s", "params": {
+        "params.yaml": {"a": 1, "b.c": 0.001}}}}}))  # fmt: skip
+    os.utime(lock, (2000, 2000))
+    stage = load_stages(tmp_path / "dvc.yaml")[0]
+
+    def stamp(params: str) -> float:
+        (tmp_path / "params.yaml").write_text(params)
+        rel = params_stamp(stage, root=tmp_path)
+        assert rel == stamp_path("s") == ".fca/params/s.json"
+        return (tmp_path / rel).stat().st_mtime
+
+    # New, with dvc.lock's values (`1.0e-3` read as 0.001): older than the outputs.
+    assert stamp("a: 1\nb: {c: 1.0e-3, d: 5}\n") < 1000
+    assert json.loads((tmp_path / stamp_path("s")).read_text()) == {"a": 1, "b.c": 0.001}
+    assert stamp("a: 1\nb: {c: 1e-3, d: 6}\n") < 1000  # an undeclared key: the stamp is not touched
+    changed = stamp("a: 1\nb: {c: 2.0e-3, d: 6}\n")
+    assert changed > 2000  # a changed param: newer than the outputs
+    assert stamp("a: 1\nb: {c: 2.0e-3, d: 6}\n") == changed  # the same values: not touched
+    assert stamp("a: 1\nb: {c: 1.0e-3, d: 6}\n") < 1000  # back to what DVC made them with
+    # An output newer than dvc.lock (a Snakemake run, an edit): DVC's values no longer vouch for it.
+    os.utime(tmp_path / "outdir" / "x", (3000, 3000))
+    assert stamp("a: 2\nb: {c: 1.0e-3}\n") > 3000
+    assert stamp("a: 1\nb: {c: 1.0e-3}\n") > 3000
+    os.utime(tmp_path / "outdir" / "x", (1000, 1000))
+    assert stamp("a: 2\nb: {c: 1.0e-3}\n") > 3000
+    assert stamp("a: 1\nb: {c: 1.0e-3}\n") < 1000
+    (tmp_path / "outdir" / "x").unlink()  # a missing output
+    assert stamp("a: 2\nb: {c: 1.0e-3}\n") > 3000
+    assert stamp("a: 1\nb: {c: 1.0e-3}\n") > 3000
+    (tmp_path / "outdir" / "x").write_text("x")
+    os.utime(tmp_path / "outdir" / "x", (1000, 1000))
+    os.utime(tmp_path / "outdir", (1000, 1000))
+    lock.unlink()  # no dvc.lock
+    assert stamp("a: 2\nb: {c: 1.0e-3}\n") > 3000
+    assert stamp("a: 1\nb: {c: 1.0e-3}\n") > 3000
+    assert not list((tmp_path / ".fca" / "params").glob(".*"))  # no temporary file left
 
 
 def test_command_threads():

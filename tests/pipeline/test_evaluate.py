@@ -3,13 +3,12 @@ tested in tests/fca/test_evaluate.py; here it is a stand-in, so the test takes a
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 import yaml
 
@@ -20,15 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _params(tmp: Path) -> Path:
-    from pipeline.params import Params
+    from pipeline.params import with_defaults
 
-    raw = yaml.safe_load((ROOT / "tests" / "params_tiny.yaml").read_text())
-
-    def plain(v):
-        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
-
-    for name, kind in typing.get_type_hints(Params).items():
-        raw[name] = plain(dataclasses.asdict(kind())) | raw.get(name, {})
+    raw = with_defaults(yaml.safe_load((ROOT / "tests" / "params_tiny.yaml").read_text()))
     (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
     return tmp / "params.yaml"
 
@@ -56,6 +49,7 @@ def test_metrics_json_has_no_fdc_copy_and_density_csv_has_the_plotted_columns(tm
     (`dvc metrics show` lists them once); metrics.json holds the referee's sections, each
     interval beside the number it bounds. density.csv has the columns dvc.yaml's plot draws."""
     monkeypatch.setenv("FCA_TRACKING", "off")
+    (tmp_path / "summary.json").write_text(json.dumps({"kernel_type": "gaussian", "kernel_known": True}))
     patches = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     monkeypatch.setattr(stage_evaluate, "load_patch_set", lambda folder, split: (patches, patches, ["a.png", "b.png"]))
     monkeypatch.setattr(stage_evaluate, "load_patch_kernels", lambda folder, split: torch.ones(1, 3, 3) / 9)
@@ -77,3 +71,86 @@ def test_evaluate_no_longer_takes_the_fdc_metrics():
     assert "--fdc-metrics" not in stage_evaluate.build().format_help()
     report = next(s for s in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items() if s[0] == "report")[1]
     assert "--fdc-metrics reports/fdc.json" in " ".join(report["cmd"].split()) and "reports/fdc.json" in report["deps"]
+
+
+class _Downscaler:
+    """A stand-in generator for real photos: bicubic downscale, then a fixed 5 x 5 Gaussian."""
+
+    scale = 4.0
+
+    def __call__(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from fca.kernels import conv_per_sample, gaussian
+        from fca.resample import downscale
+
+        k = torch.from_numpy(gaussian(5, 1.0)).float()
+        return conv_per_sample(downscale(hr, self.scale), k), k.expand(hr.shape[0], -1, -1)
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("a domain without a known kernel has no kernels to load and no referee to run")
+
+
+def test_a_domain_without_a_known_kernel_gets_the_no_reference_section_only(tmp_path, monkeypatch):
+    """patches' summary.json says kernel_known: false (blur.type none: the photos as they are). evaluate
+    then neither reads the recorded 1x1 delta as k_gt nor runs the referee: metrics.json holds `noref`
+    alone, with intervals beside, the density CSV keeps its columns with no oracle or clean curve, and the
+    arrays hold what the no-reference report draws."""
+    from pipeline.report import NOREF_ARRAYS
+
+    monkeypatch.setenv("FCA_TRACKING", "off")
+    (tmp_path / "summary.json").write_text(json.dumps({"kernel_type": "none", "kernel_known": False}))
+    photos = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(stage_evaluate, "load_patch_set", lambda folder, split: (photos, photos, ["a.png", "b.png", "c.png"]))
+    monkeypatch.setattr(stage_evaluate, "load_patch_kernels", _refuse)
+    monkeypatch.setattr(stage_evaluate, "referee", _refuse)
+    monkeypatch.setattr(stage_evaluate, "load_generator", lambda path, device: _Downscaler())
+    out, density = tmp_path / "reports" / "metrics.json", tmp_path / "reports" / "plots" / "density.csv"
+    argv = ["evaluate", "--params", str(_params(tmp_path)), "--patches", str(tmp_path), "--generator", str(tmp_path / "g.pt"),
+            "--out", str(out), "--density", str(density), "--arrays", str(tmp_path / "evaluation"), "--device", "cpu", "--threads", "1"]
+    assert cli.main(argv) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == {"noref"}
+    n = metrics["noref"]
+    assert n["images"] == 3 and n["image_gap_change_median_lo"] <= n["image_gap_change_median"] <= n["image_gap_change_median_hi"]
+    assert n["kernel_sigma_median"] == pytest.approx(1.0, abs=0.1) and n["kernels_differ"] == 0
+    curves = pd.read_csv(density)
+    assert tuple(curves.columns) == stage_evaluate.DENSITY_COLUMNS
+    assert curves[["real", "bicubic", "fca"]].notna().all().all() and curves[["oracle", "clean"]].isna().all().all()
+    arrays = np.load(tmp_path / "evaluation" / "arrays.npz")
+    assert set(NOREF_ARRAYS) <= set(arrays.files) and list(arrays["sample_names"]) == ["a.png", "b.png", "c.png"][: len(arrays["sample_hr_real"])]
+
+
+@pytest.mark.parametrize("blur, known", [({"type": "none"}, False), ({"type": "gaussian", "size": 5, "sigma": 1.0}, True)])
+def test_the_patches_stage_records_whether_the_kernel_is_known(tmp_path, monkeypatch, blur, known):
+    """`none` takes the photos as they are: their kernel is unknown, whatever the 1x1 delta in kernel.npy says."""
+    from PIL import Image
+
+    from fca.data.patches import load_kernel_known
+
+    monkeypatch.setenv("FCA_TRACKING", "off")
+    raw = yaml.safe_load(_params(tmp_path).read_text())
+    raw["patches"].update(stride=128, max_per_image=2, min_std=0.0, val_fraction=0.5, blur=blur)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "raw").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "raw" / f"img{i}.png")
+    out = tmp_path / "patches"
+    assert cli.main(["patches", "--params", str(tmp_path / "params.yaml"), "--raw", str(tmp_path / "raw"), "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "summary.json").read_text())["kernel_known"] is known
+    assert load_kernel_known(out) is known
+
+
+def test_kernel_known_of_an_older_summary_follows_its_kernel_type_and_a_bad_value_is_named(tmp_path):
+    from fca.data.patches import load_kernel_known
+
+    summary = tmp_path / "summary.json"
+    for kind, known in (("none", False), ("random", True)):
+        summary.write_text(json.dumps({"kernel_type": kind}))
+        assert load_kernel_known(tmp_path) is known
+    summary.write_text(json.dumps({"kernel_known": "no"}))
+    with pytest.raises(ValueError, match=r"summary.json: kernel_known = 'no', expected true or false"):
+        load_kernel_known(tmp_path)
+    summary.unlink()
+    with pytest.raises(FileNotFoundError, match="no patches summary"):
+        load_kernel_known(tmp_path)

@@ -27,6 +27,7 @@ from pipeline.params import load_params
 ROOT = Path(__file__).resolve().parents[2]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 FDC_CSV, GEN_CSV, DENSITY_CSV = "reports/plots/fdc_accuracy.csv", "reports/plots/generator_loss.csv", "reports/plots/density.csv"
+SR_CSV = "reports/plots/sr_loss.csv"
 OFFLINE_JS = ("vega5.js", "vega-lite5.js", "vega-embed6.js")
 
 
@@ -73,7 +74,7 @@ def test_each_csv_is_a_plain_out_drawn_once_by_a_top_level_plot():
     for name, s in DVC_YAML["stages"].items():
         assert "plots" not in s, f"stage {name}: a stage plots: entry is drawn again beside the top-level plot; declare the file in outs"
     written = _written_csvs()
-    assert set(written) == {FDC_CSV, GEN_CSV, DENSITY_CSV}
+    assert set(written) == {FDC_CSV, GEN_CSV, DENSITY_CSV, SR_CSV}
     for csv, stage in written.items():
         assert _entries(DVC_YAML["stages"][stage]["outs"])[csv] == {"cache": False}, f"{csv}: a small tracked report, not cached"
     curves = _curves()
@@ -119,6 +120,14 @@ def test_generator_plots_draw_every_loss_and_the_kernel_sigma_apart():
     assert "loss_consistency" in losses
     loss_plot, sigma_plot = _plot_for(GEN_CSV, losses), _plot_for(GEN_CSV, {"kernel_sigma"})
     assert loss_plot["x"] == sigma_plot["x"] == "step" and "step" in columns
+
+
+def test_sr_plot_draws_the_loss_of_each_kind_of_pairs_that_train_sr_writes():
+    """One loss curve per kind of pairs, against step: the loss_<kind> columns of train-sr's CSV."""
+    from pipeline.train_sr import KINDS
+
+    plot = _plot_for(SR_CSV, {f"loss_{k}" for k in KINDS})
+    assert plot["x"] == "step"
 
 
 def test_density_plot_draws_each_curve_against_frequency_on_a_log_axis():

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def inputs(tmp_path, monkeypatch):
-    from pipeline.params import Params
+    from pipeline.params import with_defaults
 
     monkeypatch.setenv("FCA_TRACKING", "off")
-    raw = yaml.safe_load((ROOT / "tests" / "params_tiny.yaml").read_text())
-
-    def plain(v):
-        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
-
-    for name, kind in typing.get_type_hints(Params).items():
-        raw[name] = plain(dataclasses.asdict(kind())) | raw.get(name, {})
+    raw = with_defaults(yaml.safe_load((ROOT / "tests" / "params_tiny.yaml").read_text()))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     (tmp_path / "evaluation").mkdir()
     np.savez(tmp_path / "evaluation" / "arrays.npz", kernels_pred=np.zeros((1, 3, 3)))
@@ -62,3 +54,127 @@ def test_fdc_metrics_that_are_not_an_object_are_named(inputs, capsys):
     (tmp / "fdc.json").write_text('"0.9"')
     assert cli.main(args) == 2
     assert f"fca report: error: {tmp}/fdc.json: expected a JSON object of metrics, got a str" in capsys.readouterr().err
+
+
+def _training_and_degraded_inputs(tmp: Path) -> None:
+    """The inputs both kinds of report read alike: the training curves and one degraded validation patch."""
+    from fca.data.images import save_png
+
+    (tmp / "fdc.csv").write_text("step,acc_s1.2\n1,0.8\n2,0.9\n")
+    (tmp / "gen.csv").write_text("step,loss_total,kernel_sigma\n1,0.5,1.0\n2,0.4,1.2\n")
+    (tmp / "manifest.csv").write_text("file,status\na.png,ok\n")
+    save_png(tmp / "val" / "real" / "a.png", np.full((64, 64, 3), 0.5))
+    save_png(tmp / "lr" / "a.png", np.full((16, 16, 3), 0.5))
+
+
+def _noref_evaluation(tmp: Path) -> None:
+    """What evaluate writes for photos without a known kernel: a real no-reference run on a tiny case."""
+    import torch
+
+    from fca.evaluate import EvaluateConfig, referee_no_reference
+    from fca.kernels import anisotropic_gaussian, conv_per_sample
+    from fca.resample import downscale
+    from pipeline.evaluate import density_curves, metrics_json
+
+    photos = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    kernels = torch.stack([torch.from_numpy(anisotropic_gaussian(5, 0.6 + 0.2 * i, 0.6, 30 * i)) for i in range(6)]).float()
+    result = referee_no_reference(photos, 4, lambda hr: (conv_per_sample(downscale(hr, 4), kernels[: len(hr)]), kernels[: len(hr)]),
+                                  EvaluateConfig(density_bins=6, samples=2, bootstrap=50))
+    np.savez(tmp / "evaluation" / "arrays.npz", **result["arrays"])
+    (tmp / "metrics.json").write_text(json.dumps(metrics_json(result)))
+    density_curves(result["arrays"]).to_csv(tmp / "density.csv", index=False)
+
+
+def _drawn_density_curves(monkeypatch) -> list[str]:
+    from pipeline import report
+
+    drawn: list[str] = []
+    plain = report.density_figure
+    monkeypatch.setattr(report, "density_figure", lambda freq, curves, title: drawn.extend(curves) or plain(freq, curves, title))
+    return drawn
+
+
+def _drawn_sigma_curves(monkeypatch) -> list[str]:
+    """The curves of the training figure's kernel-width panel, as the report draws them."""
+    from pipeline import report
+
+    drawn: list[str] = []
+    plain = report.curves_figure
+
+    def spy(panels):
+        drawn.extend(name for title, _, curves in panels if "kernel sigma" in title for name in curves)
+        return plain(panels)
+
+    monkeypatch.setattr(report, "curves_figure", spy)
+    return drawn
+
+
+def test_a_domain_without_a_known_kernel_gets_the_no_reference_page_and_figures(inputs, monkeypatch):
+    tmp, args = inputs
+    _training_and_degraded_inputs(tmp)
+    _noref_evaluation(tmp)
+    drawn, sigma = _drawn_density_curves(monkeypatch), _drawn_sigma_curves(monkeypatch)
+    assert cli.main(args) == 0
+    assert sigma == ["ours"]  # no oracle width to draw beside G's
+    page = (tmp / "README.md").read_text()
+    assert "no known kernel, so there is no verdict" in "\n".join(page.splitlines()[:4])
+    assert "## Verdict" not in page and "| pass |" not in page and "**miss**" not in page
+    assert "| G(x), ours |" in page and "G gives each photo its own kernel." in page
+    figures = {p.stem for p in (tmp / "figures").glob("*.png")}
+    assert figures == {"density", "noref_distances", "kernel_histograms", "kernels", "crops", "training", "degraded"}
+    for role in figures:
+        assert f"](figures/{role}.png)" in page, role
+    assert drawn == ["real", "bicubic", "fca"]  # the empty oracle and clean columns are not drawn
+
+
+def test_a_known_kernel_gets_the_verdict_page_and_its_figures_as_before(inputs, monkeypatch):
+    tmp, args = inputs
+    _training_and_degraded_inputs(tmp)
+    k = np.full((5, 5), 1 / 25)
+    hr, lr = np.full((1, 3, 64, 64), 0.5, np.float32), np.full((1, 3, 16, 16), 0.5, np.float32)
+    np.savez(tmp / "evaluation" / "arrays.npz", kernels_pred=np.stack([k, k]), kernel_true=k, kernel_oracle=k, sample_hr_real=hr,
+             sample_lr_true=lr, sample_sr_bicubic=hr, sample_sr_fca=hr, sample_sr_oracle=hr)
+    (tmp / "metrics.json").write_text(json.dumps({"density": {"gap_reduction": 0.95}, "kernel": {"cov_rel_error": 0.05, "sigma_oracle": 1.1},
+                                                  "sr": {"gain_fraction": 0.5}}))
+    (tmp / "density.csv").write_text("frequency,real,bicubic,fca,oracle,clean\n0.1,0.5,0.4,0.45,0.5,0.6\n0.3,0.5,0.6,0.55,0.5,0.4\n")
+    drawn, sigma = _drawn_density_curves(monkeypatch), _drawn_sigma_curves(monkeypatch)
+    assert cli.main(args) == 0
+    assert sigma == ["ours", "oracle"]
+    page = (tmp / "README.md").read_text()
+    assert page.startswith("# FCA run report\n") and "## Verdict" in page and "no verdict" not in page
+    assert "(`kernel.cov_rel_error`) | 0.050 | <= 0.1 | pass |" in page and "(`sr.gain_fraction`) | 0.500 | >= 0.9 | **miss** |" in page
+    assert {p.stem for p in (tmp / "figures").glob("*.png")} == {"density", "kernels", "crops", "training", "degraded"}
+    assert drawn == ["real", "bicubic", "fca", "oracle", "clean"]
+
+
+def test_no_reference_arrays_of_another_version_are_named(inputs, capsys):
+    tmp, args = inputs
+    (tmp / "metrics.json").write_text(json.dumps({"noref": {}}))
+    assert cli.main(args) == 2
+    assert f"fca report: error: {tmp}/evaluation/arrays.npz: no array 'kernel_sigma', " in capsys.readouterr().err
+
+
+def test_the_sr_models_of_train_sr_get_their_section_and_figure(inputs, monkeypatch):
+    """With train-sr's scores and figure the page shows both; on real photos (no scores) it says why there is no table."""
+    tmp, args = inputs
+    _training_and_degraded_inputs(tmp)
+    _noref_evaluation(tmp)
+    _drawn_density_curves(monkeypatch), _drawn_sigma_curves(monkeypatch)
+    from PIL import Image
+
+    Image.new("RGB", (40, 20)).save(tmp / "sr.png")
+    (tmp / "sr.json").write_text(json.dumps({"images": 3, "scale": 4}))
+    assert cli.main(args + ["--sr-metrics", str(tmp / "sr.json"), "--sr-figure", str(tmp / "sr.png")]) == 0
+    page = (tmp / "README.md").read_text()
+    assert "## An SR model trained on the pairs" in page and "no score" in page and "](figures/sr_model.png)" in page
+    assert (tmp / "figures" / "sr_model.png").read_bytes() == (tmp / "sr.png").read_bytes()
+    scores = {f"{m}_{k}": v for m in ("psnr_y", "ssim_y") for k, v in (("upscaling", 20.0), ("bicubic", 21.0), ("ours", 22.5))}
+    (tmp / "sr.json").write_text(json.dumps(scores | {"images": 3, "scale": 4}))
+    assert cli.main(args + ["--sr-metrics", str(tmp / "sr.json"), "--sr-figure", str(tmp / "sr.png")]) == 0
+    assert "| SR trained on our pairs | 22.50 |" in (tmp / "README.md").read_text()
+
+
+def test_sr_metrics_without_the_figure_is_an_error(inputs, capsys):
+    tmp, args = inputs
+    assert cli.main(args + ["--sr-metrics", str(tmp / "sr.json")]) != 0
+    assert "--sr-metrics and --sr-figure go together" in capsys.readouterr().err

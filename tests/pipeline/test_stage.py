@@ -18,18 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def params(tmp_path):
     """A params file every stage accepts (the tiny one; keys it lacks at their defaults)."""
-    import dataclasses
-    import typing
+    from pipeline.params import with_defaults
 
-    from pipeline.params import Params
-
-    raw = yaml.safe_load((ROOT / "tests" / "params_tiny.yaml").read_text())
-
-    def plain(v):
-        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
-
-    for name, kind in typing.get_type_hints(Params).items():
-        raw[name] = plain(dataclasses.asdict(kind())) | raw.get(name, {})
+    raw = with_defaults(yaml.safe_load((ROOT / "tests" / "params_tiny.yaml").read_text()))
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -1,6 +1,9 @@
 """The MLflow adapter against a real `mlflow server` on 127.0.0.1, and its failure modes."""
 
+import dataclasses
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +15,7 @@ import pytest
 from pipeline import tracking
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -68,7 +72,7 @@ def test_stage_run_is_logged_to_a_real_server_and_read_back(mlflow_server, tmp_p
     client = MlflowClient(mlflow_server)
     got = client.get_run(run_id)
     assert got.info.status == "FINISHED"
-    assert got.data.params == {"size": "128", "blur.type": "gaussian"}
+    assert got.data.params == {"patches.size": "128", "patches.blur.type": "gaussian"}
     assert got.data.tags["fca.stage"] == "patches"
     assert "fca.git_commit" in got.data.tags
     history = client.get_metric_history(run_id, "loss")
@@ -254,3 +258,294 @@ def test_make_mlflow_server_never_shows_the_password(tmp_path):
     assert "s3cret" not in printed
     assert "s3cret" not in (tmp_path / "argv").read_text()
     assert (tmp_path / "env").read_text().strip() == backend
+
+
+# ---------------------------------------------------------------- what the MLflow UI shows (local SQLite store)
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+# Just what the adapter reads: which stage reads data/patches, and which one writes it.
+DVC_YAML = "stages:\n  patches:\n    outs: [data/patches]\n  train_fdc:\n    deps: [pipeline/train_fdc.py, data/patches]\n"
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A committed project folder (the tiny params as params.yaml, a dvc.yaml, one code file) as the
+    current folder, tracked to `sqlite:///mlflow.db` in it, as `make run` does; no engine above."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copy(ROOT / "tests" / "params_tiny.yaml", root / "params.yaml")
+    (root / "dvc.yaml").write_text(DVC_YAML)
+    (root / "code.py").write_text("x = 1\n")
+    for key, value in GIT_ENV.items():
+        monkeypatch.setenv(key, value)
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "init")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    monkeypatch.setenv("FCA_TRACKING_SPOOL", str(tmp_path / "spool"))
+    for var in ("FCA_TRACKING", "FCA_PIPELINE_ID", "FCA_EXPERIMENT", "FCA_MLFLOW_ARTIFACTS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(tracking, "_engine_ancestor", lambda: None)  # pytest may run under anything
+    return root
+
+
+def _store(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def _all_runs(client) -> list:
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+
+
+def test_the_experiment_is_a_model_training_one_from_its_creation(project):
+    with tracking.stage_run("patches", {"size": 64}):
+        pass
+    client = _store(project)
+    assert client.get_experiment_by_name("fca").tags[tracking.KIND_TAG] == "custom_model_development"
+    # One made before (by an older version, or by hand) gets the tag at the next run.
+    old = client.create_experiment("older")
+    os.environ["FCA_EXPERIMENT"] = "older"
+    try:
+        with tracking.stage_run("patches", {"size": 64}):
+            pass
+    finally:
+        del os.environ["FCA_EXPERIMENT"]
+    assert client.get_experiment(old).tags[tracking.KIND_TAG] == "custom_model_development"
+    # The UI link opens it in the model-training view (the MLflow 3 UI's default is GenAI).
+    assert tracking.ui_link() == f"http://127.0.0.1:5000/#/experiments/{client.get_experiment_by_name('fca').experiment_id}/runs?workflowType=machine_learning"
+
+
+def test_params_carry_their_params_yaml_section(project):
+    with tracking.stage_run("train_fdc", {"lr": 0.1, "blur_weight": 1.0, "device": "cpu"}) as fdc:
+        pass
+    with tracking.stage_run("train_generator", {"lr": 0.2, "fdc.scale_end": 3.0, "threads": 1}) as gen:
+        pass
+    with tracking.stage_run("patches", {"blur.type": "gaussian"}) as patches:
+        pass
+    client = _store(project)
+    assert client.get_run(fdc.run_id).data.params == {"fdc.lr": "0.1", "fdc.blur_weight": "1.0", "device": "cpu"}
+    # A key already under a section (read from another one) and a runtime key stay as given.
+    assert client.get_run(gen.run_id).data.params == {"generator.lr": "0.2", "fdc.scale_end": "3.0", "threads": "1"}
+    assert client.get_run(patches.run_id).data.params == {"patches.blur.type": "gaussian"}
+
+
+def _parent(client, run_id: str):
+    return client.get_run(client.get_run(run_id).data.tags["mlflow.parentRunId"])
+
+
+def test_parent_runs_are_named_by_engine_commit_and_changed_params(project, monkeypatch):
+    import yaml
+
+    client = _store(project)
+    commit = _git(project, "rev-parse", "--short=7", "HEAD")
+    monkeypatch.setenv("FCA_PIPELINE_ID", "dvc-100-1")
+    with tracking.stage_run("patches", {"size": 64}) as first:
+        pass
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    was = params["generator"]["loss"]
+    params["generator"]["loss"] = new = "both" if was != "both" else "spectral"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("FCA_PIPELINE_ID", "snakemake-200-1")
+    with tracking.stage_run("patches", {"size": 64}) as second:
+        pass
+    (project / "code.py").write_text("x = 2\n")  # code changed since the commit
+    monkeypatch.setenv("FCA_PIPELINE_ID", "dvc-300-1")
+    with tracking.stage_run("patches", {"size": 64}) as third:
+        pass
+
+    names = [_parent(client, r.run_id).info.run_name for r in (first, second, third)]
+    assert names[0].startswith(f"dvc {commit} ") and "=" not in names[0], names
+    assert names[1].startswith(f"snakemake {commit} gen.loss={new} "), names
+    assert names[2].startswith(f"dvc {commit}+dirty gen.loss={new} "), names
+    assert len({n[:40] for n in names}) == 3, names  # they differ where the UI cuts them
+    # The parent holds all of params.yaml, keyed like the stages' params: parents compare side by side.
+    assert _parent(client, first.run_id).data.params["generator.loss"] == was
+    assert _parent(client, second.run_id).data.params["generator.loss"] == new
+    assert _parent(client, second.run_id).data.tags["fca.changed_params"] == f"generator.loss={new}"
+
+
+def test_runs_carry_source_user_and_commit_tags(project, monkeypatch):
+    commit = _git(project, "rev-parse", "HEAD")
+    monkeypatch.setenv("FCA_PIPELINE_ID", "dvc-100-1")
+    with tracking.stage_run("train_fdc", {"lr": 0.1}) as staged:
+        pass
+    monkeypatch.delenv("FCA_PIPELINE_ID")
+    with tracking.stage_run("degrade", {"tile": 64}, standalone=True) as by_hand:
+        by_hand.log_metrics({"seconds": 1.0}, 0)
+    client = _store(project)
+    tags = client.get_run(staged.run_id).data.tags
+    assert tags["mlflow.source.type"] == "PROJECT" and tags["mlflow.source.name"] == str(project)
+    assert tags["mlflow.project.entryPoint"] == "train_fdc" and tags["mlflow.runName"] == "train_fdc"
+    assert tags["mlflow.source.git.commit"] == commit and tags["mlflow.user"]
+    parent = _parent(client, staged.run_id).data.tags
+    assert parent["mlflow.source.type"] == "PROJECT" and parent["mlflow.project.entryPoint"] == "dvc"
+    assert parent["mlflow.source.git.commit"] == commit and parent["mlflow.user"] == tags["mlflow.user"]
+    tags = client.get_run(by_hand.run_id).data.tags
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"] == "fca degrade"
+    assert tags["mlflow.source.git.commit"] == commit and tags["mlflow.user"]
+
+
+def _patches(root: Path) -> None:
+    folder = root / "data" / "patches"
+    folder.mkdir(parents=True)
+    (folder / "index.csv").write_text("file,split\na.png,train\n")
+    (folder / "a.png").write_bytes(b"\x89PNG fake")
+    (folder / ".fca-output").write_text("{}\n")
+
+
+def _dataset(client, run_id: str) -> tuple[str, str, dict] | None:
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    if not inputs:
+        return None
+    (one,) = inputs
+    return one.dataset.name, one.dataset.digest, json.loads(one.dataset.source) | {t.key: t.value for t in one.tags}
+
+
+def test_the_patches_dvc_hash_is_the_dataset_of_the_stages_that_read_them(project):
+    import hashlib
+
+    client = _store(project)
+    with tracking.stage_run("train_fdc", {}) as before:  # no data/patches yet: no dataset, no error
+        pass
+    _patches(project)
+    files = [p for p in (project / "data" / "patches").rglob("*") if p.is_file()]
+    lock = {"schema": "2.0", "stages": {"patches": {"outs": [{
+        "path": "data/patches", "hash": "md5", "md5": "0a01211455eec6f349ba0d928e32209a.dir",
+        "size": sum(p.stat().st_size for p in files), "nfiles": len(files)}]}}}
+    (project / "dvc.lock").write_text(json.dumps(lock))
+    with tracking.stage_run("train_fdc", {}) as locked:
+        pass
+    with tracking.stage_run("patches", {}) as writer:  # writes data/patches, does not read them
+        pass
+    (project / "data" / "patches" / "a.png").write_bytes(b"other")  # dvc.lock no longer describes the folder
+    with tracking.stage_run("train_fdc", {}) as stale:
+        pass
+
+    assert _dataset(client, before.run_id) is None and _dataset(client, writer.run_id) is None
+    name, digest, info = _dataset(client, locked.run_id)
+    assert (name, digest) == ("data/patches", "0a01211455eec6f349ba0d928e32209a")
+    assert info["digest_from"] == "dvc.lock" and info["mlflow.data.context"] == "training"
+    index_md5 = hashlib.md5((project / "data" / "patches" / "index.csv").read_bytes()).hexdigest()
+    assert _dataset(client, stale.run_id)[1:] == (index_md5, {"uri": str(project / "data" / "patches"), "digest_from": "index.csv",
+                                                              "mlflow.data.context": "training"})
+
+
+def test_degrade_by_hand_has_its_own_experiment_and_a_failure_after_the_start_ends_failed(project):
+    with tracking.stage_run("degrade", {"tile": 64}, standalone=True) as run:
+        assert run.run_id is None  # not opened before the first logging call
+        run.log_metrics({"seconds": 1.0}, 0)
+    with pytest.raises(RuntimeError):
+        with tracking.stage_run("degrade", {"tile": 64}, standalone=True) as crashed:
+            crashed.log_metrics({"seconds": 1.0}, 0)
+            raise RuntimeError("crash in the middle of the work")
+    client = _store(project)
+    exp = client.get_experiment_by_name("fca-degrade")
+    assert exp is not None and client.get_experiment_by_name("fca") is None
+    assert exp.tags[tracking.KIND_TAG] == "custom_model_development"
+    assert client.get_run(run.run_id).info.experiment_id == exp.experiment_id
+    assert client.get_run(crashed.run_id).info.status == "FAILED"
+    assert client.get_run(run.run_id).data.params == {"degrade.tile": "64"}
+
+
+def _tiny_generator(path: Path) -> None:
+    import torch
+
+    from fca.train.checkpoint import save_checkpoint
+    from fca.train.generator import GeneratorConfig, build_generator
+
+    config = GeneratorConfig(estimator="paper", kernel_param="free", kernel_size=7, channels=8, dense_blocks=1, res_blocks=1, wd_channels=8)
+    torch.manual_seed(0)
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    save_checkpoint(path, {"config": plain, "generator": build_generator(config).state_dict(), "step": 1})
+
+
+def test_fca_degrade_user_errors_leave_no_run_and_a_good_run_lands_in_its_experiment(project, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from pipeline import cli
+
+    _tiny_generator(tmp_path / "generator.pt")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photos / "a.png")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("not fca's")
+
+    def degrade(*args: str) -> int:
+        return cli.main(["degrade", "--checkpoint", str(tmp_path / "generator.pt"), "--device", "cpu", "--no-progress", *args])
+
+    assert degrade("--input", str(tmp_path / "fotos"), "--output", str(tmp_path / "out")) == 2  # a typo
+    assert degrade("--input", str(photos), "--output", str(tmp_path / "full")) == 2  # an output that is not fca's
+    assert degrade("--input", str(photos), "--output", str(tmp_path / "out"), "--tile", "-3") == 2  # a bad option
+    err = capsys.readouterr().err
+    assert "fotos" in err and "full" in err and "--tile" in err, err
+    client = _store(project)
+    assert _all_runs(client) == []
+
+    assert degrade("--input", str(photos), "--output", str(tmp_path / "out")) == 0
+    (run,) = _all_runs(client)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "fca-degrade"
+    assert run.data.params["input"] == str(photos) and "degrade.kernel_from" in run.data.params
+    assert run.data.tags["mlflow.source.name"] == "fca degrade"
+
+
+def _artifact_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*.txt")) if folder.exists() else []
+
+
+def test_a_copied_project_keeps_its_artifacts_in_the_copy(project, tmp_path, monkeypatch, caplog):
+    note = tmp_path / "note.txt"
+    note.write_text("original")
+    with tracking.stage_run("patches", {}) as run:
+        run.log_artifact(note)
+    assert _artifact_files(project / "mlruns") == ["note.txt"]  # beside the store, not elsewhere
+
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")  # as a fresh process there has it
+    (tmp_path / "copy.txt").write_text("copy")
+    with tracking.stage_run("patches", {}) as run2:
+        run2.log_artifact(tmp_path / "copy.txt")
+
+    assert _artifact_files(project / "mlruns") == ["note.txt"]  # the original is untouched
+    assert _artifact_files(copy / "mlruns") == ["copy.txt", "note.txt"]
+    client = _store(copy)
+    exp = client.get_experiment_by_name("fca")
+    assert Path(exp.artifact_location).is_relative_to(copy) and client.get_run(run2.run_id).info.experiment_id == exp.experiment_id
+    assert exp.tags[tracking.KIND_TAG] == "custom_model_development"
+    old = [e for e in client.search_experiments() if e.name.startswith("fca (id ")]
+    assert len(old) == 1 and str(project / "mlruns") in old[0].name  # the copied runs stay visible, renamed
+    said = [r.getMessage() for r in caplog.records if "outside this folder" in r.getMessage()]
+    assert len(said) == 1 and str(project / "mlruns") in said[0], said
+
+    # FCA_MLFLOW_ARTIFACTS: new experiments keep their artifacts there instead.
+    monkeypatch.setenv("FCA_MLFLOW_ARTIFACTS", str(tmp_path / "store"))
+    monkeypatch.setenv("FCA_EXPERIMENT", "elsewhere")
+    with tracking.stage_run("patches", {}) as run3:
+        run3.log_artifact(note)
+    assert client.get_experiment_by_name("elsewhere").artifact_location == str(tmp_path / "store" / "elsewhere")
+    assert _artifact_files(tmp_path / "store") == ["note.txt"]
+
+
+def test_artifacts_stay_beside_the_store_from_any_folder(project, tmp_path, monkeypatch):
+    """MLflow's own default is ./mlruns of whichever folder made the experiment (`fca degrade` runs from anywhere)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    with tracking.stage_run("patches", {}) as run:
+        run.log_artifact(note)
+    assert _artifact_files(project / "mlruns") == ["note.txt"] and not (elsewhere / "mlruns").exists()
+    assert _store(project).get_run(run.run_id).info.artifact_uri == str(project / "mlruns" / "fca" / run.run_id / "artifacts")

@@ -244,3 +244,14 @@ def test_any_decoder_failure_is_a_bad_image_naming_the_file(tmp_path, monkeypatc
     monkeypatch.setattr("PIL.ImageFile.ImageFile.load", broken_load)
     with pytest.raises(BadImageError, match=rf"a.png: cannot read image: {type(error).__name__}"):
         load_rgb(tmp_path / "a.png")
+
+
+def test_scan_skips_the_named_files_at_the_top_only(tmp_path):
+    from fca.data.images import scan_images
+
+    (tmp_path / "sub").mkdir()
+    for p in (tmp_path / "manifest.csv", tmp_path / "sub" / "manifest.csv"):
+        p.write_text("file\n")
+    scan = scan_images(tmp_path, recursive=True, skip=("manifest.csv",))
+    assert [p.relative_to(tmp_path).as_posix() for p, _ in scan.ignored] == ["sub/manifest.csv"]  # a user's file elsewhere is still named
+    assert len(scan_images(tmp_path, recursive=True).ignored) == 2

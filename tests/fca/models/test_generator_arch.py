@@ -148,3 +148,26 @@ def test_upper_quantiles_equal_torch_quantile():
     x = torch.rand(5, 1000, generator=torch.Generator().manual_seed(0))
     qs = torch.linspace(0.9, 0.995, 4)
     assert torch.allclose(upper_quantiles(x, qs), torch.quantile(x, qs, dim=1).T, atol=1e-7)
+
+
+def test_local_range_equals_max_minus_min_pooling():
+    import torch.nn.functional as F
+
+    from fca.models.generator_arch import local_range
+
+    y = torch.rand(3, 1, 23, 17, generator=torch.Generator().manual_seed(0))
+    for size in (3, 5):
+        expected = F.max_pool2d(y, size, 1, size // 2) + F.max_pool2d(-y, size, 1, size // 2)
+        assert torch.equal(local_range(y, size), expected)
+
+
+def test_edge_sharpness_reads_the_direction_of_a_blur():
+    """A blur along x flattens the horizontal differences (direction 0) more than the vertical ones (direction 2), and rotated by 90 degrees the other way round."""
+    from fca.kernels import conv_per_sample
+    from fca.models.generator_arch import edge_sharpness
+
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for degrees, sign in ((0.0, 1.0), (90.0, -1.0)):
+        k = torch.as_tensor(anisotropic_gaussian(13, 3.0, 0.8, degrees)).float()
+        e = edge_sharpness(conv_per_sample(x, k.expand(2, -1, -1)), 2).view(2, 4, 2)
+        assert sign * float(e[:, 2].mean() - e[:, 0].mean()) > 0.3

@@ -203,3 +203,113 @@ def test_blur_probe_of_an_oracle_crosses_zero_between_no_blur_and_heavy_blur():
 def test_zero_crossing_interpolates_and_is_nan_without_a_crossing():
     assert zero_crossing({0.0: 1.0, 1.0: 0.5, 2.0: -0.5}) == pytest.approx(1.5)
     assert math.isnan(zero_crossing({0.0: 1.0, 1.0: 0.5}))
+
+
+# ---------------------------------------------------------------- CPU precision (cpu_bf16: auto | on | off)
+
+from fca.train import fdc as fdc_module  # noqa: E402
+from fca.train import hardware  # noqa: E402
+from fca.train.hardware import PrecisionChoice  # noqa: E402
+
+NATIVE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+NO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+
+
+@pytest.fixture
+def cpu(fake_cpu):
+    """cpu(cpuinfo_text, speedup): see fake_cpu in tests/fca/train/conftest.py."""
+    return lambda cpuinfo, speedup: fake_cpu(fdc_module, cpuinfo, speedup)
+
+
+def _train(cfg, ckpt=None, **kw):
+    train, val = _real_patches(8, seed=1), _real_patches(2, seed=2)
+    choices: list[PrecisionChoice] = []
+    model, hist = train_fdc(cfg, train, val, checkpoint_dir=ckpt, progress=False, on_precision=choices.append, **kw)
+    return model.state_dict(), hist, choices
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+PREC = dataclasses.replace(TINY, steps=4, eval_every=4, checkpoint_every=1000)
+
+
+def test_cpu_bf16_takes_auto_on_off_and_the_old_booleans():
+    assert FDCConfig().cpu_bf16 == "auto" and FDCConfig(cpu_bf16=True).cpu_bf16 == "on" and FDCConfig(cpu_bf16=False).cpu_bf16 == "off"
+    with pytest.raises(ValueError, match=r"fdc\.cpu_bf16 = 'bf16': must be one of auto, on, off"):
+        FDCConfig(cpu_bf16="bf16")
+
+
+def test_auto_without_native_bf16_is_fp32_and_never_probes(tmp_path, cpu):
+    calls = cpu(NO_BF16, "never")
+    weights, hist, choices = _train(PREC, tmp_path / "auto")
+    assert calls == [] and choices == [PrecisionChoice("fp32", "fp32: CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag)")]
+    assert torch.load(tmp_path / "auto" / "last.pt", weights_only=True)["precision"] == {"device": "cpu", **choices[0].as_dict()}
+    off_weights, off_hist, _ = _train(dataclasses.replace(PREC, cpu_bf16="off"))
+    assert _same(weights, off_weights) and hist == off_hist
+
+
+@pytest.mark.parametrize("speedup, forced", [(2.0, "on"), (1.05, "off")])
+def test_auto_with_native_bf16_follows_the_probe(cpu, caplog, speedup, forced):
+    calls = cpu(NATIVE, speedup)
+    with caplog.at_level("INFO", logger="fca.train.fdc"):
+        weights, hist, choices = _train(PREC)
+    assert calls == [1] and choices[0].precision == {"on": "bf16", "off": "fp32"}[forced] and choices[0].speedup == speedup
+    assert f"train_fdc: {choices[0].reason}" in caplog.text
+    for mode in ("on", "off"):  # bit for bit the forced run; the other precision differs
+        w, h, _ = _train(dataclasses.replace(PREC, cpu_bf16=mode))
+        assert _same(weights, w) == (mode == forced) and (h == hist) == (mode == forced)
+    assert calls == [1]
+
+
+def test_the_real_probe_leaves_the_run_untouched(tmp_path, monkeypatch):
+    (tmp_path / "cpuinfo").write_text(NATIVE)
+    monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setattr(hardware, "BF16_MARGIN", float("inf"))  # whatever the probe measures: fp32
+    weights, hist, choices = _train(PREC, tmp_path / "probed")
+    assert choices[0].precision == "fp32" and choices[0].speedup > 0  # a probe ran
+    off_weights, off_hist, _ = _train(dataclasses.replace(PREC, cpu_bf16="off"), tmp_path / "off")
+    assert _same(weights, off_weights) and hist == off_hist
+    a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("probed", "off"))
+    assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(), b["optimizer"]["state"][0].values()))
+    assert torch.equal(a["rng"]["data"], b["rng"]["data"]) and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_a_resumed_run_keeps_the_stored_choice_without_probing(tmp_path, cpu):
+    cfg = dataclasses.replace(TINY, checkpoint_every=2)
+    calls = cpu(NATIVE, 2.0)
+    full, full_hist, full_choices = _train(cfg, tmp_path / "a")
+    assert full_choices[0].precision == "bf16"
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_5(step, metrics):
+        if step == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _train(cfg, tmp_path / "b", on_step=crash_at_5)
+    assert calls == [1, 1]
+    calls = cpu(NO_BF16, "never")  # the resumed run's CPU would say fp32, and no probe may run
+    resumed, resumed_hist, choices = _train(cfg, tmp_path / "b")
+    assert calls == [] and choices == full_choices
+    assert _same(full, resumed) and resumed_hist == full_hist
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_bf16_trains_in_channels_last_and_hands_back_a_contiguous_model(monkeypatch, mode):
+    seen = []
+
+    class Spy(fdc_module.Precision):
+        def step(self, loss, optimizer):
+            convs = [p for g in optimizer.param_groups for p in g["params"] if p.dim() == 4]
+            channels_last = all(p.is_contiguous(memory_format=torch.channels_last) for p in convs) and not all(p.is_contiguous() for p in convs)
+            seen.append((self.dtype, channels_last))
+            super().step(loss, optimizer)
+
+    monkeypatch.setattr(fdc_module, "Precision", Spy)
+    weights, _, _ = _train(dataclasses.replace(PREC, steps=1, cpu_bf16=mode))
+    assert seen == [(torch.bfloat16, True)] if mode == "on" else seen == [(None, False)]
+    assert all(w.is_contiguous() for w in weights.values())

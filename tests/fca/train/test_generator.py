@@ -191,3 +191,141 @@ def test_consistency_loss_needs_the_spectral_estimator(photo_patches):
     cfg = dataclasses.replace(TINY, estimator="paper", w_consistency=1.0)
     with pytest.raises(ValueError, match="generator.w_consistency"):
         train_generator(cfg, photo_patches, None, device=CPU, checkpoint_dir=None, progress=False)
+
+
+# ---------------------------------------------------------------- CPU precision (cpu_bf16: auto | on | off)
+
+from fca.train import generator as generator_module  # noqa: E402
+from fca.train import hardware  # noqa: E402
+from fca.train.hardware import PrecisionChoice  # noqa: E402
+
+NATIVE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+NO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+# A step with every network: the discriminator and the consistency loss run in both precisions too.
+PREC = dataclasses.replace(TINY, estimator="spectral", w_consistency=1.0, w_wd=0.001, steps=3, checkpoint_every=1000)
+
+
+@pytest.fixture
+def cpu(fake_cpu):
+    """cpu(cpuinfo_text, speedup): see fake_cpu in tests/fca/train/conftest.py."""
+    return lambda cpuinfo, speedup: fake_cpu(generator_module, cpuinfo, speedup)
+
+
+def _run(cfg, patches, ckpt=None, **kw):
+    choices: list[PrecisionChoice] = []
+    gen, hist = train_generator(cfg, patches, None, device=CPU, checkpoint_dir=ckpt, progress=False, on_precision=choices.append, **kw)
+    return _weights(gen), hist, choices
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cpu_bf16_takes_auto_on_off_and_the_old_booleans():
+    assert GeneratorConfig().cpu_bf16 == "auto"
+    assert GeneratorConfig(cpu_bf16=True).cpu_bf16 == "on" and GeneratorConfig(cpu_bf16=False).cpu_bf16 == "off"
+    with pytest.raises(ValueError, match=r"generator\.cpu_bf16 = 'fast': must be one of auto, on, off"):
+        GeneratorConfig(cpu_bf16="fast")
+    # A generator checkpoint written before auto existed (cpu_bf16: false) still loads.
+    from fca.train.checkpoint import checkpoint_config
+
+    old = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(TINY).items()} | {"cpu_bf16": False}
+    assert checkpoint_config("old.pt", old, GeneratorConfig, required=()).cpu_bf16 == "off"
+
+
+def test_auto_without_native_bf16_is_fp32_and_never_probes(photo_patches, tmp_path, cpu):
+    calls = cpu(NO_BF16, "never")
+    weights, hist, choices = _run(PREC, photo_patches, tmp_path / "auto")
+    assert choices == [PrecisionChoice("fp32", "fp32: CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag)")]
+    assert calls == []
+    assert load_checkpoint(tmp_path / "auto" / "last.pt")["precision"] == {"device": "cpu", **choices[0].as_dict()}
+    off_weights, off_hist, _ = _run(dataclasses.replace(PREC, cpu_bf16="off"), photo_patches)
+    assert _same(weights, off_weights) and hist == off_hist
+
+
+@pytest.mark.parametrize("speedup, forced", [(2.0, "on"), (1.05, "off")])
+def test_auto_with_native_bf16_follows_the_probe(photo_patches, cpu, caplog, speedup, forced):
+    calls = cpu(NATIVE, speedup)
+    with caplog.at_level("INFO", logger="fca.train.generator"):
+        weights, hist, choices = _run(PREC, photo_patches)
+    assert calls == [1] and len(choices) == 1 and choices[0].speedup == speedup
+    assert choices[0].precision == {"on": "bf16", "off": "fp32"}[forced]
+    assert f"train_generator: {choices[0].reason}" in caplog.text
+    # The run computed in what was chosen: bit for bit the forced run; the other precision differs.
+    for mode in ("on", "off"):
+        w, h, c = _run(dataclasses.replace(PREC, cpu_bf16=mode), photo_patches)
+        assert c[0].reason == f"{c[0].precision}: cpu_bf16 = {mode}"
+        assert _same(weights, w) == (mode == forced) and (hist == h) == (mode == forced)
+    assert calls == [1]  # on and off never probe
+
+
+def test_the_real_probe_leaves_the_run_untouched(photo_patches, tmp_path, monkeypatch):
+    """A probe that trains copies: the run after it is bit for bit the run without one (weights,
+    optimiser state, random streams), whatever the probe found."""
+    (tmp_path / "cpuinfo").write_text(NATIVE)
+    monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setattr(hardware, "BF16_MARGIN", float("inf"))  # whatever the probe measures: fp32
+    torch.manual_seed(0)
+    weights, hist, choices = _run(PREC, photo_patches, tmp_path / "probed")
+    assert choices[0].precision == "fp32" and choices[0].speedup > 0  # a probe ran and timed both
+    off_weights, off_hist, _ = _run(dataclasses.replace(PREC, cpu_bf16="off"), photo_patches, tmp_path / "off")
+    assert _same(weights, off_weights) and hist == off_hist
+    a, b = load_checkpoint(tmp_path / "probed" / "last.pt"), load_checkpoint(tmp_path / "off" / "last.pt")
+    assert _same(a["discriminator"], b["discriminator"])
+    assert all(torch.equal(x, y) for x, y in zip(a["opt_g"]["state"][0].values(), b["opt_g"]["state"][0].values()))
+    assert torch.equal(a["rng"]["data"], b["rng"]["data"]) and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_a_resumed_run_keeps_the_stored_choice_without_probing(photo_patches, tmp_path, cpu):
+    cfg = dataclasses.replace(PREC, steps=6, checkpoint_every=3)
+    calls = cpu(NATIVE, 2.0)
+    full, full_hist, full_choices = _run(cfg, photo_patches, tmp_path / "a")
+    assert full_choices[0].precision == "bf16"
+
+    def kill_at_5(step, metrics):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, photo_patches, tmp_path / "b", on_step=kill_at_5)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["precision"]["precision"] == "bf16"
+    assert calls == [1, 1]
+    # The resumed run finds a CPU that would now say fp32 (and a probe that must not run): it keeps bf16.
+    calls = cpu(NO_BF16, "never")
+    resumed, resumed_hist, choices = _run(cfg, photo_patches, tmp_path / "b")
+    assert calls == [] and choices == full_choices
+    assert _same(full, resumed) and resumed_hist == full_hist
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_bf16_trains_in_channels_last_and_hands_back_a_contiguous_generator(photo_patches, monkeypatch, mode):
+    seen = []
+
+    class Spy(generator_module.Precision):
+        def step(self, loss, optimizer):
+            convs = [p for g in optimizer.param_groups for p in g["params"] if p.dim() == 4]
+            channels_last = all(p.is_contiguous(memory_format=torch.channels_last) for p in convs) and not all(p.is_contiguous() for p in convs)
+            seen.append((self.dtype, channels_last))
+            super().step(loss, optimizer)
+
+    monkeypatch.setattr(generator_module, "Precision", Spy)
+    cfg = dataclasses.replace(TINY, w_wd=0.001, steps=1, cpu_bf16=mode)  # the paper estimator: convolutions in G too
+    weights, _, _ = _run(cfg, photo_patches)
+    assert seen == ([(torch.bfloat16, True)] if mode == "on" else [(None, False)]) * 2  # D's step, then G's
+    assert all(w.is_contiguous() for w in weights.values())
+
+
+@pytest.mark.parametrize("written, read", [("auto", "auto"), ("on", "on"), ("off", "off"), ("true", "on"), ("false", "off"), ('"on"', "on")])
+def test_params_files_spell_cpu_bf16_as_auto_on_off(tmp_path, written, read):
+    """YAML 1.1 (PyYAML) reads an unquoted on / off as a boolean, and the older params wrote true / false."""
+    from fca.config import ConfigError, build_config
+    from pipeline.params import read_yaml
+
+    (tmp_path / "p.yaml").write_text(f"generator:\n  cpu_bf16: {written}\nfdc:\n  cpu_bf16: {written}\n")
+    raw = read_yaml(tmp_path / "p.yaml")
+    from fca.train.fdc import FDCConfig
+
+    assert build_config(GeneratorConfig, raw["generator"], "generator", required=()).cpu_bf16 == read
+    assert build_config(FDCConfig, raw["fdc"], "fdc", required=()).cpu_bf16 == read
+    with pytest.raises(ConfigError, match=r"generator\.cpu_bf16 = 'sometimes': must be one of auto, on, off"):
+        build_config(GeneratorConfig, {"cpu_bf16": "sometimes"}, "generator", required=())

@@ -1,0 +1,177 @@
+"""Camera noise: the synthetic real domain's noise model and the generator's noise bank.
+
+The model (`NoiseConfig`, params `patches.noise`), per pixel and channel of an image x in [0, 1]:
+
+- gaussian:          y = x + sigma * n,                        n ~ N(0, 1)
+- poisson_gaussian:  y = gain * Poisson(x / gain) + sigma * n  (variance gain * x + sigma^2)
+
+then clipped to [0, 1] and, with `jpeg_quality` > 0, rounded to 8 bits and passed through
+a JPEG encode/decode at that quality (PIL, 4:2:0 chroma). `none` is no noise at all: the
+input is returned as it is (the same tensor).
+
+The patches stage applies it to R at the HR pixel grid and the referee to L_true at the LR
+pixel grid, with the same per-pixel model (a camera that produces the LR image directly),
+each patch drawing from a torch.Generator of its own seeded by (patches.seed, file name,
+view) (`patch_generator`), so L_true is the same whenever it is computed.
+
+The generator's noise option (`generator.noise: patches`, Real-SR style): `collect_noise_bank`
+cuts LR-sized crops from the real training images, keeps the flat ones and removes their
+mean; `fca.models.generator_arch.Generator` adds a randomly drawn one to its output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from fca.config import param
+
+NOISE_TYPES = ("none", "gaussian", "poisson_gaussian")
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """The synthetic real domain's camera noise; `type` picks the keys that belong."""
+
+    VARIANTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "none": (),
+        "gaussian": ("sigma", "jpeg_quality"),
+        "poisson_gaussian": ("sigma", "gain", "jpeg_quality"),
+    }
+    type: str = param("none", choices=NOISE_TYPES)
+    sigma: float | None = param(None, ge=0, le=1, help="Gaussian read noise, std in [0, 1] units")
+    gain: float | None = param(None, gt=0, le=1, help="poisson_gaussian: shot-noise scale, variance gain * x")
+    jpeg_quality: int | None = param(None, ge=0, le=100, help="JPEG round trip at this quality after the noise (0: off)")
+
+    @property
+    def active(self) -> bool:
+        return self.type != "none"
+
+    def as_dict(self) -> dict:
+        """The keys that belong to `type` (what summary.json stores; `noise_from_dict` reads it back)."""
+        return {"type": self.type} | {k: getattr(self, k) for k in self.VARIANTS[self.type]}
+
+
+def noise_from_dict(raw: dict | None) -> NoiseConfig:
+    """`NoiseConfig.as_dict` back (None or a missing entry: no noise)."""
+    if not raw:
+        return NoiseConfig()
+    if raw.get("type") not in NoiseConfig.VARIANTS:
+        raise ValueError(f"noise type {raw.get('type')!r}: expected one of {list(NoiseConfig.VARIANTS)}")
+    return NoiseConfig(**{k: raw[k] for k in ("type", *NoiseConfig.VARIANTS[raw["type"]]) if k in raw})
+
+
+def noise_variance(x: torch.Tensor, config: NoiseConfig) -> torch.Tensor:
+    """The model's per-pixel variance at clean value x (before clipping and JPEG)."""
+    if config.type == "none":
+        return torch.zeros_like(x)
+    var = torch.full_like(x, (config.sigma or 0.0) ** 2)
+    if config.type == "poisson_gaussian":
+        var = var + config.gain * x.clamp_min(0)
+    return var
+
+
+def add_noise(x: torch.Tensor, config: NoiseConfig, rng: torch.Generator) -> torch.Tensor:
+    """x [..., 3, H, W] in [0, 1] -> the noisy image (same shape and dtype), every draw from `rng` (CPU).
+
+    `none` returns x itself. Noise is drawn in float64 on the CPU whatever x's dtype, so the same rng
+    gives the same image on any device."""
+    if config.type == "none":
+        return x
+    x64 = x.detach().double().cpu()
+    y = x64
+    if config.type == "poisson_gaussian":
+        y = torch.poisson(x64.clamp_min(0) / config.gain, generator=rng) * config.gain
+    if config.sigma:
+        y = y + config.sigma * torch.randn(x64.shape, generator=rng, dtype=torch.float64)
+    y = y.clamp(0, 1)
+    if config.jpeg_quality:
+        y = jpeg_roundtrip(y, config.jpeg_quality)
+    return y.to(device=x.device, dtype=x.dtype)
+
+
+def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Each image of x [..., 3, H, W] in [0, 1] rounded to 8 bits, JPEG-encoded at `quality` and decoded (same shape)."""
+    from PIL import Image
+
+    flat = x.reshape(-1, *x.shape[-3:])
+    out = torch.empty_like(flat, dtype=torch.float64)
+    for i, img in enumerate(flat):
+        a = (img.detach().double().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="JPEG", quality=int(quality), subsampling=2)
+        buf.seek(0)
+        b = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float64) / 255.0
+        out[i] = torch.from_numpy(b).permute(2, 0, 1)
+    return out.view(x.shape).to(device=x.device, dtype=x.dtype)
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from the parts' text (the same in every process and Python version)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def patch_generator(seed: int, name: str, view: str) -> torch.Generator:
+    """The torch.Generator of one patch's noise: seeded by (patches.seed, its file name, view)
+    where view is `hr` (R), `lr` (L_true) or `oracle` (the referee's oracle LR)."""
+    return torch.Generator().manual_seed(stable_seed("fca.noise", seed, name, view))
+
+
+def apply_patch_noise(x: torch.Tensor, names: list[str] | tuple[str, ...], config: NoiseConfig, seed: int, view: str) -> torch.Tensor:
+    """Each patch of x [N, 3, H, W] with noise from its own `patch_generator(seed, names[i], view)`; `none`: x itself."""
+    if config.type == "none":
+        return x
+    if len(names) != x.shape[0]:
+        raise ValueError(f"{x.shape[0]} patches but {len(names)} names")
+    return torch.stack([add_noise(x[i], config, patch_generator(seed, n, view)) for i, n in enumerate(names)])
+
+
+@dataclass(frozen=True)
+class PatchNoise:
+    """The domain's noise for a list of patches (in order): `self(x, view)` is `apply_patch_noise`."""
+
+    config: NoiseConfig
+    seed: int
+    names: tuple[str, ...]
+
+    def __call__(self, x: torch.Tensor, view: str) -> torch.Tensor:
+        return apply_patch_noise(x, self.names, self.config, self.seed, view)
+
+
+# --------------------------------------------------------------------------- noise bank (generator.noise: patches)
+
+
+def flat_crops(images: torch.Tensor, side: int, max_std: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flat side x side crops of images [N, 3, H, W] in [0, 1] on a non-overlapping grid.
+
+    Flat: every channel's std over the crop is below `max_std`, and no pixel is clipped (0 or 1:
+    clipping removes noise). Returns (crops [M, 3, side, side] with each channel's mean removed,
+    their stds [M] (the largest over the channels)), in image then raster order."""
+    x = images.float()
+    n, c, h, w = x.shape
+    if h < side or w < side:
+        raise ValueError(f"images of {h}x{w} are smaller than a {side}-pixel noise crop")
+    ny, nx = h // side, w // side
+    crops = x[:, :, : ny * side, : nx * side].reshape(n, c, ny, side, nx, side).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, side, side)
+    std = crops.flatten(2).std(2).amax(1)
+    clipped = ((crops <= 0) | (crops >= 1)).flatten(1).any(1)
+    keep = (std < max_std) & ~clipped
+    flat = crops[keep]
+    return flat - flat.mean((2, 3), keepdim=True), std[keep]
+
+
+def collect_noise_bank(images: torch.Tensor, side: int, count: int, max_std: float, seed: int) -> torch.Tensor:
+    """A bank of `count` zero-mean noise patches [count, 3, side, side] from the flat crops of the real
+    images (`flat_crops`): a seeded random choice of them, cycled when there are fewer than `count`."""
+    flat, _ = flat_crops(images, side, max_std)
+    if len(flat) == 0:
+        raise ValueError(f"no flat {side}-pixel crops (every channel's std below {max_std}, nothing clipped) in the "
+                         f"{images.shape[0]} real training images: raise generator.noise_max_std")
+    order = torch.randperm(len(flat), generator=torch.Generator().manual_seed(stable_seed("fca.noise.bank", seed)))
+    return flat[order[torch.arange(count) % len(flat)]].contiguous()

@@ -1,0 +1,57 @@
+"""generator.noise: patches in training: the bank comes from the real images, is saved with the
+weights (with the call counter), and a killed and resumed run is the same run."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from fca.noise import NoiseConfig, apply_patch_noise, collect_noise_bank
+from fca.train.checkpoint import load_checkpoint
+from fca.train.generator import load_generator, train_generator
+from tests.fca.train.test_generator import CPU, TINY, ConvComparator, _blurred, _weights, photo_patches  # noqa: F401
+
+NOISY = dataclasses.replace(TINY, noise="patches", noise_bank=32, noise_max_std=0.03)
+
+
+def _noisy(patches: torch.Tensor) -> torch.Tensor:
+    real = _blurred(patches, 2.0)
+    names = [f"p{i}" for i in range(len(real))]
+    return (apply_patch_noise(real, names, NoiseConfig(type="gaussian", sigma=0.02), 0, "hr") * 255).round() / 255
+
+
+def test_the_trained_generator_holds_the_real_images_noise_bank(photo_patches, tmp_path):
+    real = _noisy(photo_patches)
+    gen, _ = train_generator(dataclasses.replace(NOISY, steps=2), real, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+    torch.testing.assert_close(gen.noise_bank, collect_noise_bank(real, 16, 32, 0.03, NOISY.seed), atol=0, rtol=0)
+    assert 0.018 < float(gen.noise_bank.std()) < 0.026  # the domain's noise, sigma 0.02 (a threshold just above it: little structure)
+    loaded = load_generator(tmp_path / "last.pt")
+    assert loaded.noise == "patches" and torch.equal(loaded.noise_bank, gen.noise_bank)
+    x = real[:2]
+    gen.reset_noise()
+    loaded.reset_noise()
+    with torch.no_grad():
+        assert torch.equal(loaded(x)[0], gen(x)[0])
+
+
+def test_noise_off_keeps_the_checkpoint_as_it_was(photo_patches, tmp_path):
+    gen, _ = train_generator(dataclasses.replace(TINY, steps=1), photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+    assert not [k for k in load_checkpoint(tmp_path / "last.pt")["generator"] if k.startswith("noise")]
+    assert gen.noise == "none"
+
+
+def test_killed_and_resumed_noisy_run_is_bit_identical(photo_patches, tmp_path):
+    cfg = dataclasses.replace(NOISY, steps=6, checkpoint_every=3)
+    real = _noisy(photo_patches)
+    full, full_hist = train_generator(cfg, real, None, device=CPU, checkpoint_dir=tmp_path / "a", progress=False)
+
+    def kill_at_5(step, metrics):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(cfg, real, None, device=CPU, checkpoint_dir=tmp_path / "b", on_step=kill_at_5, progress=False)
+    resumed, resumed_hist = train_generator(cfg, real, None, device=CPU, checkpoint_dir=tmp_path / "b", progress=False)
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert int(a["noise_calls"]) >= 6 and resumed_hist == full_hist
