@@ -81,6 +81,16 @@ def curves_figure(panels: list[tuple[str, np.ndarray, dict[str, np.ndarray]]]) -
     return fig
 
 
+def running_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """The mean of each value and the window - 1 before it (fewer at the start): a noisy per-step
+    training loss drawn so that its trend shows."""
+    x = np.asarray(x, dtype=np.float64)
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    i = np.arange(1, len(x) + 1)
+    lo = np.maximum(i - window, 0)
+    return (c[i] - c[lo]) / (i - lo)
+
+
 def save_figure(fig: plt.Figure, path) -> None:
     """Save a figure as PNG atomically and free it."""
     from fca.fsutil import atomic_file

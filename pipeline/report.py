@@ -22,6 +22,7 @@ from fca.plots import (
     image_grid,
     kernel_gallery,
     kernel_grid,
+    running_mean,
     save_figure,
     scatter_figure,
 )
@@ -54,6 +55,11 @@ def build() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="figures folder (replaced as a whole)")
     p.add_argument("--readme", type=Path, required=True, help="the report page (Markdown)")
     return p
+
+
+def _label(key: str) -> str:
+    """A curve's name in a figure: our method is "ours" (the metric keys and CSV columns still say `fca`)."""
+    return "ours" if key == "fca" else key
 
 
 def _hwc(x: np.ndarray) -> np.ndarray:
@@ -175,7 +181,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
     _need(args.density, density.columns, ["frequency"], "column")
     figures: dict[str, object] = {}
     # A curve evaluate could not compute (no oracle or clean images without a known kernel) is an empty column.
-    figures["density"] = density_figure(density.frequency.to_numpy(), {c: density[c].to_numpy() for c in density.columns
+    figures["density"] = density_figure(density.frequency.to_numpy(), {_label(c): density[c].to_numpy() for c in density.columns
                                         if c != "frequency" and density[c].notna().any()}, "Frequency density of the validation patches")
     figures |= _noref_figures(a, cfg) if no_reference else _known_kernel_figures(a, cfg)
     fdc = pd.read_csv(args.fdc_curve)
@@ -191,7 +197,10 @@ def body(args: argparse.Namespace, params: Params) -> None:
         panels.append(_kernel_sigma_panel(gen, metrics, args.metrics, no_reference))
     if sr_losses:
         n = min(len(v) for v in sr_losses.values())
-        panels.append(("SR training L1", np.arange(n), {k: v[:n] for k, v in sr_losses.items()}))
+        # One batch's L1 swings by more than the whole run's fall: drawn as a running mean, so the fall shows.
+        window = max(1, n // 20)
+        panels.append((f"SR training L1 (running mean of {window} steps)", np.arange(1, n + 1),
+                       {_label(k): running_mean(v[:n], window) for k, v in sr_losses.items()}))
     figures["training"] = curves_figure(panels)
     manifest = pd.read_csv(args.degraded / "manifest.csv")
     _need(args.degraded / "manifest.csv", manifest.columns, ["file", "status"], "column")

@@ -124,7 +124,7 @@ def test_a_domain_without_a_known_kernel_gets_the_no_reference_page_and_figures(
     assert figures == {"density", "noref_distances", "kernel_histograms", "kernels", "crops", "training", "degraded"}
     for role in figures:
         assert f"](figures/{role}.png)" in page, role
-    assert drawn == ["real", "bicubic", "fca"]  # the empty oracle and clean columns are not drawn
+    assert drawn == ["real", "bicubic", "ours"]  # the empty oracle and clean columns are not drawn
 
 
 def test_a_known_kernel_gets_the_verdict_page_and_its_figures_as_before(inputs, monkeypatch):
@@ -144,7 +144,7 @@ def test_a_known_kernel_gets_the_verdict_page_and_its_figures_as_before(inputs, 
     assert page.startswith("# FCA run report\n") and "## Verdict" in page and "no verdict" not in page
     assert "(`kernel.cov_rel_error`) | 0.050 | <= 0.1 | pass |" in page and "(`sr.gain_fraction`) | 0.500 | >= 0.9 | **miss** |" in page
     assert {p.stem for p in (tmp / "figures").glob("*.png")} == {"density", "kernels", "crops", "training", "degraded"}
-    assert drawn == ["real", "bicubic", "fca", "oracle", "clean"]
+    assert drawn == ["real", "bicubic", "ours", "oracle", "clean"]
 
 
 def test_no_reference_arrays_of_another_version_are_named(inputs, capsys):
