@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fca.data.patches import load_kernel_known, load_patch_kernels, load_patch_set
+from fca.data.patches import load_kernel_known, load_noise, load_patch_kernels, load_patch_set
+from fca.evaluate import real_lr_views
 from fca.fsutil import atomic_file, write_json
-from fca.kernels import conv_per_sample
 from fca.metrics import mean_ssim_y, pooled_psnr_y
+from fca.noise import PatchNoise
 from fca.plots import image_grid, save_figure
 from fca.resample import downscale, upscale
 from fca.train.checkpoint import load_checkpoint
@@ -63,10 +64,12 @@ def generator_pairs(generator: torch.nn.Module, hr: torch.Tensor, device: torch.
 
 def validation_views(patches: Path, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(true real-world LR [N, 3, h, w], real HR target [N, 3, H, W]) of the validation patches:
-    LR = down(clean) (*) k, each patch's own known kernel k (as the referee's test input)."""
-    clean, real, _ = load_patch_set(patches, "val")
-    kernels = load_patch_kernels(patches, "val")
-    return conv_per_sample(downscale(clean, scale), kernels).float().clamp(0, 1), real
+    L_true, the referee's test input (`fca.evaluate.real_lr_views`: each patch's own kernel, and
+    the domain's camera noise drawn as evaluate draws it)."""
+    clean, real, names = load_patch_set(patches, "val")
+    noise, noise_seed = load_noise(patches)
+    _, true = real_lr_views(clean, real, load_patch_kernels(patches, "val"), scale, PatchNoise(noise, noise_seed, tuple(names)))
+    return true.float().clamp(0, 1), real
 
 
 def quality(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, float]:
