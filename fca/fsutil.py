@@ -29,6 +29,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -134,6 +135,22 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
+def _holder_pid(fd: int, wait: float = 1.0) -> int | None:
+    """The pid in a lock file another process holds, waiting briefly for it to be written.
+
+    The holder writes its pid just after its flock succeeds, so a writer refused in
+    that window would read an empty file (or a killed holder's stale pid).
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        pid = _read_pid(fd)
+        if pid is not None and _pid_alive(pid):
+            return pid
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold the exclusive lock of output `path` (sibling `.<name>.lock`) or raise OutputBusyError.
@@ -156,7 +173,7 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = _read_pid(fd)
+            pid = _holder_pid(fd)
             os.close(fd)
             raise OutputBusyError(path, pid) from None
         except OSError as e:
@@ -175,8 +192,10 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
     try:
         if fd is not None:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                # write, then cut: the file never reads empty, so a refused writer can name us
+                data = f"{os.getpid()}\n".encode()
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
         yield
     finally:
         with contextlib.suppress(OSError):

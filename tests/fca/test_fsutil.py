@@ -193,6 +193,28 @@ def test_a_lock_held_elsewhere_refuses_at_once(tmp_path):
     assert (tmp_path / "out" / "a").read_text() == "a"
 
 
+def test_a_writer_refused_before_the_holder_wrote_its_pid_still_names_it(tmp_path):
+    # the window CI once hit: the holder's flock has succeeded, its pid is not in the file yet
+    lock = tmp_path / ".out.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True); time.sleep(0.3)\n"
+         "os.write(fd, f'{os.getpid()}\\n'.encode()); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert lock.read_text() == ""
+        with pytest.raises(OutputBusyError, match=rf"\(pid {holder.pid}\)"):
+            with output_lock(tmp_path / "out"):
+                pytest.fail("entered a locked output")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 _KILLED = textwrap.dedent("""
     import sys, time
     from pathlib import Path
