@@ -53,23 +53,40 @@ def radial_density(x: torch.Tensor, bins: int = 32) -> torch.Tensor:
     x: [B, C, H, W] in [0, 1] (C = 1 or 3). Returns [B, bins], each row summing to 1;
     bin i covers radial frequencies (i, i+1] * 0.5 / bins cycles/pixel.
     """
+    power = radial_power(x, bins)
+    return power / (power.sum(1, keepdim=True) + _EPS)
+
+
+def _column_weight(w: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """rfft2 keeps only half the columns: the mirrored ones count twice so rings are fair."""
+    weight = torch.full((w // 2 + 1,), 2.0, dtype=dtype, device=device)
+    weight[0] = 1.0
+    if w % 2 == 0:
+        weight[-1] = 1.0
+    return weight
+
+
+def radial_power(x: torch.Tensor, bins: int = 32) -> torch.Tensor:
+    """Mean power of each ring (`radial_density` before normalising): [B, C, H, W] -> [B, bins]."""
     y = to_luma(x)
     h, w = y.shape[-2:]
     window, index, counts = _ring_geometry(h, w, bins)
     window, index, counts = window.to(y), index.to(y.device), counts.to(y)
     y = (y - y.mean(dim=(-2, -1), keepdim=True)) * window
-    power = torch.fft.rfft2(y).abs().pow(2)
-    # rfft2 keeps only half the columns: count the mirrored ones twice so rings are fair.
-    weight = torch.full((w // 2 + 1,), 2.0, dtype=y.dtype, device=y.device)
-    weight[0] = 1.0
-    if w % 2 == 0:
-        weight[-1] = 1.0
-    power = power * weight
+    power = torch.fft.rfft2(y).abs().pow(2) * _column_weight(w, y.dtype, y.device)
     flat = power.flatten(1)
     sums = torch.zeros(flat.shape[0], bins + 1, dtype=y.dtype, device=y.device)
     sums.index_add_(1, index.flatten(), flat)
-    mean_power = sums[:, :bins] / counts
-    return mean_power / (mean_power.sum(1, keepdim=True) + _EPS)
+    return sums[:, :bins] / counts
+
+
+def white_ring_power(h: int, w: int, bins: int) -> torch.Tensor:
+    """The expected `radial_power` of white luma noise of variance 1 on an h x w patch: [bins]
+    float64. Every coefficient of the windowed FFT has expected power sum(window^2)."""
+    window, index, counts = _ring_geometry(h, w, bins)
+    per_coefficient = float(window.double().pow(2).sum()) * _column_weight(w, torch.float64).expand(h, -1)
+    sums = torch.zeros(bins + 1, dtype=torch.float64).index_add_(0, index.flatten(), per_coefficient.flatten())
+    return sums[:bins] / counts.double()
 
 
 def bin_centres(bins: int) -> torch.Tensor:

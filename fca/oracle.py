@@ -119,23 +119,49 @@ def _active_set_polish(g: np.ndarray, b: np.ndarray, k: np.ndarray, tol: float =
     raise RuntimeError("oracle: active-set iterations did not converge")
 
 
-def fit_oracle_kernel(lr_in: torch.Tensor, target: torch.Tensor, size: int) -> torch.Tensor:
-    """The K x K kernel k (k >= 0, sum 1) minimising ||conv_per_sample(lr_in, k) - target||^2.
+def _gradient_gram(size: int) -> np.ndarray:
+    """D^T D [K^2, K^2] for D the horizontal and vertical neighbour differences on the K x K grid:
+    k^T D^T D k is the kernel's squared gradient norm (symmetric, so the flip does not matter)."""
+    rows = []
+    for i in range(size):
+        for j in range(size):
+            for di, dj in ((0, 1), (1, 0)):
+                if i + di < size and j + dj < size:
+                    r = np.zeros(size * size)
+                    r[i * size + j], r[(i + di) * size + j + dj] = -1.0, 1.0
+                    rows.append(r)
+    d = np.array(rows).reshape(-1, size * size)
+    return d.T @ d
+
+
+def fit_oracle_kernel(lr_in: torch.Tensor, target: torch.Tensor, size: int, smooth: float = 0.0) -> torch.Tensor:
+    """The K x K kernel k (k >= 0, sum 1) minimising ||conv_per_sample(lr_in, k) - target||^2
+    (+ smooth * mean(diag A^T A) * ||grad k||^2).
 
     lr_in, target: [N, C, h, w] (e.g. down(R) and L_true). Pooled over all images and
     channels. Returns a float64 tensor [size, size] to pass to `conv_per_sample` as is.
+
+    smooth > 0 picks, among kernels that fit almost as well, the smoothest: frequencies that
+    down(R) barely contains (near LR Nyquist, after the camera's blur) leave the exact fit's
+    kernel free there, and it fills them with a checkerboard that fits quantisation noise.
+    The weight is relative to the data term's mean diagonal, so it does not depend on the
+    number of images or their contrast.
     """
     _check_pair(lr_in, target, size)
     gram, rhs = _normal_equations(lr_in, target, size)
+    if smooth < 0:
+        raise ValueError(f"oracle: smooth must be >= 0, got {smooth}")
+    if smooth > 0:
+        gram = gram + smooth * (np.trace(gram) / gram.shape[0]) * _gradient_gram(size)
     flipped = _solve_simplex_qp(gram, rhs).reshape(size, size)
     # The unknowns multiply shifted copies in cross-correlation order; conv_per_sample flips.
     return torch.from_numpy(np.ascontiguousarray(flipped[::-1, ::-1]))
 
 
-def fit_oracle_kernels_per_image(lr_in: torch.Tensor, target: torch.Tensor, size: int) -> torch.Tensor:
+def fit_oracle_kernels_per_image(lr_in: torch.Tensor, target: torch.Tensor, size: int, smooth: float = 0.0) -> torch.Tensor:
     """One oracle kernel per image: [N, C, h, w] pairs -> [N, size, size] (float64).
 
     Small images give few equations per kernel, so these are noisier than the pooled fit.
     """
     _check_pair(lr_in, target, size)
-    return torch.stack([fit_oracle_kernel(lr_in[i : i + 1], target[i : i + 1], size) for i in range(lr_in.shape[0])])
+    return torch.stack([fit_oracle_kernel(lr_in[i : i + 1], target[i : i + 1], size, smooth) for i in range(lr_in.shape[0])])

@@ -24,7 +24,7 @@ comparison table (CSV and Markdown) and a bar chart. The same runs can be
 compared in the MLflow UI: select them and press Compare."""
 
 COLUMNS = [
-    "density.gap_reduction", "kernel.cov_rel_error", "kernel.sigma_pred", "kernel.sigma_oracle",
+    "density.gap_reduction_true", "density.gap_reduction", "kernel.cov_rel_error", "kernel.shape_error", "kernel.sigma_pred", "kernel.sigma_oracle",
     "kernel.lr_psnr_fca", "kernel.lr_psnr_bicubic", "sr.psnr_fca", "sr.psnr_bicubic", "sr.psnr_oracle", "sr.gain_fraction",
 ]
 
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         df.to_csv(tmp, index=False)
     with atomic_file(args.out / "compare.md") as tmp:
         tmp.write_text(df.drop(columns="run_id").to_markdown(index=False, floatfmt=".3f") + "\n")
-    save_figure(bar_comparison(df, "loss", ["density.gap_reduction", "sr.gain_fraction", "kernel.cov_rel_error"]), args.out / "compare.png")
+    save_figure(bar_comparison(df, "loss", ["density.gap_reduction_true", "sr.gain_fraction", "kernel.cov_rel_error"]), args.out / "compare.png")
     print(df.drop(columns="run_id").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"compare: wrote {args.out}/compare.csv, compare.md, compare.png")
     return 0

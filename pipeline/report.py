@@ -78,7 +78,7 @@ def _git_commit() -> str:
 
 # What the report reads from each input. A file without it (another version's, or the wrong
 # file) is one error naming the file and what it lacks, not a KeyError traceback.
-ARRAYS = ("kernels_pred", "kernel_true", "kernel_oracle", "sample_hr_real", "sample_lr_true", "sample_sr_bicubic",
+ARRAYS = ("kernels_pred", "kernel_true", "kernel_oracle", "kernel_oracle_smooth", "sample_hr_real", "sample_lr_true", "sample_sr_bicubic",
           "sample_sr_fca", "sample_sr_oracle")
 # The same for a domain without a known kernel (fca.evaluate.referee_no_reference).
 NOREF_ARRAYS = ("kernels_pred", "kernel_sigma", "kernel_axis_ratio", "kernel_angle", "kernel_oriented", "image_gap_bicubic",
@@ -102,7 +102,8 @@ def _known_kernel_figures(a: Any, cfg: Any) -> dict[str, object]:
     """The kernel gallery (true / oracle / ours), on a mixed-kernel domain the adaptation figures, and the SR crops."""
     figures: dict[str, object] = {}
     preds = a["kernels_pred"][: cfg.gallery_size]
-    figures["kernels"] = kernel_gallery([("k_gt (true)", a["kernel_true"]), ("k_or (oracle)", a["kernel_oracle"])]
+    figures["kernels"] = kernel_gallery([("k_gt (true)", a["kernel_true"]), ("k_or (oracle, exact fit)", a["kernel_oracle"]),
+                                         ("k_or smooth (shapes)", a["kernel_oracle_smooth"])]
                                         + [(f"ours, image {i}", k) for i, k in enumerate(preds)])
     hr = a["sample_hr_real"].shape[-1]
     rows = [[_nearest_up(_hwc(a["sample_lr_true"][i]), hr), _hwc(a["sample_sr_bicubic"][i]), _hwc(a["sample_sr_fca"][i]),

@@ -426,11 +426,16 @@ class Generator(nn.Module):
     def degrade(self, x_hr: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         """Apply given kernels: bicubic down, then per-sample reflect-padded convolution (plus a bank
         noise draw with noise = patches). Runs in fp32."""
+        return self.degrade_parts(x_hr, kernels)[1]
+
+    def degrade_parts(self, x_hr: torch.Tensor, kernels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(blurred, degraded): the LR before the noise draw and after it (the same tensor with noise = none).
+        The trainer fits the blur on the first (`GeneratorConfig.noise_fit`)."""
         with torch.autocast(x_hr.device.type, enabled=False):
-            lr = conv_per_sample(downscale(x_hr.float(), self.scale), kernels.float())
-            if self.noise == "patches":
-                lr = lr + self.sample_noise(*lr.shape[:1], *lr.shape[-2:]).to(lr.device)
-            return lr
+            blurred = conv_per_sample(downscale(x_hr.float(), self.scale), kernels.float())
+            if self.noise != "patches":
+                return blurred, blurred
+            return blurred, blurred + self.sample_noise(*blurred.shape[:1], *blurred.shape[-2:]).to(blurred.device)
 
     def forward(self, x_hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kernels = self.estimate_kernel(x_hr)

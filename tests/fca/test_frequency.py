@@ -10,7 +10,9 @@ from fca.frequency import (
     log_l1,
     mean_density,
     radial_density,
+    radial_power,
     symmetric_kl,
+    white_ring_power,
 )
 from fca.kernels import conv_per_sample, gaussian
 from fca.resample import downscale
@@ -140,3 +142,12 @@ def test_tile_polar_density_averages_tiles():
     assert tiles_of(x, 32, 16).shape == (1, 9, 3, 32, 32)
     expected = polar_density(t[0], 8, 4).mean(0)
     assert torch.allclose(tile_polar_density(x, 32, 8, 4)[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("h, w", [(32, 32), (24, 31)])
+def test_white_ring_power_is_the_expected_ring_power_of_unit_white_noise(h, w):
+    noise = torch.randn(4000, 1, h, w, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    measured = radial_power(noise, 6).mean(0)
+    expected = white_ring_power(h, w, 6)
+    torch.testing.assert_close(measured[1:], expected[1:], rtol=0.03, atol=0)
+    torch.testing.assert_close(measured[0], expected[0], rtol=0.08, atol=0)  # the patch mean taken out lowers the first ring a little

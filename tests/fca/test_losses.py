@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fca.frequency import radial_density
+from fca.frequency import radial_density, to_luma
 from fca.kernels import conv_per_sample, gaussian
 from fca.losses import (
     density_loss,
@@ -12,6 +12,7 @@ from fca.losses import (
     lsgan_g_loss,
     spectral_loss,
     target_density,
+    white_noise_variance,
 )
 
 
@@ -53,6 +54,33 @@ def test_target_density_leaves_flat_tiles_out():
     assert not torch.allclose(target_density(both, 32, 8, min_std=0.0), target_density(textured, 32, 8))
     with pytest.raises(ValueError, match="luma std"):
         target_density(flat, 32, 8)
+
+
+def test_the_signal_density_of_a_noisy_domain_is_the_noise_free_one():
+    # a blurred domain, then white noise: the noise fills the top rings, so the total density
+    # looks much sharper than the blur; the bank's white power subtracted gives the blur back
+    clean = _blur(_images(32, 64), 2.5)
+    g = torch.Generator().manual_seed(5)
+    noisy = clean + 0.03 * torch.randn(clean.shape, generator=g)
+    bank = 0.03 * torch.randn(64, 3, 32, 32, generator=g)
+    truth = target_density(clean, 32, 8)
+    total = target_density(noisy, 32, 8)
+    signal = target_density(noisy, 32, 8, noise=bank)
+    assert (signal - truth).abs().sum() < 0.1 * (total - truth).abs().sum()
+    assert float(signal[-1]) < 0.1 * float(total[-1])
+    # a flat tile whose luma std comes from the noise alone is flat for the signal target too
+    flat = 0.5 + 0.03 * torch.randn(8, 3, 64, 64, generator=g)
+    assert to_luma(flat).std() > 0.02  # would pass the plain min_std test
+    torch.testing.assert_close(target_density(torch.cat([noisy, flat]), 32, 8, noise=bank), signal)
+
+
+def test_white_noise_variance_is_the_luma_variance_of_white_noise_and_ignores_a_flat_crops_gradient():
+    g = torch.Generator().manual_seed(0)
+    noise = 0.03 * torch.randn(64, 3, 32, 32, generator=g)
+    luma_var = 0.03**2 * (0.299**2 + 0.587**2 + 0.114**2)
+    assert white_noise_variance(noise, 8) == pytest.approx(luma_var, rel=0.05)
+    ramp = torch.linspace(-0.05, 0.05, 32).view(1, 1, 1, 32).expand(64, 3, 32, 32)  # a flat crop's leftover gradient
+    assert white_noise_variance(noise + ramp, 8) == pytest.approx(luma_var, rel=0.1)
 
 
 def test_spectral_loss_is_differentiable_and_fp32_under_autocast():

@@ -132,9 +132,9 @@ def test_a_known_kernel_gets_the_verdict_page_and_its_figures_as_before(inputs, 
     _training_and_degraded_inputs(tmp)
     k = np.full((5, 5), 1 / 25)
     hr, lr = np.full((1, 3, 64, 64), 0.5, np.float32), np.full((1, 3, 16, 16), 0.5, np.float32)
-    np.savez(tmp / "evaluation" / "arrays.npz", kernels_pred=np.stack([k, k]), kernel_true=k, kernel_oracle=k, sample_hr_real=hr,
+    np.savez(tmp / "evaluation" / "arrays.npz", kernels_pred=np.stack([k, k]), kernel_true=k, kernel_oracle=k, kernel_oracle_smooth=k, sample_hr_real=hr,
              sample_lr_true=lr, sample_sr_bicubic=hr, sample_sr_fca=hr, sample_sr_oracle=hr)
-    (tmp / "metrics.json").write_text(json.dumps({"density": {"gap_reduction": 0.95}, "kernel": {"cov_rel_error": 0.05, "sigma_oracle": 1.1},
+    (tmp / "metrics.json").write_text(json.dumps({"density": {"gap_reduction_true": 0.95}, "kernel": {"cov_rel_error": 0.05, "sigma_oracle": 1.1},
                                                   "sr": {"gain_fraction": 0.5}}))
     (tmp / "density.csv").write_text("frequency,real,bicubic,fca,oracle,clean\n0.1,0.5,0.4,0.45,0.5,0.6\n0.3,0.5,0.6,0.55,0.5,0.4\n")
     drawn, sigma = _drawn_density_curves(monkeypatch), _drawn_sigma_curves(monkeypatch)

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from fca.kernels import effective_sigma
 from fca.noise import NoiseConfig, apply_patch_noise, collect_noise_bank
 from fca.train.checkpoint import load_checkpoint
 from fca.train.generator import load_generator, train_generator
@@ -55,3 +56,25 @@ def test_killed_and_resumed_noisy_run_is_bit_identical(photo_patches, tmp_path):
     a, b = _weights(full), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert int(a["noise_calls"]) >= 6 and resumed_hist == full_hist
+
+
+def _kernel_sigma(cfg, real, tmp_path, name):
+    gen, _ = train_generator(cfg, real, None, device=CPU, checkpoint_dir=tmp_path / name, progress=False)
+    with torch.no_grad():
+        return float(effective_sigma(gen.estimate_kernel(real[:8]).double()).mean())
+
+
+def test_on_a_noisy_domain_the_signal_fit_finds_the_blur_of_the_noise_free_domain(photo_patches, tmp_path):
+    # The same blurred scenes with and without camera noise. Fitted on the total density, the
+    # noise (white at every pixel pitch) asks for a sharper LR than the scenes' blur gives and
+    # the Gaussian collapses towards a delta; fitted on the signal (R less the bank's white
+    # power, G(x) before its noise draw) it lands where the noise-free domain puts it.
+    clean = _blurred(photo_patches, 2.0)
+    noisy = _noisy(photo_patches)
+    cfg = dataclasses.replace(NOISY, kernel_param="gaussian", steps=60)
+    reference = _kernel_sigma(dataclasses.replace(cfg, noise="none"), clean, tmp_path, "clean")
+    signal = _kernel_sigma(dataclasses.replace(cfg, noise_fit="signal"), noisy, tmp_path, "signal")
+    total = _kernel_sigma(dataclasses.replace(cfg, noise_fit="total"), noisy, tmp_path, "total")
+    assert reference > 1.0
+    assert signal == pytest.approx(reference, rel=0.1)
+    assert total < 0.5 * reference
