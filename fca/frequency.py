@@ -89,6 +89,16 @@ def white_ring_power(h: int, w: int, bins: int) -> torch.Tensor:
     return sums[:bins] / counts.double()
 
 
+def white_noise_variance(x: torch.Tensor, bins: int = 16) -> torch.Tensor:
+    """The luma variance of the white part of each image [N, C, H, W] -> [N] (float64): its ring
+    power (`radial_power`) over that of unit white noise (`white_ring_power`), averaged over
+    the upper half of the rings. Noise is close to white there, while what little structure
+    a flat crop still holds (gradients, texture) lives in the lower rings."""
+    h, w = x.shape[-2:]
+    power = torch.cat([radial_power(x[start : start + 256].double(), bins) for start in range(0, x.shape[0], 256)])
+    return (power / white_ring_power(h, w, bins).to(power.device))[:, bins // 2 :].mean(1)
+
+
 def bin_centres(bins: int) -> torch.Tensor:
     """Radial frequency at the centre of each bin, cycles/pixel: [bins]."""
     return (torch.arange(bins, dtype=torch.float64) + 0.5) * 0.5 / bins

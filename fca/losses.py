@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from fca.frequency import radial_density, radial_power, to_luma, white_ring_power
+from fca.noise import NoiseLevel
 
 # Default density floor of the spectral loss (a share of the patch's total power), see `floored_log_l1`.
 DEFAULT_FLOOR = 1e-4
@@ -69,18 +70,8 @@ def density_loss(
         return floored_log_l1(batch_density(fake_lr, bins, batch_mean), target.float().to(fake_lr.device), floor)
 
 
-def white_noise_variance(noise: torch.Tensor, bins: int) -> float:
-    """The luma variance of the white part of noise patches [N, 3, side, side]: their ring power
-    (`radial_power`) over that of unit white noise (`white_ring_power`), averaged over the upper
-    half of the rings. The noise is close to white there, while what little structure a flat
-    crop still holds (gradients, texture) lives in the lower rings."""
-    side_h, side_w = noise.shape[-2:]
-    power = torch.cat([radial_power(noise[start : start + 256].double(), bins) for start in range(0, noise.shape[0], 256)])
-    return float((power.mean(0) / white_ring_power(side_h, side_w, bins))[bins // 2 :].mean())
-
-
 def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float = 0.02, batch: int = 256,
-                   noise: torch.Tensor | None = None) -> torch.Tensor:
+                   noise: NoiseLevel | None = None) -> torch.Tensor:
     """The real domain's density at the LR patch size: mean over the non-overlapping side x side tiles
     whose luma std is at least `min_std`. [N, 3, H, W] -> [bins].
 
@@ -90,10 +81,10 @@ def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float =
     bundled photos 38 % of the 32 px tiles are that flat, and keeping them drags the
     spectral fit to a spiky kernel that imitates the noise (benchmarks/generator_experiments.py).
 
-    noise: the domain's noise patches [M, 3, side, side] (the generator's bank), or None. Given,
-    the target is the density of the tiles' *signal*: the noise's white ring power
-    (`white_noise_variance` times `white_ring_power`) is taken out of each tile's rings, which are then divided by the
-    tile's remaining positive power; the tiles' mean is cut at 0 and renormalised. (Cutting each
+    noise: the domain's noise level (`fca.noise.fit_noise_level`), or None. Given, the target is
+    the density of the tiles' *signal*: each tile's rings lose the white noise power of its
+    brightness (the level's variance times `white_ring_power`) and are divided by the tile's
+    remaining positive power; the tiles' mean is cut at 0 and renormalised. (Cutting each
     tile at 0 instead would leave a bias in the rings that hold noise alone: a ring's power
     fluctuates around the noise level, and only the upward half would survive.) Flat means the
     same for the signal: a tile stays out when its luma variance less the noise's is below
@@ -101,22 +92,25 @@ def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float =
     """
     tiles = patches.unfold(2, side, side).unfold(3, side, side)  # [N, 3, nh, nw, side, side]
     tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, patches.shape[1], side, side)
-    noise_var = white_noise_variance(noise, bins) if noise is not None else 0.0
-    noise_power = noise_var * white_ring_power(side, side, bins).to(patches.device)
+    luma = to_luma(tiles).flatten(1)
     if noise is None:
-        tiles = tiles[to_luma(tiles).flatten(1).std(1) >= min_std]
+        keep = luma.std(1) >= min_std
     else:
-        tiles = tiles[to_luma(tiles).flatten(1).var(1) - noise_var >= min_std**2]
+        noise_var = noise.variance(luma.mean(1).double())
+        keep = luma.var(1).double() - noise_var >= min_std**2
+        noise_var = noise_var[keep]
+    tiles = tiles[keep]
     if tiles.shape[0] == 0:
         raise ValueError(f"no {side}x{side} tile of the real patches has luma std >= {min_std}"
                          + (" above the noise" if noise is not None else ""))
     total = torch.zeros(bins, dtype=torch.float64, device=patches.device)
+    unit = white_ring_power(side, side, bins).to(patches.device)
     for start in range(0, tiles.shape[0], batch):
         chunk = tiles[start : start + batch].double()
         if noise is None:
             total += radial_density(chunk, bins).sum(0)
         else:
-            signal = radial_power(chunk, bins) - noise_power
+            signal = radial_power(chunk, bins) - noise_var[start : start + batch, None].to(chunk.device) * unit
             total += (signal / (signal.clamp_min(0.0).sum(1, keepdim=True) + 1e-12)).sum(0)
     if noise is None:
         return (total / tiles.shape[0]).float()

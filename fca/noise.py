@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from fca.config import param
+from fca.frequency import to_luma, white_noise_variance
 
 NOISE_TYPES = ("none", "gaussian", "poisson_gaussian")
 
@@ -147,12 +148,13 @@ class PatchNoise:
 # --------------------------------------------------------------------------- noise bank (generator.noise: patches)
 
 
-def flat_crops(images: torch.Tensor, side: int, max_std: float) -> tuple[torch.Tensor, torch.Tensor]:
+def flat_crops(images: torch.Tensor, side: int, max_std: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The flat side x side crops of images [N, 3, H, W] in [0, 1] on a non-overlapping grid.
 
     Flat: every channel's std over the crop is below `max_std`, and no pixel is clipped (0 or 1:
     clipping removes noise). Returns (crops [M, 3, side, side] with each channel's mean removed,
-    their stds [M] (the largest over the channels)), in image then raster order."""
+    their stds [M] (the largest over the channels), the removed means [M, 3]), in image then
+    raster order."""
     x = images.float()
     n, c, h, w = x.shape
     if h < side or w < side:
@@ -163,15 +165,52 @@ def flat_crops(images: torch.Tensor, side: int, max_std: float) -> tuple[torch.T
     clipped = ((crops <= 0) | (crops >= 1)).flatten(1).any(1)
     keep = (std < max_std) & ~clipped
     flat = crops[keep]
-    return flat - flat.mean((2, 3), keepdim=True), std[keep]
+    means = flat.mean((2, 3), keepdim=True)
+    return flat - means, std[keep], means.flatten(1)
+
+
+def _some_flat_crops(images: torch.Tensor, side: int, max_std: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`flat_crops`, or one error naming the param to change when there are none."""
+    found = flat_crops(images, side, max_std)
+    if len(found[0]) == 0:
+        raise ValueError(f"no flat {side}-pixel crops (every channel's std below {max_std}, nothing clipped) in the "
+                         f"{images.shape[0]} real training images: raise generator.noise_max_std")
+    return found
+
+
+@dataclass(frozen=True)
+class NoiseLevel:
+    """The domain's white luma noise variance as a function of luma brightness mu: intercept + slope * mu
+    (Poisson-Gaussian camera noise: read noise plus shot noise that grows with the signal)."""
+
+    intercept: float
+    slope: float
+
+    def variance(self, mu: torch.Tensor) -> torch.Tensor:
+        return (self.intercept + self.slope * mu).clamp_min(0.0)
+
+
+def fit_noise_level(images: torch.Tensor, side: int, max_std: float, bins: int = 16) -> NoiseLevel:
+    """The noise level of real images [N, 3, H, W] from their flat crops (`flat_crops`): each crop's
+    white luma variance (`white_noise_variance`) against its luma mean, a least-squares line.
+
+    Why a line: with shot noise a bright tile is noisier than the flat crops' (often darker)
+    average, so one variance for the domain under-subtracts the noise of textured tiles and the
+    blur fitted to what remains comes out too sharp (presets/noisy.yaml: the bank's variance is
+    0.7 of the textured tiles'). With a single brightness the fit is a constant."""
+    flat, _, means = _some_flat_crops(images, side, max_std)
+    var = white_noise_variance(flat, bins)
+    mu = to_luma(means.view(-1, 3, 1, 1)).flatten().double()
+    if len(flat) < 2 or float(mu.std()) < 1e-3:
+        return NoiseLevel(float(var.mean()), 0.0)
+    design = torch.stack([torch.ones_like(mu), mu], 1)
+    intercept, slope = torch.linalg.lstsq(design, var.unsqueeze(1)).solution.flatten().tolist()
+    return NoiseLevel(float(intercept), float(slope))
 
 
 def collect_noise_bank(images: torch.Tensor, side: int, count: int, max_std: float, seed: int) -> torch.Tensor:
     """A bank of `count` zero-mean noise patches [count, 3, side, side] from the flat crops of the real
     images (`flat_crops`): a seeded random choice of them, cycled when there are fewer than `count`."""
-    flat, _ = flat_crops(images, side, max_std)
-    if len(flat) == 0:
-        raise ValueError(f"no flat {side}-pixel crops (every channel's std below {max_std}, nothing clipped) in the "
-                         f"{images.shape[0]} real training images: raise generator.noise_max_std")
+    flat = _some_flat_crops(images, side, max_std)[0]
     order = torch.randperm(len(flat), generator=torch.Generator().manual_seed(stable_seed("fca.noise.bank", seed)))
     return flat[order[torch.arange(count) % len(flat)]].contiguous()

@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 # The commands that train networks and so can run data-parallel under torchrun.
-DISTRIBUTED = ("train-fdc", "train-generator", "evaluate")
+DISTRIBUTED = ("train-fdc", "train-generator", "evaluate", "train-sr")
 
 
 def usage() -> str:

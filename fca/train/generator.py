@@ -39,7 +39,7 @@ from fca.progress import progress_bar
 
 from fca.config import param
 from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params
-from fca.noise import collect_noise_bank
+from fca.noise import collect_noise_bank, fit_noise_level
 from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, target_density
 from fca.models.generator_arch import ESTIMATORS, NOISE_OPTIONS, Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
@@ -268,15 +268,17 @@ class _Inputs:
     side: int
 
 
-def _spectral_target(config: GeneratorConfig, gen: Generator, patches: torch.Tensor, side: int) -> torch.Tensor:
+def _spectral_target(config: GeneratorConfig, patches: torch.Tensor, side: int) -> torch.Tensor:
     """The spectral loss's target: the real domain's density (`target_density`), or with noise =
-    patches and noise_fit = signal the density of its signal, the noise bank's white power taken
-    out of every tile. Why: noise is white at every pixel pitch while a scene's power grows
-    when it is shrunk, so an LR image with the domain's noise holds *less* noise per cycle/pixel
+    patches and noise_fit = signal the density of its signal, the white noise power of each
+    tile's brightness (`fit_noise_level`, from the flat crops the bank samples) taken out.
+    Why: noise is white at every pixel pitch while a scene's power grows when it is shrunk, so an LR image with the domain's noise holds *less* noise per cycle/pixel
     than R does; matching R's total density then asks for a wider blur (measured on
     presets/noisy.yaml). The blur is fitted on the signal, and the bank adds the noise."""
-    signal = config.noise == "patches" and config.noise_fit == "signal"
-    return target_density(patches, side, config.spectral_bins, config.spectral_min_std, noise=gen.noise_bank.cpu() if signal else None)
+    level = None
+    if config.noise == "patches" and config.noise_fit == "signal":  # from all flat crops: the bank is a sample of them
+        level = fit_noise_level(patches, side, config.noise_max_std, config.spectral_bins)
+    return target_density(patches, side, config.spectral_bins, config.spectral_min_std, noise=level)
 
 
 def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision: Precision, channels_last: bool,
@@ -459,7 +461,7 @@ def train_generator(
         fdc = fdc.to(device).eval()
         for p in fdc.parameters():
             p.requires_grad_(False)
-    target = _spectral_target(config, gen, patches, side).to(device) if use_spectral else None
+    target = _spectral_target(config, patches, side).to(device) if use_spectral else None
     preview = patches[: min(4, patches.shape[0]), :, : config.patch_size, : config.patch_size].to(device)
     inputs = _Inputs(patches, fdc, target, fdc_scale, side)
 

@@ -12,6 +12,7 @@ from fca.frequency import (
     radial_density,
     radial_power,
     symmetric_kl,
+    white_noise_variance,
     white_ring_power,
 )
 from fca.kernels import conv_per_sample, gaussian
@@ -151,3 +152,13 @@ def test_white_ring_power_is_the_expected_ring_power_of_unit_white_noise(h, w):
     expected = white_ring_power(h, w, 6)
     torch.testing.assert_close(measured[1:], expected[1:], rtol=0.03, atol=0)
     torch.testing.assert_close(measured[0], expected[0], rtol=0.08, atol=0)  # the patch mean taken out lowers the first ring a little
+
+
+def test_white_noise_variance_is_each_images_luma_noise_variance_and_ignores_a_flat_crops_gradient():
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(64, 3, 32, 32, generator=g) * torch.tensor([0.01, 0.03]).repeat(32).view(64, 1, 1, 1)
+    luma = (0.299**2 + 0.587**2 + 0.114**2) * torch.tensor([0.01, 0.03]).repeat(32).double() ** 2
+    torch.testing.assert_close(white_noise_variance(noise, 8).mean(), luma.mean(), rtol=0.05, atol=0)
+    assert float((white_noise_variance(noise, 8) / luma)[1::2].mean()) == pytest.approx(1.0, abs=0.05)
+    ramp = torch.linspace(-0.05, 0.05, 32).view(1, 1, 1, 32)  # a flat crop's leftover gradient
+    torch.testing.assert_close(white_noise_variance(noise + ramp, 8).mean(), luma.mean(), rtol=0.1, atol=0)

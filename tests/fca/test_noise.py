@@ -19,6 +19,7 @@ from fca.noise import (
     add_noise,
     apply_patch_noise,
     collect_noise_bank,
+    fit_noise_level,
     flat_crops,
     jpeg_roundtrip,
     noise_from_dict,
@@ -212,10 +213,11 @@ def _half_flat(n: int = 4, side: int = 64, noise_std: float = 0.01) -> torch.Ten
 
 def test_the_bank_holds_flat_crops_only_with_their_mean_removed():
     x = _half_flat()
-    flat, std = flat_crops(x, 16, 0.05)
+    flat, std, means = flat_crops(x, 16, 0.05)
     assert len(flat) == 4 * 8  # the left half's 2 x 4 crops of each image, none of the textured ones
     assert float(std.max()) < 0.05
     torch.testing.assert_close(flat.mean((2, 3)), torch.zeros(len(flat), 3), atol=1e-6, rtol=0)
+    assert means.shape == (len(flat), 3) and abs(float(means.mean()) - 0.5) < 0.01  # _half_flat's flat half is mid-grey
     assert abs(float(flat.std()) / 0.01 - 1) < 0.1
     bank = collect_noise_bank(x, 16, 40, 0.05, seed=0)  # more than there are: cycled
     assert bank.shape == (40, 3, 16, 16) and float(bank.flatten(1).std(1).max()) < 0.05
@@ -284,3 +286,19 @@ def test_degrade_image_adds_the_generators_noise_as_g_does():
         g.reset_noise()
         out = degrade_image(g, x, k[0], DegradeConfig(work_tile=32))
     torch.testing.assert_close(torch.from_numpy(out).permute(2, 0, 1)[None], lr, atol=1e-5, rtol=0)
+
+
+def test_the_noise_level_follows_brightness_as_poisson_gaussian_noise_does():
+    # flat images at four brightnesses with Poisson-Gaussian noise: read variance 1e-4, gain 2e-3
+    levels = torch.tensor([0.15, 0.35, 0.55, 0.75]).repeat_interleave(4)
+    flat = levels.view(-1, 1, 1, 1).expand(-1, 3, 64, 64).contiguous()
+    names = [f"f{i}" for i in range(len(flat))]
+    noisy = apply_patch_noise(flat, names, PG, 0, "hr")
+    level = fit_noise_level(noisy, 32, 0.1)
+    luma_weight = 0.299**2 + 0.587**2 + 0.114**2  # independent channels: luma variance = this times the channel variance
+    assert level.slope == pytest.approx(luma_weight * PG.gain, rel=0.15)
+    assert level.intercept == pytest.approx(luma_weight * PG.sigma**2, abs=0.3 * luma_weight * PG.sigma**2 + 2e-5)
+    bright, dark = level.variance(torch.tensor([0.75, 0.15], dtype=torch.float64)).tolist()
+    assert bright > 3 * dark
+    # one brightness: a constant
+    assert fit_noise_level(noisy[:4], 32, 0.1).slope == 0.0

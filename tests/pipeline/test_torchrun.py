@@ -52,6 +52,10 @@ def _stage_cmd(stage: str, tmp: Path, tag: str) -> list[str]:
         return [stage, "--params", "params.yaml", "--patches", "patches", "--generator", "single/generator.pt",
                 "--out", f"{tag}/metrics.json", "--density", f"{tag}/density.csv",
                 "--arrays", f"{tag}/evaluation", "--device", "cpu"]
+    if stage == "train-sr":  # trains on the single-process generator's pairs
+        return [stage, "--params", "params.yaml", "--patches", "patches", "--generator", "single/generator.pt",
+                "--out-ours", f"{tag}/sr_ours.pt", "--out-bicubic", f"{tag}/sr_bicubic.pt", "--curve", f"{tag}/sr.csv",
+                "--metrics", f"{tag}/sr.json", "--figure", f"{tag}/sr.png", "--checkpoints", f"{tag}/ckpt_sr", "--device", "cpu"]
     if stage == "train-fdc":
         return [stage, "--params", "params.yaml", "--patches", "patches", "--out", f"{tag}/fdc.pt",
                 "--metrics", f"{tag}/fdc.json", "--curve", f"{tag}/fdc.csv", "--checkpoints", f"{tag}/ckpt_fdc", "--device", "cpu"]
@@ -67,7 +71,7 @@ def _weights(path: Path, key: str) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_and_logs(workdir):
     tmp = workdir
-    for stage in ("train-fdc", "train-generator", "evaluate"):
+    for stage in ("train-fdc", "train-generator", "evaluate", "train-sr"):
         _run([sys.executable, "-m", "pipeline.cli", *_stage_cmd(stage, tmp, "single")], tmp)
     # torchrun by hand, and through FCA_NPROC (what dvc repro, Snakemake or a Slurm job set).
     text = _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "pipeline.cli",
@@ -76,6 +80,8 @@ def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_
     text = _run([str(BIN / "fca"), *_stage_cmd("train-generator", tmp, "ddp")], tmp, FCA_NPROC="2")
     assert "train-generator on 2 processes" in text and "rank 1 of 2 on cpu (backend gloo)" in text, text[-3000:]
     _run([str(BIN / "fca"), *_stage_cmd("evaluate", tmp, "ddp")], tmp, FCA_NPROC="2")
+    text = _run([str(BIN / "fca"), *_stage_cmd("train-sr", tmp, "ddp")], tmp, FCA_NPROC="2")
+    assert "train-sr on 2 processes" in text and "rank 1 of 2 on cpu (backend gloo)" in text, text[-3000:]
 
     # The referee: everything but the SR nets is computed alike on every rank; the SR nets
     # train over the two ranks and give the single-process PSNRs (weights agree to ~1e-5).
@@ -113,7 +119,13 @@ def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_
         "where t.key = 'fca.stage' and p.key = 'processes'"
     ).fetchall()
     assert sorted(rows) == [("evaluate", "1"), ("evaluate", "2"), ("train_fdc", "1"), ("train_fdc", "2"),
-                            ("train_generator", "1"), ("train_generator", "2")]
+                            ("train_generator", "1"), ("train_generator", "2"), ("train_sr", "1"), ("train_sr", "2")]
+    # The SR models: the same training split over two processes (the nets agree to float rounding).
+    for kind in ("ours", "bicubic"):
+        one, two = _weights(tmp / "single" / f"sr_{kind}.pt", "model"), _weights(tmp / "ddp" / f"sr_{kind}.pt", "model")
+        assert one.keys() == two.keys() and one
+        for k in one:
+            torch.testing.assert_close(two[k], one[k], atol=1e-4, rtol=0, msg=f"sr_{kind}: {k}")
     steps = db.execute(
         "select count(*) from metrics m join params p on p.run_uuid = m.run_uuid "
         "where m.key = 'loss_g' and p.key = 'processes' and p.value = '2'"
