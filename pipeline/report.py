@@ -102,8 +102,8 @@ def _known_kernel_figures(a: Any, cfg: Any) -> dict[str, object]:
     """The kernel gallery (true / oracle / ours), on a mixed-kernel domain the adaptation figures, and the SR crops."""
     figures: dict[str, object] = {}
     preds = a["kernels_pred"][: cfg.gallery_size]
-    figures["kernels"] = kernel_gallery([("k_gt (true)", a["kernel_true"]), ("k_or (oracle, exact fit)", a["kernel_oracle"]),
-                                         ("k_or smooth (shapes)", a["kernel_oracle_smooth"])]
+    figures["kernels"] = kernel_gallery([("k_gt (true)", a["kernel_true"]), ("k_or (exact fit)", a["kernel_oracle"]),
+                                         ("k_or (smooth)", a["kernel_oracle_smooth"])]
                                         + [(f"ours, image {i}", k) for i, k in enumerate(preds)])
     hr = a["sample_hr_real"].shape[-1]
     rows = [[_nearest_up(_hwc(a["sample_lr_true"][i]), hr), _hwc(a["sample_sr_bicubic"][i]), _hwc(a["sample_sr_fca"][i]),
