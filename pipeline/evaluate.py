@@ -142,8 +142,9 @@ def body(args: argparse.Namespace, params: Params) -> None:
         result["arrays"]["density_clean"] = mean_density(clean_val, cfg.density_bins).numpy()
         metrics = write_outputs(args, result, names, run, device, dist)
     d, k, sr = metrics["density"], metrics["kernel"], metrics["sr"]
-    print(f"evaluate: density gap bicubic {d['gap_bicubic']:.3f} -> ours {d['gap_fca']:.3f} (reduction {d['gap_reduction']:.1%}); "
-          f"kernel sigma ours {k['sigma_pred']:.2f} vs oracle {k['sigma_oracle']:.2f} (cov error {k['cov_rel_error']:.1%}); "
+    print(f"evaluate: density gap to L_true closed {d['gap_reduction_true']:.1%} (95 % interval {d.get('gap_reduction_true_lo', float('nan')):.1%} "
+          f".. {d.get('gap_reduction_true_hi', float('nan')):.1%}; oracle {d['gap_reduction_true_oracle']:.1%}), to R {d['gap_reduction']:.1%} "
+          f"(oracle {d['gap_reduction_oracle']:.1%}); kernel sigma ours {k['sigma_pred']:.2f} vs oracle {k['sigma_oracle']:.2f} (cov error {k['cov_rel_error']:.1%}); "
           f"SR PSNR bicubic/ours/oracle pairs {sr['psnr_bicubic']:.2f}/{sr['psnr_fca']:.2f}/{sr['psnr_oracle']:.2f} dB "
           f"(gain fraction {sr['gain_fraction']:.2f}, 95 % interval {sr.get('gain_fraction_lo', float('nan')):.2f} .. {sr.get('gain_fraction_hi', float('nan')):.2f})")
     if "adapt" in metrics:

@@ -35,7 +35,8 @@ def _referee(clean_val, real_val, k_val, scale, degrade_fn, clean_train, real_tr
     arrays = {"density_bins": np.linspace(0.05, 0.45, n), **{f"density_{k}": np.full(n, 0.2) for k in ("real", "bicubic", "fca", "oracle")},
               "sample_hr_real": np.zeros((2, 3, 8, 8), np.float32)}
     return {
-        "metrics": {"density": {"gap_bicubic": 0.5, "gap_fca": 0.1, "gap_reduction": 0.8},
+        "metrics": {"density": {"gap_bicubic": 0.5, "gap_fca": 0.1, "gap_reduction": 0.8, "gap_reduction_oracle": 0.85,
+                                "gap_reduction_true": 0.95, "gap_reduction_true_oracle": 0.99},
                     "kernel": {"cov_rel_error": 0.1, "sigma_pred": 2.0, "sigma_oracle": 2.1},
                     "sr": {"psnr_bicubic": 30.0, "psnr_fca": 31.0, "psnr_oracle": 31.5, "gain_fraction": 0.66}},
         "intervals": {"sr": {"psnr_fca": [30.8, 31.2]}},
