@@ -82,8 +82,9 @@ class GeneratorConfig:
     noise_max_std: float = param(0.05, gt=0, le=1, help="noise: patches: a crop is flat when every channel's std is below this")
     noise_fit: str = param("signal", choices=("signal", "total"),
                            help="noise: patches: fit the blur on the signal (the spectral loss compares G(x) before its noise draw with R's "
-                                "density less the bank's white noise power, and the FDC judges G(x) before its noise draw) or on the "
-                                "total (G(x) with its noise against R as is; widened the kernel on presets/noisy.yaml)")
+                                "density less each tile's noise power at its brightness, fca.noise.fit_noise_level, and the FDC judges G(x) "
+                                "before its noise draw) or on the total (G(x) with its noise against R as is; widened the kernel on "
+                                "presets/noisy.yaml)")
     batch_size: int = param(8, ge=1, le=65_536)
     steps: int = param(300, ge=1, le=10_000_000)
     lr: float = param(1e-3, gt=0, lt=10, help="Adam LR of the networks (estimator, discriminator)")
@@ -272,9 +273,10 @@ def _spectral_target(config: GeneratorConfig, patches: torch.Tensor, side: int) 
     """The spectral loss's target: the real domain's density (`target_density`), or with noise =
     patches and noise_fit = signal the density of its signal, the white noise power of each
     tile's brightness (`fit_noise_level`, from the flat crops the bank samples) taken out.
-    Why: noise is white at every pixel pitch while a scene's power grows when it is shrunk, so an LR image with the domain's noise holds *less* noise per cycle/pixel
-    than R does; matching R's total density then asks for a wider blur (measured on
-    presets/noisy.yaml). The blur is fitted on the signal, and the bank adds the noise."""
+    Why: noise is white at every pixel pitch while a scene's power grows when it is shrunk,
+    so an LR image with the domain's noise holds *less* noise per cycle/pixel than R does;
+    matching R's total density then asks for a wider blur (measured on presets/noisy.yaml).
+    The blur is fitted on the signal, and the bank adds the noise."""
     level = None
     if config.noise == "patches" and config.noise_fit == "signal":  # from all flat crops: the bank is a sample of them
         level = fit_noise_level(patches, side, config.noise_max_std, config.spectral_bins)
