@@ -293,8 +293,8 @@ def degrade_image(
     and the output: a few float32 copies of one HR block of
     (work_tile + (K + 4) * s)^2 x 3. Not clipped: bicubic overshoot is kept, as in
     the generator.
-    A source with noise (a Generator with noise = patches: `sample_noise`) adds its next
-    noise draw to the LR image, as G(x) does.
+    A source with noise (a Generator with noise = patches: `noise_for`) adds its next
+    noise draw, scaled to each LR pixel's brightness, to the LR image, as G(x) does.
     """
     h, w = _image_size(image)
     s = float(source.scale)
@@ -326,9 +326,9 @@ def degrade_image(
             # conv_per_sample's reflect padding survives only where the halo was clipped, i.e. at the true border.
             y = conv_per_sample(lr, k)[0, :, y0 - e0 : y1 - e0, x0 - f0 : x1 - f0]
             out[y0:y1, x0:x1] = y.permute(1, 2, 0).cpu().numpy()
-    # The generator's noise (generator.noise: patches): its next draw, as G(x) adds it; None without noise.
-    sample_noise = getattr(source, "sample_noise", None)
-    noise = sample_noise(1, ho, wo) if callable(sample_noise) else None
+    # The generator's noise (generator.noise: patches): its next draw at each pixel's brightness, as G(x) adds it.
+    noise_for = getattr(source, "noise_for", None)
+    noise = noise_for(torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0)) if callable(noise_for) else None
     if noise is not None:
         out += noise[0].permute(1, 2, 0).float().cpu().numpy()
     return out

@@ -48,7 +48,7 @@ from fca.kernels import angle_difference, conv_per_sample, cov_rel_error, effect
 from fca.losses import floored_log_l1
 from fca.metrics import mse_y, pooled_psnr, ssim_y
 from fca.noise import PatchNoise
-from fca.oracle import fit_oracle_kernel, fit_oracle_kernels_per_image
+from fca.oracle import fit_oracle_kernel, fit_oracle_kernels, fit_oracle_kernels_per_image
 from fca.resample import downscale, upscale
 from fca.train.sr import SRConfig, sr_predict, train_sr
 
@@ -335,15 +335,15 @@ def referee(
 
     t0 = time.perf_counter()
     size = kernels_val.shape[-1]  # the oracle gets the generator's kernel size: it is G's best answer
-    k_global = fit_oracle_kernel(down_train, true_train, size)  # the one best kernel for the training set
+    # the one best kernel for the training set, and its smooth twin (one build of the normal equations)
+    k_global, k_global_smooth = fit_oracle_kernels(down_train, true_train, size, (0.0, SMOOTH_ORACLE))
     if mixed:
-        oracle_val_k = fit_oracle_kernels_per_image(down_val, true_val, size)
-        oracle_train_k = fit_oracle_kernels_per_image(down_train, true_train, size)
-        smooth_val_k = fit_oracle_kernels_per_image(down_val, true_val, size, SMOOTH_ORACLE)
+        oracle_val_k, smooth_val_k = fit_oracle_kernels_per_image(down_val, true_val, size, (0.0, SMOOTH_ORACLE))
+        (oracle_train_k,) = fit_oracle_kernels_per_image(down_train, true_train, size)
     else:
         oracle_val_k = k_global.expand(n_val, -1, -1)
         oracle_train_k = k_global.expand(n_train, -1, -1)
-        smooth_val_k = fit_oracle_kernel(down_train, true_train, size, SMOOTH_ORACLE).expand(n_val, -1, -1)
+        smooth_val_k = k_global_smooth.expand(n_val, -1, -1)
     oracle_val = conv_per_sample(down_val, oracle_val_k)
     oracle_train = conv_per_sample(down_train, oracle_train_k)
     if noise_val is not None and noise_val.config.active:  # the known answer: the oracle kernel and the true noise model

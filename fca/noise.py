@@ -16,13 +16,16 @@ view) (`patch_generator`), so L_true is the same whenever it is computed.
 
 The generator's noise option (`generator.noise: patches`, Real-SR style): `collect_noise_bank`
 cuts LR-sized crops from the real training images, keeps the flat ones and removes their
-mean; `fca.models.generator_arch.Generator` adds a randomly drawn one to its output.
+mean; `fca.models.generator_arch.Generator` adds randomly drawn ones to its output, scaled
+to each pixel's brightness by the domain's noise level (`fit_noise_level`,
+`generator.noise_scale: brightness`) or as they are (`constant`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,6 +34,7 @@ import torch
 
 from fca.config import param
 from fca.frequency import to_luma, white_noise_variance
+from fca.kernels import conv_per_sample, gaussian
 
 NOISE_TYPES = ("none", "gaussian", "poisson_gaussian")
 
@@ -181,36 +185,78 @@ def _some_flat_crops(images: torch.Tensor, side: int, max_std: float) -> tuple[t
 @dataclass(frozen=True)
 class NoiseLevel:
     """The domain's white luma noise variance as a function of luma brightness mu: intercept + slope * mu
-    (Poisson-Gaussian camera noise: read noise plus shot noise that grows with the signal)."""
+    (Poisson-Gaussian camera noise: read noise plus shot noise that grows with the signal), with mu
+    held to [lo, hi], the brightness range the line was fitted on: beyond it the level stays at the
+    nearest end instead of extrapolating a line fitted to a few flat regions."""
 
     intercept: float
     slope: float
+    lo: float = 0.0
+    hi: float = 1.0
 
     def variance(self, mu: torch.Tensor) -> torch.Tensor:
-        return (self.intercept + self.slope * mu).clamp_min(0.0)
+        return (self.intercept + self.slope * mu.clamp(self.lo, self.hi)).clamp_min(0.0)
+
+    def as_list(self) -> list[float]:
+        return [self.intercept, self.slope, self.lo, self.hi]
 
 
 def fit_noise_level(images: torch.Tensor, side: int, max_std: float, bins: int = 16) -> NoiseLevel:
     """The noise level of real images [N, 3, H, W] from their flat crops (`flat_crops`): each crop's
-    white luma variance (`white_noise_variance`) against its luma mean, a least-squares line.
+    white luma variance (`white_noise_variance`) against its luma mean, a least-squares line over
+    the crops' brightness range.
 
     Why a line: with shot noise a bright tile is noisier than the flat crops' (often darker)
     average, so one variance for the domain under-subtracts the noise of textured tiles and the
     blur fitted to what remains comes out too sharp (presets/noisy.yaml: the bank's variance is
-    0.7 of the textured tiles'). With a single brightness the fit is a constant."""
+    0.7 of the textured tiles'). With a single brightness, or a line that falls with brightness
+    (camera noise does not; crops of a narrow brightness range give such lines by chance), the
+    fit is a constant, the crops' mean."""
     flat, _, means = _some_flat_crops(images, side, max_std)
     var = white_noise_variance(flat, bins)
     mu = to_luma(means.view(-1, 3, 1, 1)).flatten().double()
+    constant = NoiseLevel(float(var.mean()), 0.0)
     if len(flat) < 2 or float(mu.std()) < 1e-3:
-        return NoiseLevel(float(var.mean()), 0.0)
+        return constant
     design = torch.stack([torch.ones_like(mu), mu], 1)
     intercept, slope = torch.linalg.lstsq(design, var.unsqueeze(1)).solution.flatten().tolist()
-    return NoiseLevel(float(intercept), float(slope))
+    if slope <= 0:
+        return constant
+    return NoiseLevel(float(intercept), float(slope), float(mu.min()), float(mu.max()))
 
 
-def collect_noise_bank(images: torch.Tensor, side: int, count: int, max_std: float, seed: int) -> torch.Tensor:
+def detrend(crops: torch.Tensor, sigma: float) -> torch.Tensor:
+    """crops [M, C, P, P] less their Gaussian-smoothed copy (std `sigma` px, reflect-padded); 0: as they are.
+
+    Why: a crop flat enough to be noise still holds smooth shading and blurred texture (on
+    presets/noisy.yaml a third of the flat crops' power, and neighbouring pixels correlated at
+    0.38 where the camera's noise is white). Smoothing at a few pixels keeps nearly all of
+    white noise (97 % of its power at sigma 3) and any noise correlation shorter than that."""
+    if sigma <= 0:
+        return crops
+    size = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(crops.shape[-2:]) // 2) - 1)
+    smooth = torch.from_numpy(gaussian(size, sigma)).to(crops)
+    return crops - conv_per_sample(crops, smooth)
+
+
+def collect_noise_bank(images: torch.Tensor, side: int, count: int, max_std: float, seed: int,
+                       level: NoiseLevel | None = None, detrend_sigma: float = 0.0) -> torch.Tensor:
     """A bank of `count` zero-mean noise patches [count, 3, side, side] from the flat crops of the real
-    images (`flat_crops`): a seeded random choice of them, cycled when there are fewer than `count`."""
-    flat = _some_flat_crops(images, side, max_std)[0]
+    images (`flat_crops`, then `detrend` at `detrend_sigma` px): a seeded random choice of them,
+    cycled when there are fewer than `count`.
+
+    level: None, the crops as they are; or the domain's noise level (`fit_noise_level`), and each
+    crop is divided by the std `level` gives its own luma mean: unit-level noise with the
+    camera's spatial and colour structure, which the generator scales to each pixel's
+    brightness (`Generator.noise_for`). Why: a flat crop's noise is that of its brightness
+    (shot noise), and flat regions are not the typical brightness of a scene."""
+    flat, _, means = _some_flat_crops(images, side, max_std)
+    flat = detrend(flat, detrend_sigma)
+    if level is not None:
+        var = level.variance(to_luma(means.view(-1, 3, 1, 1)).flatten())
+        # A line fitted to few crops can reach 0 at a crop's brightness: no crop is scaled up more
+        # than 10x beyond the median crop's level (such a crop's own noise was below the line's).
+        var = var.clamp_min(0.01 * float(var.median()) + 1e-12)
+        flat = flat / var.sqrt().view(-1, 1, 1, 1)
     order = torch.randperm(len(flat), generator=torch.Generator().manual_seed(stable_seed("fca.noise.bank", seed)))
     return flat[order[torch.arange(count) % len(flat)]].contiguous()

@@ -16,6 +16,8 @@ remove the penalty's small bias and end at the exact optimum (KKT checked).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.linalg
 import scipy.optimize
@@ -147,21 +149,32 @@ def fit_oracle_kernel(lr_in: torch.Tensor, target: torch.Tensor, size: int, smoo
     The weight is relative to the data term's mean diagonal, so it does not depend on the
     number of images or their contrast.
     """
+    return fit_oracle_kernels(lr_in, target, size, (smooth,))[0]
+
+
+def fit_oracle_kernels(lr_in: torch.Tensor, target: torch.Tensor, size: int, smooths: Sequence[float]) -> list[torch.Tensor]:
+    """`fit_oracle_kernel` at each weight in `smooths`, from one build of the normal equations
+    (the costly part: a pass over every image; each solve is a small QP)."""
     _check_pair(lr_in, target, size)
+    if any(w < 0 for w in smooths):
+        raise ValueError(f"oracle: smooth must be >= 0, got {min(smooths)}")
     gram, rhs = _normal_equations(lr_in, target, size)
-    if smooth < 0:
-        raise ValueError(f"oracle: smooth must be >= 0, got {smooth}")
-    if smooth > 0:
-        gram = gram + smooth * (np.trace(gram) / gram.shape[0]) * _gradient_gram(size)
-    flipped = _solve_simplex_qp(gram, rhs).reshape(size, size)
-    # The unknowns multiply shifted copies in cross-correlation order; conv_per_sample flips.
-    return torch.from_numpy(np.ascontiguousarray(flipped[::-1, ::-1]))
+    scale = np.trace(gram) / gram.shape[0]
+    kernels = []
+    for w in smooths:
+        flipped = _solve_simplex_qp(gram + w * scale * _gradient_gram(size) if w > 0 else gram, rhs).reshape(size, size)
+        # The unknowns multiply shifted copies in cross-correlation order; conv_per_sample flips.
+        kernels.append(torch.from_numpy(np.ascontiguousarray(flipped[::-1, ::-1])))
+    return kernels
 
 
-def fit_oracle_kernels_per_image(lr_in: torch.Tensor, target: torch.Tensor, size: int, smooth: float = 0.0) -> torch.Tensor:
-    """One oracle kernel per image: [N, C, h, w] pairs -> [N, size, size] (float64).
+def fit_oracle_kernels_per_image(lr_in: torch.Tensor, target: torch.Tensor, size: int,
+                                 smooths: Sequence[float] = (0.0,)) -> list[torch.Tensor]:
+    """One oracle kernel per image at each weight in `smooths`: [N, C, h, w] pairs -> a
+    [N, size, size] float64 tensor per weight (the normal equations built once per image).
 
     Small images give few equations per kernel, so these are noisier than the pooled fit.
     """
     _check_pair(lr_in, target, size)
-    return torch.stack([fit_oracle_kernel(lr_in[i : i + 1], target[i : i + 1], size, smooth) for i in range(lr_in.shape[0])])
+    per_image = [fit_oracle_kernels(lr_in[i : i + 1], target[i : i + 1], size, smooths) for i in range(lr_in.shape[0])]
+    return [torch.stack([fits[j] for fits in per_image]) for j in range(len(smooths))]

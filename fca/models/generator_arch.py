@@ -37,12 +37,13 @@ import torch.nn.functional as F
 
 from fca.frequency import tile_polar_density, tiles_of, to_luma
 from fca.kernels import conv_per_sample, gaussian_from_params
-from fca.noise import stable_seed
+from fca.noise import NoiseLevel, stable_seed
 from fca.resample import downscale
 
 KERNEL_PARAMS = ("free", "gaussian")
 ESTIMATORS = ("spectral", "paper")
 NOISE_OPTIONS = ("none", "patches")
+CONSTANT_NOISE = NoiseLevel(1.0, 0.0)  # the bank's patches as they are, at every brightness
 # Gaussian parameterisation: sigmas are kept in [_SIGMA_MIN, kernel_size] so the kernel stays finite.
 _SIGMA_MIN = 0.2
 
@@ -384,19 +385,30 @@ class Generator(nn.Module):
                 raise ValueError(f"noise_bank = {noise_bank}, noise_side = {noise_side}: must be positive")
             self.register_buffer("noise_bank", torch.zeros(noise_bank, 3, noise_side, noise_side))
             self.register_buffer("noise_calls", torch.zeros((), dtype=torch.int64))
+            # The noise variance a bank patch is multiplied by, as a line in the LR pixel's luma:
+            # `fca.noise.NoiseLevel.as_list()`. (1, 0, 0, 1) adds the patches as they are; with a
+            # domain's level the bank holds unit-level patches, and each pixel gets the noise of
+            # its own brightness (shot noise grows with the signal; `set_noise_bank`).
+            self.register_buffer("noise_level", torch.tensor(CONSTANT_NOISE.as_list()))
 
     @property
     def kernel_size(self) -> int:
         return self.estimator.kernel_size
 
     @torch.no_grad()
-    def set_noise_bank(self, bank: torch.Tensor) -> None:
-        """Fill the noise bank (noise = patches) with [noise_bank, 3, P, P] zero-mean patches."""
+    def set_noise_bank(self, bank: torch.Tensor, level: NoiseLevel | None = None) -> None:
+        """Fill the noise bank (noise = patches) with [noise_bank, 3, P, P] zero-mean patches.
+
+        level: None, the patches are added as they are (the same noise at every brightness);
+        or the domain's noise level, and the patches are unit-level ones
+        (`fca.noise.collect_noise_bank(level=)`): each LR pixel's noise is then scaled to the
+        std `level` gives its luma."""
         if self.noise != "patches":
             raise ValueError("set_noise_bank: this generator has no noise bank (noise = 'none')")
         if bank.shape != self.noise_bank.shape:
             raise ValueError(f"set_noise_bank: expected {tuple(self.noise_bank.shape)}, got {tuple(bank.shape)}")
         self.noise_bank.copy_(bank)
+        self.noise_level.copy_(torch.tensor((level or CONSTANT_NOISE).as_list()))
 
     def reset_noise(self, call_index: int = 0) -> None:
         """Rewind the noise draws: the next call is call `call_index`."""
@@ -419,6 +431,19 @@ class Generator(nn.Module):
         tiles = bank[idx].float().view(n, ny, nx, 3, p, p).permute(0, 3, 1, 4, 2, 5).reshape(n, 3, ny * p, nx * p)
         return tiles[:, :, :h, :w]
 
+    @torch.no_grad()
+    def noise_for(self, lr: torch.Tensor) -> torch.Tensor | None:
+        """The noise G adds to LR images [n, 3, h, w] (their signal, before any noise): the next
+        draw (`sample_noise`) times the std the noise level gives each pixel's luma, on lr's
+        device; None with noise = none. With the level (1, 0) the draw is returned as it is."""
+        draw = self.sample_noise(*lr.shape[:1], *lr.shape[-2:])
+        if draw is None:
+            return None
+        level = NoiseLevel(*self.noise_level.tolist())
+        if level == CONSTANT_NOISE:
+            return draw.to(lr.device)
+        return draw.to(lr.device) * level.variance(to_luma(lr.detach().float())).sqrt().unsqueeze(1)
+
     def estimate_kernel(self, x_hr: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, K, K] (fp32, >= 0, sums to 1)."""
         return self.estimator(x_hr)
@@ -435,7 +460,7 @@ class Generator(nn.Module):
             blurred = conv_per_sample(downscale(x_hr.float(), self.scale), kernels.float())
             if self.noise != "patches":
                 return blurred, blurred
-            return blurred, blurred + self.sample_noise(*blurred.shape[:1], *blurred.shape[-2:]).to(blurred.device)
+            return blurred, blurred + self.noise_for(blurred)
 
     def forward(self, x_hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kernels = self.estimate_kernel(x_hr)

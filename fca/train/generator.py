@@ -39,7 +39,7 @@ from fca.progress import progress_bar
 
 from fca.config import param
 from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params
-from fca.noise import collect_noise_bank, fit_noise_level
+from fca.noise import NoiseLevel, collect_noise_bank, fit_noise_level
 from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, target_density
 from fca.models.generator_arch import ESTIMATORS, NOISE_OPTIONS, Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
@@ -85,6 +85,14 @@ class GeneratorConfig:
                                 "density less each tile's noise power at its brightness, fca.noise.fit_noise_level, and the FDC judges G(x) "
                                 "before its noise draw) or on the total (G(x) with its noise against R as is; widened the kernel on "
                                 "presets/noisy.yaml)")
+    noise_detrend: float = param(3.0, ge=0, le=1000,
+                                 help="noise: patches: each flat crop less its Gaussian-smoothed copy at this std (px) before it joins the "
+                                      "bank, which takes out the shading and blurred texture a flat crop still holds and keeps white "
+                                      "noise (nearly all of its power at 3; 0: only the mean is removed, as in Real-SR)")
+    noise_scale: str = param("brightness", choices=("brightness", "constant"),
+                             help="noise: patches: scale each bank patch to the noise std of each LR pixel's brightness (shot noise; the "
+                                  "bank holds unit-level crops and the line fca.noise.fit_noise_level fitted to them) or add the "
+                                  "crops as they are (one noise level at every brightness)")
     batch_size: int = param(8, ge=1, le=65_536)
     steps: int = param(300, ge=1, le=10_000_000)
     lr: float = param(1e-3, gt=0, lt=10, help="Adam LR of the networks (estimator, discriminator)")
@@ -269,18 +277,24 @@ class _Inputs:
     side: int
 
 
-def _spectral_target(config: GeneratorConfig, patches: torch.Tensor, side: int) -> torch.Tensor:
+def _noise_level(config: GeneratorConfig, patches: torch.Tensor, side: int) -> NoiseLevel | None:
+    """The real domain's noise level (`fit_noise_level`, from all the flat crops the bank samples),
+    or None with noise = none."""
+    if config.noise != "patches":
+        return None
+    return fit_noise_level(patches, side, config.noise_max_std, config.spectral_bins)
+
+
+def _spectral_target(config: GeneratorConfig, patches: torch.Tensor, side: int, level: NoiseLevel | None) -> torch.Tensor:
     """The spectral loss's target: the real domain's density (`target_density`), or with noise =
     patches and noise_fit = signal the density of its signal, the white noise power of each
-    tile's brightness (`fit_noise_level`, from the flat crops the bank samples) taken out.
+    tile's brightness (`level`) taken out.
     Why: noise is white at every pixel pitch while a scene's power grows when it is shrunk,
     so an LR image with the domain's noise holds *less* noise per cycle/pixel than R does;
     matching R's total density then asks for a wider blur (measured on presets/noisy.yaml).
     The blur is fitted on the signal, and the bank adds the noise."""
-    level = None
-    if config.noise == "patches" and config.noise_fit == "signal":  # from all flat crops: the bank is a sample of them
-        level = fit_noise_level(patches, side, config.noise_max_std, config.spectral_bins)
-    return target_density(patches, side, config.spectral_bins, config.spectral_min_std, noise=level)
+    signal_only = config.noise == "patches" and config.noise_fit == "signal"
+    return target_density(patches, side, config.spectral_bins, config.spectral_min_std, noise=level if signal_only else None)
 
 
 def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision: Precision, channels_last: bool,
@@ -442,8 +456,11 @@ def train_generator(
     if hasattr(gen.estimator, "calibrate"):
         # Feature standardisation from the training patches (deterministic: the first 256, top-left crops).
         gen.estimator.calibrate(patches[:256, :, : config.patch_size, : config.patch_size])
-    if config.noise == "patches":  # the noise bank: flat LR-sized crops of the real training images, mean removed
-        gen.set_noise_bank(collect_noise_bank(patches, lr_side(config), config.noise_bank, config.noise_max_std, config.seed))
+    level = _noise_level(config, patches, lr_side(config))
+    if level is not None:  # the noise bank: flat LR-sized crops of the real training images, mean removed
+        bank_level = level if config.noise_scale == "brightness" else None
+        gen.set_noise_bank(collect_noise_bank(patches, lr_side(config), config.noise_bank, config.noise_max_std, config.seed,
+                                              level=bank_level, detrend_sigma=config.noise_detrend), bank_level)
     gen = gen.to(device)
     disc = WaveletDiscriminator(3, config.wd_channels).to(device)
     rng = torch.Generator().manual_seed(config.seed)
@@ -463,7 +480,7 @@ def train_generator(
         fdc = fdc.to(device).eval()
         for p in fdc.parameters():
             p.requires_grad_(False)
-    target = _spectral_target(config, patches, side).to(device) if use_spectral else None
+    target = _spectral_target(config, patches, side, level).to(device) if use_spectral else None
     preview = patches[: min(4, patches.shape[0]), :, : config.patch_size, : config.patch_size].to(device)
     inputs = _Inputs(patches, fdc, target, fdc_scale, side)
 

@@ -141,7 +141,7 @@ def mixed():
     down, true = real_lr_views(clean_val, real_val, k_val, SCALE)
     from fca.oracle import fit_oracle_kernels_per_image
 
-    oracles = fit_oracle_kernels_per_image(down, true, KM)
+    (oracles,) = fit_oracle_kernels_per_image(down, true, KM)
     return {"clean_val": clean_val, "real_val": real_val, "k_val": k_val, "clean_train": clean_train, "real_train": real_train,
             "k_train": k_train, "oracles": oracles, "down": down, "true": true}
 

@@ -19,6 +19,7 @@ from fca.noise import (
     add_noise,
     apply_patch_noise,
     collect_noise_bank,
+    detrend,
     fit_noise_level,
     flat_crops,
     jpeg_roundtrip,
@@ -229,6 +230,21 @@ def test_the_bank_holds_flat_crops_only_with_their_mean_removed():
         collect_noise_bank(dark, 16, 4, 0.05, seed=0)
 
 
+def test_detrending_takes_out_shading_and_keeps_white_noise():
+    g = torch.Generator().manual_seed(11)
+    white = 0.02 * torch.randn(32, 3, 32, 32, generator=g)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    shading = 0.04 * torch.sin(3 * xx + 2 * yy)  # a smooth gradient across the crop, twice the noise's std
+    out = detrend(white + shading, 3.0)
+    noise_kept = detrend(white, 3.0)
+    assert 0.93 < float(noise_kept.var() / white.var()) < 1.0
+    assert float((out - noise_kept).pow(2).mean()) < 0.05 * float(shading.pow(2).mean())  # shading mostly gone
+    lag1 = float((out[..., 1:] * out[..., :-1]).mean() / out.pow(2).mean())
+    assert abs(lag1) < 0.1  # white again; with the shading it was strongly correlated
+    assert float(((white + shading)[..., 1:] * (white + shading)[..., :-1]).mean() / (white + shading).pow(2).mean()) > 0.5
+    assert torch.equal(detrend(white, 0.0), white)
+
+
 def _generator(noise: str) -> Generator:
     torch.manual_seed(0)
     return Generator(scale=4.0, estimator="paper", noise=noise, noise_bank=64, noise_side=16, noise_seed=3,
@@ -302,3 +318,27 @@ def test_the_noise_level_follows_brightness_as_poisson_gaussian_noise_does():
     assert bright > 3 * dark
     # one brightness: a constant
     assert fit_noise_level(noisy[:4], 32, 0.1).slope == 0.0
+
+
+def test_the_generators_noise_follows_each_pixels_brightness_with_a_noise_level():
+    # Poisson-Gaussian noise (variance 1e-4 + 2e-3 x) is four times as strong at 0.75 as at 0.15.
+    # With the domain's level the bank holds unit-level crops and each pixel gets its own
+    # brightness's noise; without one (noise_scale: constant) every pixel gets the crops' mix.
+    levels = torch.tensor([0.15, 0.35, 0.55, 0.75]).repeat_interleave(4)
+    flat = levels.view(-1, 1, 1, 1).expand(-1, 3, 64, 64).contiguous()
+    noisy = apply_patch_noise(flat, [f"f{i}" for i in range(len(flat))], PG, 0, "hr")
+    level = fit_noise_level(noisy, 16, 0.1, bins=8)
+    lr = torch.cat([torch.full((8, 3, 32, 32), 0.15), torch.full((8, 3, 32, 32), 0.75)])
+
+    def added_variance(bank_level):
+        g = _generator("patches")
+        g.set_noise_bank(collect_noise_bank(noisy, 16, 64, 0.1, seed=0, level=bank_level), bank_level)
+        n = g.noise_for(lr).double()
+        return float(n[:8].var()), float(n[8:].var())
+
+    dark, bright = added_variance(level)
+    assert dark == pytest.approx(PG.sigma**2 + PG.gain * 0.15, rel=0.2)
+    assert bright == pytest.approx(PG.sigma**2 + PG.gain * 0.75, rel=0.2)
+    dark, bright = added_variance(None)
+    assert bright / dark == pytest.approx(1.0, abs=0.15)
+    assert dark == pytest.approx(PG.sigma**2 + PG.gain * 0.45, rel=0.2)  # the crops' mean brightness

@@ -5,7 +5,7 @@ import torch
 
 from fca.kernels import anisotropic_gaussian, conv_per_sample, effective_sigma, gaussian
 from fca.metrics import psnr
-from fca.oracle import fit_oracle_kernel, fit_oracle_kernels_per_image
+from fca.oracle import fit_oracle_kernel, fit_oracle_kernels, fit_oracle_kernels_per_image
 from fca.resample import downscale
 
 
@@ -161,9 +161,25 @@ def test_per_image_oracle_recovers_each_images_kernel():
     lr_in = torch.rand(3, 3, 20, 20, generator=gen, dtype=torch.float64)
     ks = torch.stack([torch.from_numpy(gaussian(5, s)) for s in (0.5, 1.0, 1.5)])
     target = conv_per_sample(lr_in, ks)
-    fitted = fit_oracle_kernels_per_image(lr_in, target, 5)
+    (fitted,) = fit_oracle_kernels_per_image(lr_in, target, 5)
     assert fitted.shape == (3, 5, 5)
     assert torch.allclose(fitted, ks, atol=1e-6)
+
+
+def test_several_smoothing_weights_from_one_build_are_the_single_fits():
+    gen = torch.Generator().manual_seed(3)
+    lr_in = torch.rand(2, 3, 24, 24, generator=gen, dtype=torch.float64)
+    target = conv_per_sample(lr_in, torch.from_numpy(gaussian(5, 1.1))) + 0.01 * torch.randn(2, 3, 24, 24, generator=gen, dtype=torch.float64)
+    weights = (0.0, 1e-3, 1e-1)
+    together = fit_oracle_kernels(lr_in, target, 5, weights)
+    for w, k in zip(weights, together):
+        assert torch.equal(k, fit_oracle_kernel(lr_in, target, 5, smooth=w))
+    assert not torch.allclose(together[0], together[2], atol=1e-3)  # the weights matter
+    per_image = fit_oracle_kernels_per_image(lr_in, target, 5, weights)
+    for j, w in enumerate(weights):
+        assert torch.equal(per_image[j][1], fit_oracle_kernel(lr_in[1:], target[1:], 5, smooth=w))
+    with pytest.raises(ValueError, match="smooth must be >= 0"):
+        fit_oracle_kernels(lr_in, target, 5, (0.0, -1.0))
 
 
 def test_oracle_errors_name_the_problem():

@@ -3,7 +3,9 @@ tested in tests/fca/test_evaluate.py; here it is a stand-in, so the test takes a
 
 from __future__ import annotations
 
+import argparse
 import json
+import types
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +47,21 @@ def _referee(clean_val, real_val, k_val, scale, degrade_fn, clean_train, real_tr
     }  # fmt: skip
 
 
-def test_metrics_json_has_no_fdc_copy_and_density_csv_has_the_plotted_columns(tmp_path, monkeypatch):
-    """One metrics file per purpose: the FDC's accuracies stay in train-fdc's reports/fdc.json
-    (`dvc metrics show` lists them once); metrics.json holds the referee's sections, each
-    interval beside the number it bounds. density.csv has the columns dvc.yaml's plot draws."""
+def _known_kernel_stand_ins(tmp_path: Path, monkeypatch) -> None:
+    """A patches folder with a known kernel, two 32 px patches and a stand-in generator."""
     monkeypatch.setenv("FCA_TRACKING", "off")
     (tmp_path / "summary.json").write_text(json.dumps({"kernel_type": "gaussian", "kernel_known": True}))
     patches = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     monkeypatch.setattr(stage_evaluate, "load_patch_set", lambda folder, split: (patches, patches, ["a.png", "b.png"]))
     monkeypatch.setattr(stage_evaluate, "load_patch_kernels", lambda folder, split: torch.ones(1, 3, 3) / 9)
     monkeypatch.setattr(stage_evaluate, "load_generator", lambda path, device: _Generator())
+
+
+def test_metrics_json_has_no_fdc_copy_and_density_csv_has_the_plotted_columns(tmp_path, monkeypatch):
+    """One metrics file per purpose: the FDC's accuracies stay in train-fdc's reports/fdc.json
+    (`dvc metrics show` lists them once); metrics.json holds the referee's sections, each
+    interval beside the number it bounds. density.csv has the columns dvc.yaml's plot draws."""
+    _known_kernel_stand_ins(tmp_path, monkeypatch)
     monkeypatch.setattr(stage_evaluate, "referee", _referee)
     out, density = tmp_path / "reports" / "metrics.json", tmp_path / "reports" / "plots" / "density.csv"
     argv = ["evaluate", "--params", str(_params(tmp_path)), "--patches", str(tmp_path), "--generator", str(tmp_path / "g.pt"),
@@ -65,6 +72,38 @@ def test_metrics_json_has_no_fdc_copy_and_density_csv_has_the_plotted_columns(tm
     assert set(metrics) == {"density", "kernel", "sr"}
     assert metrics["sr"]["psnr_fca_lo"] == 30.8 and metrics["sr"]["psnr_fca_hi"] == 31.2
     assert tuple(pd.read_csv(density).columns) == stage_evaluate.DENSITY_COLUMNS
+
+
+def test_the_arrays_folder_holds_no_wall_time(tmp_path, monkeypatch):
+    """Two runs that differ only in their timings write byte-identical --arrays folders (DVC hashes
+    the folder: a wall time there re-ran the report after every evaluate), and the timings reach
+    the tracker instead."""
+    _known_kernel_stand_ins(tmp_path, monkeypatch)
+    folders = []
+    for run, seconds in enumerate((1.0, 2.5)):
+        monkeypatch.setattr(stage_evaluate, "referee", lambda *a, s=seconds, **k: _referee(*a, **k) | {"timings_s": {"total": s}})
+        arrays = tmp_path / f"evaluation{run}"
+        argv = ["evaluate", "--params", str(_params(tmp_path)), "--patches", str(tmp_path), "--generator", str(tmp_path / "g.pt"),
+                "--out", str(tmp_path / "m.json"), "--density", str(tmp_path / "d.csv"), "--arrays", str(arrays), "--device", "cpu",
+                "--threads", "1"]
+        assert cli.main(argv) == 0
+        folders.append({p.name: p.read_bytes() for p in sorted(arrays.iterdir())})
+    assert folders[0] == folders[1]
+
+    class Run:
+        logged: dict[str, float] = {}
+
+        def log_metrics(self, metrics, step=None):
+            self.logged |= metrics
+
+        def log_artifact(self, path, subdir=None):
+            pass
+
+    args = argparse.Namespace(out=tmp_path / "m.json", density=tmp_path / "d.csv", arrays=tmp_path / "evaluation2")
+    run = Run()
+    stage_evaluate.write_outputs(args, _referee(*[None] * 3, 4.0, None, None, None, types.SimpleNamespace(density_bins=4)),
+                                 ["a.png", "b.png"], run, torch.device("cpu"), None)
+    assert run.logged["seconds.total"] == 1.0 and run.logged["sr.psnr_fca"] == 31.0
 
 
 def test_evaluate_no_longer_takes_the_fdc_metrics():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fca.kernels import effective_sigma
-from fca.noise import NoiseConfig, apply_patch_noise, collect_noise_bank
+from fca.noise import NoiseConfig, apply_patch_noise, collect_noise_bank, fit_noise_level
 from fca.train.checkpoint import load_checkpoint
 from fca.train.generator import load_generator, train_generator
 from tests.fca.train.test_generator import CPU, TINY, ConvComparator, _blurred, _weights, photo_patches  # noqa: F401
@@ -21,13 +21,20 @@ def _noisy(patches: torch.Tensor) -> torch.Tensor:
     return (apply_patch_noise(real, names, NoiseConfig(type="gaussian", sigma=0.02), 0, "hr") * 255).round() / 255
 
 
-def test_the_trained_generator_holds_the_real_images_noise_bank(photo_patches, tmp_path):
+@pytest.mark.parametrize("noise_scale", ["brightness", "constant"])
+def test_the_trained_generator_holds_the_real_images_noise_bank(photo_patches, tmp_path, noise_scale):
     real = _noisy(photo_patches)
-    gen, _ = train_generator(dataclasses.replace(NOISY, steps=2), real, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
-    torch.testing.assert_close(gen.noise_bank, collect_noise_bank(real, 16, 32, 0.03, NOISY.seed), atol=0, rtol=0)
-    assert 0.018 < float(gen.noise_bank.std()) < 0.026  # the domain's noise, sigma 0.02 (a threshold just above it: little structure)
+    cfg = dataclasses.replace(NOISY, steps=2, noise_scale=noise_scale)
+    gen, _ = train_generator(cfg, real, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+    level = fit_noise_level(real, 16, 0.03, TINY.spectral_bins) if noise_scale == "brightness" else None
+    torch.testing.assert_close(gen.noise_bank, collect_noise_bank(real, 16, 32, 0.03, NOISY.seed, level=level, detrend_sigma=NOISY.noise_detrend),
+                               atol=0, rtol=0)
+    with torch.no_grad():
+        added = gen.noise_for(torch.full((4, 3, 32, 32), 0.5))
+    assert 0.018 < float(added.std()) < 0.026  # the domain's noise, sigma 0.02 (a threshold just above it: little structure)
     loaded = load_generator(tmp_path / "last.pt")
     assert loaded.noise == "patches" and torch.equal(loaded.noise_bank, gen.noise_bank)
+    assert torch.equal(loaded.noise_level, gen.noise_level)
     x = real[:2]
     gen.reset_noise()
     loaded.reset_noise()
