@@ -43,11 +43,11 @@ import torch
 from fca.baseline import fit_kernels_by_density
 from fca.config import param
 from fca.distributed import Dist
-from fca.frequency import bin_centres, log_l1, mean_density, radial_density, symmetric_kl
+from fca.frequency import bin_centres, log_l1, mean_density, radial_density, symmetric_kl, to_luma
 from fca.kernels import angle_difference, conv_per_sample, cov_rel_error, effective_sigma, principal_axis
 from fca.losses import floored_log_l1
 from fca.metrics import mse_y, pooled_psnr, ssim_y
-from fca.noise import PatchNoise
+from fca.noise import PatchNoise, noise_by_brightness
 from fca.oracle import fit_oracle_kernel, fit_oracle_kernels, fit_oracle_kernels_per_image
 from fca.resample import downscale, upscale
 from fca.train.sr import SRConfig, sr_predict, train_sr
@@ -308,6 +308,8 @@ def referee(
       (/ global) pairs and sr.*_bicubic_upsampling; sr.gain_fraction = (fca - bicubic) / (oracle - bicubic)
       adapt.* (mixed-kernel domains only): sigma_pearson, cov_rel_error_median, angle_error_median,
       lr_psnr_{fca,global,oracle}, gain_db, baseline_* and seconds_per_image_{fca,baseline}.
+      noise.* (a noisy domain only, `noise_section`): variance_{camera,fca}, variance_ratio_{min,max},
+      lag1_{camera,fca}.
     """
     _check_inputs(clean_val, real_val, clean_train, real_train, scale, config)
     s = int(scale)
@@ -468,6 +470,13 @@ def referee(
     rng = np.random.default_rng(config.seed)
     intervals = {"sr": sr_intervals(mse_arr, config.bootstrap, rng), "density": density_intervals}
 
+    if noise_val is not None and noise_val.config.active:
+        # Last: G's second draw here must not change the draws the pairs above were made with.
+        signal_val = real_lr_views(clean_val, real_val, k_val_each, s, None)[1]
+        second_val = apply_degrade(degrade_fn, real_val, config.batch_size)[0]
+        metrics["noise"], noise_arrays = noise_section(signal_val, noise_val, (fca_val, second_val))
+        arrays |= noise_arrays
+
     n = min(config.samples, n_val)
     arrays |= {
         "density_bins": bin_centres(bins).numpy(),
@@ -486,6 +495,36 @@ def referee(
         **{f"sr_loss_{k}": np.asarray(v) for k, v in losses.items()},
     }
     return {"metrics": metrics, "intervals": intervals, "arrays": arrays, "timings_s": timings}
+
+
+NOISE_BINS = 6  # brightness bins of the noise check, equally populated
+
+
+def noise_section(signal: torch.Tensor, camera: PatchNoise, ours: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The generator's noise against the camera's, by brightness (`fca.noise.noise_by_brightness`).
+
+    signal: the validation images' noise-free true LR, down(I) (*) k_gt [N, 3, h, w]; camera: their
+    noise model (two fresh draws on it, views `noise_a` / `noise_b`); ours: two outputs of G for
+    the same inputs (its kernels are the same, so they differ by its noise alone). Bins: NOISE_BINS
+    brightness quantiles of the signal's luma. Returns the `noise` metrics (per-pixel, per-channel
+    variance averaged over the bins, camera and ours; the least and largest ratio ours / camera
+    over the bins; both noises' lag-1 correlation) and the arrays the report draws."""
+    luma = to_luma(signal.float()).flatten().double().numpy()
+    edges = torch.from_numpy(np.quantile(luma, np.linspace(0, 1, NOISE_BINS + 1)))
+    centres = np.quantile(luma, (np.arange(NOISE_BINS) + 0.5) / NOISE_BINS)
+    var_camera, lag1_camera = noise_by_brightness(camera(signal, "noise_a"), camera(signal, "noise_b"), edges)
+    var_fca, lag1_fca = noise_by_brightness(*ours, edges)
+    ratio = (var_fca / var_camera).numpy()
+    metrics = {
+        "variance_camera": float(np.nanmean(var_camera.numpy())),
+        "variance_fca": float(np.nanmean(var_fca.numpy())),
+        "variance_ratio_min": float(np.nanmin(ratio)),
+        "variance_ratio_max": float(np.nanmax(ratio)),
+        "lag1_camera": lag1_camera,
+        "lag1_fca": lag1_fca,
+    }
+    arrays = {"noise_brightness": centres, "noise_var_camera": var_camera.numpy(), "noise_var_fca": var_fca.numpy()}
+    return metrics, arrays
 
 
 # --- no-reference mode: real photos, no known kernel ------------------------------------------

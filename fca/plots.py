@@ -129,6 +129,21 @@ def scatter_figure(x: np.ndarray, series: dict[str, np.ndarray], xlabel: str, yl
     return fig
 
 
+def noise_level_figure(brightness: np.ndarray, curves: dict[str, np.ndarray]) -> plt.Figure:
+    """Noise variance (per pixel and channel) against brightness: one line per named noise."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=110)
+    for (name, var), marker in zip(curves.items(), "os^D"):
+        ax.plot(brightness, var, marker=marker, lw=1.4, label=name)
+    ax.set_xlabel("brightness (luma of the LR signal, bin centre)")
+    ax.set_ylabel("noise variance per pixel and channel")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Noise at each brightness", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def histograms_figure(panels: list[tuple[str, np.ndarray, str]], bins: int = 20) -> plt.Figure:
     """Histograms side by side: one panel per (title, values, x label); counts on the y axis."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), dpi=110, squeeze=False)

@@ -361,6 +361,30 @@ def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, 
         "",
         f"![SR crops]({figures['crops']})",
         "",
+        *(noise_section(metrics, figures) if "noise" in metrics else []),
         *_page_tail(metrics, figures),
     ]
     return "\n".join(lines)
+
+
+def noise_section(metrics: dict, figures: dict[str, str]) -> list[str]:
+    """A noisy domain: G's noise against the camera's, by brightness (`fca.evaluate.noise_section`)."""
+    m = lambda k: lookup(metrics, k)  # noqa: E731
+    return [
+        "## Noise",
+        "",
+        "The camera's noise (two draws of its model on the validation images' true LR signal) against the noise G adds",
+        "(two outputs of G for the same input differ by its noise alone), per pixel and channel, in brightness bins that",
+        "each hold a sixth of the pixels.",
+        "",
+        f"![noise by brightness]({figures['noise']})",
+        "",
+        "| | camera | ours |",
+        "|---|---|---|",
+        f"| noise variance (mean over the bins) | {m('noise.variance_camera'):.3g} | {m('noise.variance_fca'):.3g} |",
+        f"| neighbouring pixels' correlation (lag 1; white noise: 0) | {_fmt(m('noise.lag1_camera'))} | {_fmt(m('noise.lag1_fca'))} |",
+        "",
+        f"Ours / camera in the bins: {_fmt(m('noise.variance_ratio_min'), 2)} .. {_fmt(m('noise.variance_ratio_max'), 2)}"
+        " (`noise.variance_ratio_min` / `_max`; 1 is the camera's level at every brightness).",
+        "",
+    ]

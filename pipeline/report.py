@@ -19,6 +19,7 @@ from fca.plots import (
     curves_figure,
     density_figure,
     histograms_figure,
+    noise_level_figure,
     image_grid,
     kernel_gallery,
     kernel_grid,
@@ -124,6 +125,8 @@ def _known_kernel_figures(a: Any, cfg: Any) -> dict[str, object]:
                 + ([a["kernels_baseline"][i]] if "kernels_baseline" in a.files else []) for i in shown]
         figures["adapt_gallery"] = kernel_grid(grid, columns, [f"image {i}" for i in shown])
     figures["crops"] = image_grid(rows, ["input L_true", "SR, bicubic pairs", "SR, our pairs", "SR, oracle pairs", "target R"])
+    if "noise_var_camera" in a.files:  # a noisy domain: the camera's noise and G's, by brightness
+        figures["noise"] = noise_level_figure(a["noise_brightness"], {"camera (L_true)": a["noise_var_camera"], "ours (G's noise)": a["noise_var_fca"]})
     return figures
 
 

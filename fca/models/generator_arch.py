@@ -386,7 +386,7 @@ class Generator(nn.Module):
             self.register_buffer("noise_bank", torch.zeros(noise_bank, 3, noise_side, noise_side))
             self.register_buffer("noise_calls", torch.zeros((), dtype=torch.int64))
             # The noise variance a bank patch is multiplied by, as a line in the LR pixel's luma:
-            # `fca.noise.NoiseLevel.as_list()`. (1, 0, 0, 1) adds the patches as they are; with a
+            # `fca.noise.NoiseLevel.as_list()`. (1, 0) adds the patches as they are; with a
             # domain's level the bank holds unit-level patches, and each pixel gets the noise of
             # its own brightness (shot noise grows with the signal; `set_noise_bank`).
             self.register_buffer("noise_level", torch.tensor(CONSTANT_NOISE.as_list()))

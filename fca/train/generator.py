@@ -45,7 +45,16 @@ from fca.models.generator_arch import ESTIMATORS, NOISE_OPTIONS, Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
 from fca.resample import downscale, upscale
 from fca.distributed import Dist
-from fca.train.checkpoint import TrainingDivergedError, capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from fca.train.checkpoint import (
+    CheckpointError,
+    TrainingDivergedError,
+    capture_rng,
+    load_checkpoint,
+    load_weights,
+    restore_rng,
+    save_checkpoint,
+    seed_everything,
+)
 from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, probe_speedup, resolve_precision, to_device
 
 
@@ -515,7 +524,10 @@ def train_generator(
     # --- resume ---
     step, history = 0, []
     if state is not None:
-        gen.load_state_dict(state["generator"])
+        try:  # same params, other code (an upgrade that changed a buffer): one line, and what to do
+            load_weights(ckpt_path, gen, state["generator"], "generator")
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; delete the checkpoint folder to start over") from None
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])

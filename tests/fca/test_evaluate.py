@@ -329,3 +329,38 @@ def test_seconds_per_image_times_every_image_once_after_a_warm_up_batch():
     hr = torch.zeros(10, 3, 8, 8)
     assert seconds_per_image(lambda x: seen.append(x.shape[0]), hr, 4) > 0
     assert seen == [4, 4, 4, 2]  # the warm-up batch, then the 10 images in batches of 4
+
+
+def test_a_noisy_domain_gets_the_noise_section_and_it_tells_the_cameras_noise_from_a_flat_one(data):
+    # The stand-in generator adds the camera's noise model (fresh draws each call): every bin's
+    # ratio is near 1. One noise level for all pixels (the camera's at mid-grey) is too strong in
+    # the shadows, and the section says so.
+    from fca.noise import NoiseConfig, PatchNoise, apply_patch_noise
+
+    camera = NoiseConfig(type="poisson_gaussian", sigma=0.005, gain=0.004)
+    names_val, names_train = tuple(f"v{i}" for i in range(3)), tuple(f"t{i}" for i in range(7))
+    noise_val, noise_train = PatchNoise(camera, 0, names_val), PatchNoise(camera, 0, names_train)
+    real_val = apply_patch_noise(data["real_val"], names_val, camera, 0, "hr")
+    real_train = apply_patch_noise(data["real_train"], names_train, camera, 0, "hr")
+    k = torch.from_numpy(gaussian(K, 1.5 / SCALE))
+
+    def run(noise_std):
+        calls = iter(range(1000))
+
+        def degrade(hr):
+            lr = conv_per_sample(downscale(hr, SCALE), k)
+            g = torch.Generator().manual_seed(next(calls))
+            return lr + noise_std(lr) * torch.randn(lr.shape, generator=g), k.expand(hr.shape[0], -1, -1)
+
+        return referee(data["clean_val"], real_val, data["k_gt"], SCALE, degrade, data["clean_train"], real_train, CONFIG,
+                       noise_val=noise_val, noise_train=noise_train)
+
+    per_pixel = run(lambda lr: (camera.sigma**2 + camera.gain * lr.clamp(0, 1)).sqrt())
+    n = per_pixel["metrics"]["noise"]
+    assert 0.75 < n["variance_ratio_min"] <= n["variance_ratio_max"] < 1.3
+    assert abs(n["lag1_camera"]) < 0.1 and abs(n["lag1_fca"]) < 0.1
+    assert per_pixel["arrays"]["noise_var_camera"].shape == (6,)
+    assert np.all(np.diff(per_pixel["arrays"]["noise_brightness"]) > 0)
+    flat = run(lambda lr: math.sqrt(camera.sigma**2 + camera.gain * 0.5)).get("metrics")["noise"]
+    assert flat["variance_ratio_max"] > 2  # these crops' shadows (luma ~0.2) get far more noise than the camera gives them
+    assert "noise" not in _run(data, k)["metrics"]  # a noise-free domain: no noise section

@@ -342,3 +342,36 @@ def test_the_generators_noise_follows_each_pixels_brightness_with_a_noise_level(
     dark, bright = added_variance(None)
     assert bright / dark == pytest.approx(1.0, abs=0.15)
     assert dark == pytest.approx(PG.sigma**2 + PG.gain * 0.45, rel=0.2)  # the crops' mean brightness
+
+
+def test_the_bank_carries_the_cameras_noise_at_every_brightness_of_a_photo():
+    # A blurred photo with Poisson-Gaussian noise: the noise G adds to the clean LR signal,
+    # binned by brightness, has the camera's variance (within 25 %) from the shadows to the
+    # highlights. Without detrending the flat crops' shading and blurred texture double it;
+    # without the brightness level the highlights get the flat crops' (darker) noise.
+    from fca.data.builtin import load_photo
+
+    photo = torch.from_numpy(load_photo("astronaut")).permute(2, 0, 1).float()
+    photo = photo / 255 if photo.max() > 1.5 else photo
+    tiles = photo.unfold(1, 128, 128).unfold(2, 128, 128).permute(1, 2, 0, 3, 4).reshape(-1, 3, 128, 128)
+    signal = conv_per_sample(tiles, torch.from_numpy(gaussian(13, 2.5)).float()).clamp(0, 1)
+    camera = NoiseConfig(type="poisson_gaussian", sigma=0.01, gain=0.001)
+    real = apply_patch_noise(signal, [f"t{i}" for i in range(len(signal))], camera, 0, "hr")
+    level = fit_noise_level(real, 32, 0.05)
+    lr = signal[:, :, ::4, ::4].contiguous()  # any clean image at the LR grid: its brightness sets the noise
+    mu = lr.mean(1)
+    bins = [(0.05, 0.3), (0.3, 0.6), (0.6, 0.95)]
+    truth = [camera.sigma**2 + camera.gain * float(mu[(mu >= a) & (mu < b)].mean()) for a, b in bins]
+
+    def added(bank_level, sigma):
+        g = Generator(scale=4.0, estimator="paper", noise="patches", noise_bank=256, noise_side=32, noise_seed=0,
+                      kernel_size=5, channels=4, dense_blocks=1, res_blocks=1)
+        g.set_noise_bank(collect_noise_bank(real, 32, 256, 0.05, seed=0, level=bank_level, detrend_sigma=sigma), bank_level)
+        n = g.noise_for(lr).pow(2).mean(1)
+        return [float(n[(mu >= a) & (mu < b)].mean()) for a, b in bins]
+
+    ours = added(level, 3.0)
+    assert all(t * 0.75 < v < t * 1.25 for v, t in zip(ours, truth)), (ours, truth)
+    assert added(level, 0.0)[1] > 1.4 * truth[1]
+    constant = added(None, 3.0)
+    assert constant[2] < 0.8 * truth[2] or constant[0] > 1.25 * truth[0]

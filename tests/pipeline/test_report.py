@@ -127,15 +127,21 @@ def test_a_domain_without_a_known_kernel_gets_the_no_reference_page_and_figures(
     assert drawn == ["real", "bicubic", "ours"]  # the empty oracle and clean columns are not drawn
 
 
-def test_a_known_kernel_gets_the_verdict_page_and_its_figures_as_before(inputs, monkeypatch):
+@pytest.mark.parametrize("noisy", [False, True])
+def test_a_known_kernel_gets_the_verdict_page_and_its_figures_as_before(inputs, monkeypatch, noisy):
+    """A noisy domain (evaluate's `noise` section) adds the noise figure and its section; nothing else changes."""
     tmp, args = inputs
     _training_and_degraded_inputs(tmp)
     k = np.full((5, 5), 1 / 25)
     hr, lr = np.full((1, 3, 64, 64), 0.5, np.float32), np.full((1, 3, 16, 16), 0.5, np.float32)
+    noise_arrays = {"noise_brightness": np.array([0.2, 0.5, 0.8]), "noise_var_camera": np.array([1e-4, 2e-4, 3e-4]),
+                    "noise_var_fca": np.array([1.1e-4, 2e-4, 2.7e-4])} if noisy else {}
     np.savez(tmp / "evaluation" / "arrays.npz", kernels_pred=np.stack([k, k]), kernel_true=k, kernel_oracle=k, kernel_oracle_smooth=k, sample_hr_real=hr,
-             sample_lr_true=lr, sample_sr_bicubic=hr, sample_sr_fca=hr, sample_sr_oracle=hr)
+             sample_lr_true=lr, sample_sr_bicubic=hr, sample_sr_fca=hr, sample_sr_oracle=hr, **noise_arrays)
+    noise = {"noise": {"variance_camera": 2e-4, "variance_fca": 1.93e-4, "variance_ratio_min": 0.9, "variance_ratio_max": 1.1,
+                       "lag1_camera": 0.0, "lag1_fca": 0.04}} if noisy else {}
     (tmp / "metrics.json").write_text(json.dumps({"density": {"gap_reduction_true": 0.95}, "kernel": {"cov_rel_error": 0.05, "sigma_oracle": 1.1},
-                                                  "sr": {"gain_fraction": 0.5}}))
+                                                  "sr": {"gain_fraction": 0.5}} | noise))
     (tmp / "density.csv").write_text("frequency,real,bicubic,fca,oracle,clean\n0.1,0.5,0.4,0.45,0.5,0.6\n0.3,0.5,0.6,0.55,0.5,0.4\n")
     drawn, sigma = _drawn_density_curves(monkeypatch), _drawn_sigma_curves(monkeypatch)
     assert cli.main(args) == 0
@@ -143,8 +149,11 @@ def test_a_known_kernel_gets_the_verdict_page_and_its_figures_as_before(inputs, 
     page = (tmp / "README.md").read_text()
     assert page.startswith("# FCA run report\n") and "## Verdict" in page and "no verdict" not in page
     assert "(`kernel.cov_rel_error`) | 0.050 | <= 0.1 | pass |" in page and "(`sr.gain_fraction`) | 0.500 | >= 0.9 | **miss** |" in page
-    assert {p.stem for p in (tmp / "figures").glob("*.png")} == {"density", "kernels", "crops", "training", "degraded"}
+    assert {p.stem for p in (tmp / "figures").glob("*.png")} == {"density", "kernels", "crops", "training", "degraded"} | ({"noise"} if noisy else set())
     assert drawn == ["real", "bicubic", "ours", "oracle", "clean"]
+    assert ("## Noise" in page) == noisy
+    if noisy:
+        assert "![noise by brightness](figures/noise.png)" in page and "Ours / camera in the bins: 0.90 .. 1.10" in page
 
 
 def test_no_reference_arrays_of_another_version_are_named(inputs, capsys):

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from fca.data.builtin import load_photo
 from fca.kernels import conv_per_sample, gaussian
-from fca.train.checkpoint import load_checkpoint
+from fca.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fca.train.generator import (
     GeneratorConfig,
     TrainingDivergedError,
@@ -97,6 +97,18 @@ def test_resume_with_changed_params_is_an_error(photo_patches, tmp_path):
     train_generator(cfg, photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="kernel_size"):
         train_generator(dataclasses.replace(cfg, kernel_size=5), photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_resume_from_weights_of_other_code_is_one_line_naming_the_file_and_the_key(photo_patches, tmp_path):
+    # The same params, but a checkpoint whose weights an earlier version wrote (a buffer of another shape).
+    cfg = dataclasses.replace(TINY, steps=2)
+    train_generator(cfg, photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "last.pt")
+    key = next(iter(state["generator"]))
+    state["generator"][key] = torch.zeros(3)
+    save_checkpoint(tmp_path / "last.pt", state)
+    with pytest.raises(CheckpointError, match=rf"last.pt: weights do not fit .*\({key}: shape \[3\].*delete the checkpoint folder"):
+        train_generator(cfg, photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
 
 
 def test_nan_loss_raises_and_keeps_the_last_good_checkpoint(photo_patches, tmp_path):
