@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
@@ -132,8 +134,9 @@ def scatter_figure(x: np.ndarray, series: dict[str, np.ndarray], xlabel: str, yl
 def noise_level_figure(brightness: np.ndarray, curves: dict[str, np.ndarray]) -> plt.Figure:
     """Noise variance (per pixel and channel) against brightness: one line per named noise."""
     fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=110)
-    for (name, var), marker in zip(curves.items(), "os^D"):
-        ax.plot(brightness, var, marker=marker, lw=1.4, label=name)
+    for (name, var), marker in zip(curves.items(), itertools.cycle("os^Dv")):
+        style = {"color": "black", "lw": 2.2} if name.startswith("camera") else {"lw": 1.4}  # the reference stands out
+        ax.plot(brightness, var, marker=marker, label=name, **style)
     ax.set_xlabel("brightness (luma of the LR signal, bin centre)")
     ax.set_ylabel("noise variance per pixel and channel")
     ax.set_ylim(bottom=0)
