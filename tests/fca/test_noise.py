@@ -15,6 +15,7 @@ from fca.kernels import conv_per_sample, gaussian
 from fca.models.generator_arch import Generator
 from fca.noise import (
     NoiseConfig,
+    NoiseLevel,
     PatchNoise,
     add_noise,
     apply_patch_noise,
@@ -291,12 +292,13 @@ def test_generator_noise_none_is_the_plain_generator():
         g.set_noise_bank(torch.zeros(64, 3, 16, 16))
 
 
-def test_degrade_image_adds_the_generators_noise_as_g_does():
+@pytest.mark.parametrize("level", [None, NoiseLevel(1e-4, 1e-3)])
+def test_degrade_image_adds_the_generators_noise_as_g_does(level):
     from fca.degrade import DegradeConfig, degrade_image
 
     x = _smooth(8, 1, 96)
     g = _generator("patches")
-    g.set_noise_bank(collect_noise_bank(_half_flat(8, 64, 0.02), 16, 64, 0.05, seed=1))
+    g.set_noise_bank(collect_noise_bank(_half_flat(8, 64, 0.02), 16, 64, 0.05, seed=1, level=level), level)
     with torch.no_grad():
         lr, k = g(x)
         g.reset_noise()
