@@ -90,19 +90,7 @@ def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float =
     same for the signal: a tile stays out when its luma variance less the noise's is below
     min_std^2, or noise alone would let flat tiles in and drag the target blurrier.
     """
-    tiles = patches.unfold(2, side, side).unfold(3, side, side)  # [N, 3, nh, nw, side, side]
-    tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, patches.shape[1], side, side)
-    luma = to_luma(tiles).flatten(1)
-    if noise is None:
-        keep = luma.std(1) >= min_std
-    else:
-        noise_var = noise.variance(luma.mean(1).double())
-        keep = luma.var(1).double() - noise_var >= min_std**2
-        noise_var = noise_var[keep]
-    tiles = tiles[keep]
-    if tiles.shape[0] == 0:
-        raise ValueError(f"no {side}x{side} tile of the real patches has luma std >= {min_std}"
-                         + (" above the noise" if noise is not None else ""))
+    tiles, noise_var = _target_tiles(patches, side, min_std, noise)
     total = torch.zeros(bins, dtype=torch.float64, device=patches.device)
     unit = white_ring_power(side, side, bins).to(patches.device)
     for start in range(0, tiles.shape[0], batch):
@@ -116,6 +104,37 @@ def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float =
         return (total / tiles.shape[0]).float()
     total = total.clamp_min(0.0)
     return (total / total.sum()).float()
+
+
+def _target_tiles(patches: torch.Tensor, side: int, min_std: float, noise: NoiseLevel | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The side x side tiles of patches [N, 3, H, W] that `target_density` averages, and with a noise
+    level each kept tile's noise variance (None without)."""
+    tiles = patches.unfold(2, side, side).unfold(3, side, side)  # [N, 3, nh, nw, side, side]
+    tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, patches.shape[1], side, side)
+    luma = to_luma(tiles).flatten(1)
+    if noise is None:
+        keep, noise_var = luma.std(1) >= min_std, None
+    else:
+        noise_var = noise.variance(luma.mean(1).double())
+        keep = luma.var(1).double() - noise_var >= min_std**2
+        noise_var = noise_var[keep]
+    if not bool(keep.any()):
+        raise ValueError(f"no {side}x{side} tile of the real patches has luma std >= {min_std}"
+                         + (" above the noise" if noise is not None else ""))
+    return tiles[keep], noise_var
+
+
+def noise_share(patches: torch.Tensor, side: int, bins: int, min_std: float, noise: NoiseLevel, batch: int = 256) -> torch.Tensor:
+    """Each ring's white noise power as a share of the tile's whole power, mean over the tiles
+    `target_density(noise=noise)` keeps: [bins]. It is what the signal target subtracts from
+    each bin, so the subtraction's error scales with it (`GeneratorConfig.spectral_noise_floor`)."""
+    tiles, noise_var = _target_tiles(patches, side, min_std, noise)
+    unit = white_ring_power(side, side, bins).to(patches.device)
+    total = torch.zeros(bins, dtype=torch.float64, device=patches.device)
+    for start in range(0, tiles.shape[0], batch):
+        power = radial_power(tiles[start : start + batch].double(), bins).sum(1, keepdim=True)
+        total += (noise_var[start : start + batch, None].to(power.device) * unit / (power + 1e-12)).sum(0)
+    return (total / tiles.shape[0]).float()
 
 
 def spectral_loss(

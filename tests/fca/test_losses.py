@@ -11,6 +11,7 @@ from fca.losses import (
     floored_log_l1,
     lsgan_d_loss,
     lsgan_g_loss,
+    noise_share,
     spectral_loss,
     target_density,
 )
@@ -72,6 +73,26 @@ def test_the_signal_density_of_a_noisy_domain_is_the_noise_free_one():
     flat = 0.5 + 0.035 * torch.randn(8, 3, 64, 64, generator=g)  # a little above the level: still flat for the signal
     assert to_luma(flat).std() > 0.02  # would pass the plain min_std test
     torch.testing.assert_close(target_density(torch.cat([noisy, flat]), 32, 8, noise=level), signal)
+
+
+def test_the_noise_share_is_the_noises_part_of_each_tiles_power():
+    # Tiles of the noise alone: the noise is all of every ring's power (in the density's own
+    # units, windowed, without DC), so the shares add up to 1.
+    luma_weight = 0.299**2 + 0.587**2 + 0.114**2
+    g = torch.Generator().manual_seed(6)
+    level = NoiseLevel(0.03**2 * luma_weight, 0.0)
+    pure = 0.03 * torch.randn(16, 3, 64, 64, generator=g)
+    assert float(noise_share(pure, 32, 8, 0.0, level).sum()) == pytest.approx(1.0, abs=0.1)
+    # The same noise on a blurred domain: a small part of the tiles' power, about the same in every
+    # ring (white), while the blurred signal's density falls by orders of magnitude towards the top.
+    clean = _blur(_images(16, 64), 2.5)
+    noisy = clean + 0.03 * torch.randn(clean.shape, generator=g)
+    share = noise_share(noisy, 32, 8, 0.02, level)
+    assert float(share.sum()) < 0.5 and float(share.max()) < 1.5 * float(share.min())
+    assert float(share[-1]) > 3 * float(target_density(clean, 32, 8)[-1])  # the top ring is the noise's
+    # twice the noise variance: twice the share where the signal dominates the power
+    quiet = noise_share(noisy, 32, 8, 0.02, NoiseLevel(level.intercept / 2, 0.0))
+    assert float(share[0] / quiet[0]) == pytest.approx(2.0, rel=0.05)
 
 
 def test_spectral_loss_is_differentiable_and_fp32_under_autocast():

@@ -85,3 +85,22 @@ def test_on_a_noisy_domain_the_signal_fit_finds_the_blur_of_the_noise_free_domai
     assert reference > 1.0
     assert signal == pytest.approx(reference, rel=0.1)
     assert total < 0.5 * reference
+
+
+def test_the_spectral_floor_follows_the_domains_noise(photo_patches):
+    # On the signal target the floor sits above the noise subtraction's error, which grows with
+    # the noise: twice the noise std, about four times the floor. Elsewhere it is spectral_floor.
+    from fca.train.generator import _spectral_floor
+
+    cfg = dataclasses.replace(NOISY, spectral_floor=1e-4, spectral_noise_floor=0.15)
+    blurred = _blurred(photo_patches, 2.0)
+    floors = []
+    for sigma in (0.02, 0.04):
+        real = apply_patch_noise(blurred, [f"p{i}" for i in range(len(blurred))], NoiseConfig(type="gaussian", sigma=sigma), 0, "hr")
+        level = fit_noise_level(real, 16, 2.5 * sigma, cfg.spectral_bins)
+        floors.append(_spectral_floor(cfg, real, 16, level))
+        assert _spectral_floor(dataclasses.replace(cfg, noise_fit="total"), real, 16, level) == 1e-4
+        assert _spectral_floor(dataclasses.replace(cfg, spectral_noise_floor=0.0), real, 16, level) == 1e-4
+    assert floors[0] > 1e-4
+    assert floors[1] / floors[0] == pytest.approx(4.0, rel=0.35)
+    assert _spectral_floor(dataclasses.replace(cfg, noise="none"), blurred, 16, None) == 1e-4
