@@ -15,8 +15,8 @@ each patch drawing from a torch.Generator of its own seeded by (patches.seed, fi
 view) (`patch_generator`), so L_true is the same whenever it is computed.
 
 The generator's noise option (`generator.noise: patches`, Real-SR style): `collect_noise_bank`
-cuts LR-sized crops from the real training images, keeps the flat ones and removes their
-mean; `fca.models.generator_arch.Generator` adds randomly drawn ones to its output, scaled
+cuts LR-sized crops from the real training images, keeps the flat ones and takes out their
+smooth part (`detrend`); `fca.models.generator_arch.Generator` adds randomly drawn ones to its output, scaled
 to each pixel's brightness by the domain's noise level (`fit_noise_level`,
 `generator.noise_scale: brightness`) or as they are (`constant`).
 """

@@ -154,6 +154,10 @@ def body(args: argparse.Namespace, params: Params) -> None:
         print(f"evaluate: mixed kernels: sigma Pearson {a['sigma_pearson']:.2f}, cov error median {a['cov_rel_error_median']:.1%}, "
               f"angle error median {a['angle_error_median']:.1f} deg; LR PSNR ours {a['lr_psnr_fca']:.2f} vs best single kernel "
               f"{a['lr_psnr_global']:.2f} dB (gain {a['gain_db']:+.2f} dB)")
+    if "noise" in metrics:
+        n = metrics["noise"]
+        print(f"evaluate: noise: ours / camera {n['variance_ratio_min']:.2f} .. {n['variance_ratio_max']:.2f} across brightness, "
+              f"neighbour correlation ours {n['lag1_fca']:.2f} vs camera {n['lag1_camera']:.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

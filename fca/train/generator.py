@@ -487,7 +487,7 @@ def train_generator(
         # Feature standardisation from the training patches (deterministic: the first 256, top-left crops).
         gen.estimator.calibrate(patches[:256, :, : config.patch_size, : config.patch_size])
     level = _noise_level(config, patches, lr_side(config))
-    if level is not None:  # the noise bank: flat LR-sized crops of the real training images, mean removed
+    if level is not None:  # the noise bank: flat LR-sized crops of the real training images, detrended
         bank_level = level if config.noise_scale == "brightness" else None
         gen.set_noise_bank(collect_noise_bank(patches, lr_side(config), config.noise_bank, config.noise_max_std, config.seed,
                                               level=bank_level, detrend_sigma=config.noise_detrend), bank_level)
@@ -511,8 +511,8 @@ def train_generator(
         for p in fdc.parameters():
             p.requires_grad_(False)
     target = _spectral_target(config, patches, side, level).to(device) if use_spectral else None
-    floor = _spectral_floor(config, patches, side, level)
-    if use_spectral and floor != config.spectral_floor:
+    floor = _spectral_floor(config, patches, side, level) if use_spectral else config.spectral_floor
+    if floor != config.spectral_floor:
         log.info("train_generator: spectral floor %.3g (%.2f of the noise's share of the top bin; spectral_floor %.3g)",
                  floor, config.spectral_noise_floor, config.spectral_floor)
     preview = patches[: min(4, patches.shape[0]), :, : config.patch_size, : config.patch_size].to(device)

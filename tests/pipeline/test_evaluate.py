@@ -106,6 +106,24 @@ def test_the_arrays_folder_holds_no_wall_time(tmp_path, monkeypatch):
     assert run.logged["seconds.total"] == 1.0 and run.logged["sr.psnr_fca"] == 31.0
 
 
+def test_a_noisy_domain_prints_its_noise_check(tmp_path, monkeypatch, capsys):
+    _known_kernel_stand_ins(tmp_path, monkeypatch)
+    noise = {"variance_camera": 2e-4, "variance_fca": 2.1e-4, "variance_ratio_min": 0.9, "variance_ratio_max": 1.1, "lag1_camera": 0.0, "lag1_fca": 0.05}
+
+    def referee(*a, **k):
+        result = _referee(*a, **k)
+        result["metrics"]["noise"] = noise
+        return result
+
+    monkeypatch.setattr(stage_evaluate, "referee", referee)
+    argv = ["evaluate", "--params", str(_params(tmp_path)), "--patches", str(tmp_path), "--generator", str(tmp_path / "g.pt"),
+            "--out", str(tmp_path / "m.json"), "--density", str(tmp_path / "d.csv"), "--arrays", str(tmp_path / "evaluation"),
+            "--device", "cpu", "--threads", "1"]
+    assert cli.main(argv) == 0
+    assert "noise: ours / camera 0.90 .. 1.10 across brightness, neighbour correlation ours 0.05 vs camera 0.00" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m.json").read_text())["noise"] == noise
+
+
 def test_evaluate_no_longer_takes_the_fdc_metrics():
     """Its only use was the copy into metrics.json; the report stage reads reports/fdc.json itself."""
     assert "--fdc-metrics" not in stage_evaluate.build().format_help()
