@@ -48,8 +48,10 @@ plots-page:
 		&& cp "$$js/vega5.js" "$$js/vega-lite5.js" "$$js/vega-embed6.js" $(PLOTS_DIR)/
 	@echo "Plots: $(PLOTS_DIR)/index.html (Vega's scripts beside it: open it with no network)"
 
+# One pytest worker per CPU (-n auto), each test module on one worker (--dist loadscope: a module's
+# shared fixtures, such as a trained model, are built once); the end-to-end runs start first (tests/conftest.py).
 test: $(STAMP)  ## run the test suite
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadscope
 
 bench: $(STAMP)  ## speed and memory benchmarks (not part of the tests)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

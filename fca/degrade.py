@@ -46,7 +46,6 @@ from fca.data.images import DEFAULT_MAX_PIXELS, BadImageError, load_rgb, printab
 from fca.frequency import to_luma
 from fca.fsutil import atomic_dir, check_replaceable
 from fca.kernels import conv_per_sample, effective_sigma
-from fca.plots import kernel_image
 from fca.progress import track
 from fca.resample import resize, scaled_size
 
@@ -408,6 +407,14 @@ def _check_finite(path: Path, kernel: torch.Tensor, lr: np.ndarray) -> None:
             raise NonFiniteOutputError(f"{printable(path)}: the generator gave a {what} with NaN or inf values (is the checkpoint sound?); nothing was written")
 
 
+def _kernel_png(kernel: np.ndarray) -> np.ndarray:
+    """A kernel as an 8x-zoomed picture. matplotlib is imported here, not at module level: every
+    stage imports this module for DegradeConfig (params validation), and pyplot costs 0.7 s a start."""
+    from fca.plots import kernel_image
+
+    return kernel_image(kernel, zoom=8)
+
+
 def degrade_folder(
     source: KernelSource,
     input_dir: str | os.PathLike,
@@ -442,6 +449,8 @@ def degrade_folder(
       kernels/NAME .npy and .png, as above
       meta_info.txt       one line per pair, sorted: `NAME (H,W,3)` with the HR image's
                           height and width (BasicSR's meta_info format)
+      meta_info_realesrgan.txt  the same pairs as `hr/NAME, lr_x{s}/NAME` (Real-ESRGAN's paired
+                          dataset, dataroot_gt = dataroot_lq = OUT)
       manifest.csv        PAIRS_COLUMNS: width/height are the input's, hr_* the cropped ones
     s must be a whole number. Two inputs with the same NAME are an error before any work.
     Bad images follow `config.on_bad_image`: "error" raises, naming the file;
@@ -523,7 +532,7 @@ def degrade_folder(
                 stem = rel.with_suffix("").as_posix()
             save_png(tmp / lr_dir / f"{stem}.png", lr)
             save_npy(tmp / "kernels" / f"{stem}.npy", kernel.numpy().astype(np.float32))
-            save_png(tmp / "kernels" / f"{stem}.png", kernel_image(kernel.numpy(), zoom=8))
+            save_png(tmp / "kernels" / f"{stem}.png", _kernel_png(kernel.numpy()))
             sigma = float(effective_sigma(kernel.double()))
             row.update(
                 lr_width=lr.shape[1], lr_height=lr.shape[0], kernel_sigma=sigma,
@@ -538,4 +547,6 @@ def degrade_folder(
         if pairs:
             ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["hr_file"])
             (tmp / "meta_info.txt").write_text("".join(f"{r['hr_file'][len('hr/'):]} ({r['hr_height']},{r['hr_width']},3)\n" for r in ok), encoding="utf-8")
+            # Real-ESRGAN's paired dataset reads `gt, lq` paths relative to its two roots (both OUT).
+            (tmp / "meta_info_realesrgan.txt").write_text("".join(f"{r['hr_file']}, {r['lr_file']}\n" for r in ok), encoding="utf-8")
     return manifest

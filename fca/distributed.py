@@ -23,6 +23,7 @@ RANK / WORLD_SIZE / LOCAL_RANK and calls `init`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -107,6 +108,15 @@ class Dist:
         t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=where)
         dist.all_reduce(t)
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
+
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (a picklable object; unchanged in a single process):
+        what all ranks must agree on, such as the precision, is rank 0's."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def barrier(self) -> None:
         if self.enabled:

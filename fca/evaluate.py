@@ -157,22 +157,78 @@ def kernels_differ(kernels: torch.Tensor) -> bool:
     return kernels.dim() == 3 and kernels.shape[0] > 1 and bool((kernels - kernels[:1]).abs().max() > 1e-12)
 
 
+def agreement_items(pred: torch.Tensor, oracle: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-image numbers behind `kernel_agreement` for kernels pred, oracle [N, K, K]: each
+    image's effective sigmas, second-moment error and direction error in degrees (nan where the
+    oracle's axis ratio is under ANGLE_MIN_RATIO: a round kernel has no direction)."""
+    ratio, angle_or = principal_axis(oracle)
+    _, angle_pred = principal_axis(pred)
+    angle = angle_difference(angle_pred, angle_or).double()
+    angle[ratio < ANGLE_MIN_RATIO] = float("nan")
+    items = {"sigma_pred": effective_sigma(pred), "sigma_oracle": effective_sigma(oracle), "cov_rel_error": cov_rel_error(pred, oracle),
+             "angle_error": angle}
+    return {k: v.double().numpy() for k, v in items.items()}
+
+
+def _lower_median(x: np.ndarray) -> float:
+    """The lower of the two middle values for an even count, as torch.median (the referee's
+    numbers have always used torch's definition); nan for none."""
+    x = np.sort(x[np.isfinite(x)])
+    return float(x[(x.size - 1) // 2]) if x.size else float("nan")
+
+
+def agreement_summary(items: dict[str, np.ndarray]) -> dict[str, float]:
+    """sigma_pearson, cov_rel_error_median, angle_error_median from `agreement_items`' arrays
+    (or a bootstrap resample of them); a Pearson of fewer than 3 images or of a constant is nan."""
+    sp, so = items["sigma_pred"], items["sigma_oracle"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pearson = float(np.corrcoef(sp, so)[0, 1]) if sp.size > 2 and sp.std() > 0 and so.std() > 0 else float("nan")
+    return {"sigma_pearson": pearson, "cov_rel_error_median": _lower_median(items["cov_rel_error"]),
+            "angle_error_median": _lower_median(items["angle_error"])}
+
+
 def kernel_agreement(pred: torch.Tensor, oracle: torch.Tensor) -> dict[str, float]:
     """How well per-image kernels pred [N, K, K] match per-image oracles [N, K, K]:
     sigma_pearson (effective sigmas), cov_rel_error_median, angle_error_median (degrees, over the
     images whose oracle has an axis ratio >= ANGLE_MIN_RATIO; nan when there are none), angle_images."""
-    sp, so = effective_sigma(pred), effective_sigma(oracle)
-    pearson = float(torch.corrcoef(torch.stack([sp, so]))[0, 1]) if pred.shape[0] > 2 else float("nan")
-    ratio, angle_or = principal_axis(oracle)
-    _, angle_pred = principal_axis(pred)
-    oriented = ratio >= ANGLE_MIN_RATIO
-    err = angle_difference(angle_pred, angle_or)[oriented]
-    return {
-        "sigma_pearson": pearson,
-        "cov_rel_error_median": float(cov_rel_error(pred, oracle).median()),
-        "angle_error_median": float(err.median()) if err.numel() else float("nan"),
-        "angle_images": int(oriented.sum()),
-    }
+    items = agreement_items(pred, oracle)
+    return agreement_summary(items) | {"angle_images": int(np.isfinite(items["angle_error"]).sum())}
+
+
+def adapt_intervals(pred: torch.Tensor, oracle: torch.Tensor, views: dict[str, torch.Tensor], resamples: int,
+                    rng: np.random.Generator) -> dict[str, list[float]]:
+    """95 % intervals of the adapt verdict's numbers by a bootstrap over the validation images:
+    sigma_pearson, cov_rel_error_median, angle_error_median and gain_db (LR PSNR against L_true of
+    ours over the best single kernel, both pooled over the same resampled images). views: fca,
+    global and true LR images [N, 3, h, w]."""
+    items = agreement_items(pred, oracle)
+    items |= {f"mse_{k}": per_image_mse(views[k], views["true"]) for k in ("fca", "global")}
+
+    def statistic(d: dict[str, np.ndarray]) -> dict[str, float]:
+        return agreement_summary(d) | {"gain_db": float(10 * np.log10(d["mse_global"].mean() / d["mse_fca"].mean()))}
+
+    return paired_bootstrap(items, statistic, resamples, rng)
+
+
+def per_image_mse(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Each image's mean squared error over channels and pixels, [N, C, H, W] pairs -> [N] (float64):
+    their mean over images of one size is `pooled_psnr`'s error."""
+    return (a.double() - b.double()).pow(2).flatten(1).mean(1).numpy()
+
+
+def kernel_intervals(pred: torch.Tensor, oracle: torch.Tensor, smooth: torch.Tensor, views: dict[str, torch.Tensor],
+                     resamples: int, rng: np.random.Generator) -> dict[str, list[float]]:
+    """95 % intervals, by a bootstrap over the validation images, of the kernel numbers the verdict
+    reads: cov_rel_error and shape_error (means over images) and lr_psnr_gain_db (LR PSNR against
+    L_true, ours over bicubic down(x)). views: bicubic, fca and true LR images [N, 3, h, w]."""
+    items = {"cov_rel_error": cov_rel_error(pred, oracle).double().numpy(), "shape_error": shape_error(pred, smooth).double().numpy(),
+             **{f"mse_{k}": per_image_mse(views[k], views["true"]) for k in ("bicubic", "fca")}}
+
+    def statistic(d: dict[str, np.ndarray]) -> dict[str, float]:
+        return {"cov_rel_error": float(d["cov_rel_error"].mean()), "shape_error": float(d["shape_error"].mean()),
+                "lr_psnr_gain_db": float(10 * np.log10(d["mse_bicubic"].mean() / d["mse_fca"].mean()))}
+
+    return paired_bootstrap(items, statistic, resamples, rng)
 
 
 def shape_error(pred: torch.Tensor, oracle: torch.Tensor) -> torch.Tensor:
@@ -299,11 +355,12 @@ def referee(
     (`fca.baseline`), and a fourth kind of SR pairs made with the best single kernel.
 
     Returns {"metrics": nested dict (keys below), "intervals": the same keys -> [lo, hi] 95 %
-    bootstrap intervals for the SR numbers, "arrays": numpy arrays for the report,
+    bootstrap intervals for every number the verdict reads (density, kernel, adapt: over the
+    validation images; sr: over the SR seeds and test crops), "arrays": numpy arrays for the report,
     "timings_s": seconds per phase}. Metrics:
       density.{gap,skl}_{bicubic,fca,oracle}, density.gap_true, density.gap_reduction(_oracle)
       kernel.cov_rel_error, kernel.shape_error, kernel.psnr, kernel.sigma_{pred,oracle,true},
-      kernel.lr_psnr_{bicubic,fca,oracle} (pooled RGB PSNR against L_true)
+      kernel.lr_psnr_{bicubic,fca,oracle} (pooled RGB PSNR against L_true), kernel.lr_psnr_gain_db (fca - bicubic)
       sr.psnr_* (pooled PSNR-Y, mean over the SR seeds), sr.ssim_*, for bicubic / fca / oracle
       (/ global) pairs and sr.*_bicubic_upsampling; sr.gain_fraction = (fca - bicubic) / (oracle - bicubic)
       adapt.* (mixed-kernel domains only): sigma_pearson, cov_rel_error_median, angle_error_median,
@@ -391,6 +448,10 @@ def referee(
         "lr_psnr_fca": pooled_psnr(fca_val, true_val),
         "lr_psnr_oracle": pooled_psnr(oracle_val, true_val),
     }
+    kernel["lr_psnr_gain_db"] = kernel["lr_psnr_fca"] - kernel["lr_psnr_bicubic"]
+    intervals = {"density": density_intervals,
+                 "kernel": kernel_intervals(kernels_val, oracle_val_k, smooth_val_k, {"bicubic": down_val, "fca": fca_val, "true": true_val},
+                                            config.bootstrap, np.random.default_rng(config.seed))}
     timings["density_kernel"] = time.perf_counter() - t0
 
     metrics: dict[str, dict] = {"density": density, "kernel": kernel}
@@ -409,6 +470,8 @@ def referee(
             "seconds_per_image_fca": seconds_per_image(kernel_fn or (lambda hr: degrade_fn(hr)[1]), real_val, config.batch_size),
         }
         adapt["gain_db"] = adapt["lr_psnr_fca"] - adapt["lr_psnr_global"]
+        intervals["adapt"] = adapt_intervals(kernels_val, oracle_val_k, {"fca": fca_val, "global": global_val, "true": true_val},
+                                             config.bootstrap, np.random.default_rng(config.seed))
         if config.baseline_steps > 0:
             base_k, seconds = fit_kernels_by_density(real_val, s, size, steps=config.baseline_steps)
             base_val = conv_per_sample(down_val, base_k)
@@ -468,7 +531,7 @@ def referee(
     sr["seeds"] = config.sr_seeds
     metrics["sr"] = sr
     rng = np.random.default_rng(config.seed)
-    intervals = {"sr": sr_intervals(mse_arr, config.bootstrap, rng), "density": density_intervals}
+    intervals["sr"] = sr_intervals(mse_arr, config.bootstrap, rng)
 
     if noise_val is not None and noise_val.config.active:
         # Last: G's second draw here must not change the draws the pairs above were made with.

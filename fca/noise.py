@@ -24,16 +24,15 @@ to each pixel's brightness by the domain's noise level (`fit_noise_level`,
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from fca.config import param
 from fca.frequency import to_luma, white_noise_variance
+from fca.jpeg import jpeg_round_trip
 from fca.kernels import conv_per_sample, gaussian
 
 NOISE_TYPES = ("none", "gaussian", "poisson_gaussian")
@@ -96,24 +95,8 @@ def add_noise(x: torch.Tensor, config: NoiseConfig, rng: torch.Generator) -> tor
         y = y + config.sigma * torch.randn(x64.shape, generator=rng, dtype=torch.float64)
     y = y.clamp(0, 1)
     if config.jpeg_quality:
-        y = jpeg_roundtrip(y, config.jpeg_quality)
+        y = jpeg_round_trip(y, config.jpeg_quality)
     return y.to(device=x.device, dtype=x.dtype)
-
-
-def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Each image of x [..., 3, H, W] in [0, 1] rounded to 8 bits, JPEG-encoded at `quality` and decoded (same shape)."""
-    from PIL import Image
-
-    flat = x.reshape(-1, *x.shape[-3:])
-    out = torch.empty_like(flat, dtype=torch.float64)
-    for i, img in enumerate(flat):
-        a = (img.detach().double().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(a).save(buf, format="JPEG", quality=int(quality), subsampling=2)
-        buf.seek(0)
-        b = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float64) / 255.0
-        out[i] = torch.from_numpy(b).permute(2, 0, 1)
-    return out.view(x.shape).to(device=x.device, dtype=x.dtype)
 
 
 def stable_seed(*parts: object) -> int:

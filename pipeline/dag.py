@@ -192,8 +192,14 @@ def _mtimes(path: Path) -> list[float | None]:
     return times
 
 
+# Words YAML 1.1 (PyYAML) reads as booleans and YAML 1.2 (DVC's ruamel) writes unquoted as strings:
+# params.yaml's quoted "off" is dvc.lock's plain `off`, which PyYAML reads back as False.
+_YAML11_BOOLS = {"on": True, "yes": True, "y": True, "true": True, "off": False, "no": False, "n": False, "false": False}
+
+
 def _numbers(value: Any) -> Any:
-    """`value` with number-like strings as floats and ints as floats, to compare YAML readings."""
+    """`value` with number-like strings as floats, ints as floats and YAML 1.1 boolean words as
+    booleans, to compare the readings of params.yaml and dvc.lock."""
     if isinstance(value, dict):
         return {k: _numbers(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -204,4 +210,6 @@ def _numbers(value: Any) -> Any:
         return float(value)
     if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value):
         return float(value)
+    if isinstance(value, str) and value.lower() in _YAML11_BOOLS:
+        return _YAML11_BOOLS[value.lower()]
     return value

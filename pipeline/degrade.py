@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,7 +90,7 @@ def build() -> argparse.ArgumentParser:
         settings.add_argument(option, metavar="X" if _TYPES[name] is float else "N" if _TYPES[name] is int else "MODE",
                               help=f"{m['help']} ({allowed}default {f.default})")
     stage.add_max_pixels(p)
-    stage.add_device(p)
+    stage.add_device(p, distributed=False)
     return p
 
 
@@ -143,9 +144,29 @@ def settings(args: argparse.Namespace) -> DegradeConfig:
     return cfg
 
 
+def domain_warning(checkpoint: Path) -> str | None:
+    """A warning when the generator in `checkpoint` learned a synthetic camera (the patches stage
+    blurred the photos by a kernel it knows, as `make run`'s demo does): its degradation is that
+    camera's, not the user's. None for a generator trained on photos as they are, or one whose
+    checkpoint records no domain."""
+    from fca.train.checkpoint import load_checkpoint
+
+    domain = load_checkpoint(checkpoint, map_location="cpu").get("domain")
+    if not isinstance(domain, dict) or not domain.get("kernel_known"):
+        return None
+    noise = domain.get("noise", "none")
+    camera = f"photos blurred by a known {domain.get('kernel_type', '')} kernel" + (f" with {noise} noise" if noise != "none" else "")
+    return (f"{checkpoint} learned a synthetic camera ({camera} in the patches stage), not yours: these LR images carry "
+            "that camera's degradation. To learn your camera, train on a folder of your photos with presets/photos.yaml "
+            "(docs/usage.md).")
+
+
 def body(args: argparse.Namespace, cfg: DegradeConfig) -> None:
     device = stage.setup_torch(args)
     generator = load_generator(args.checkpoint, device)
+    warning = domain_warning(args.checkpoint)
+    if warning:
+        print(f"fca degrade: warning: {warning}", file=sys.stderr, flush=True)
     pairs = args.pairs is not None
     out = args.pairs if pairs else args.output
     extra = {"checkpoint": str(args.checkpoint), "input": str(args.input)} | ({"pairs": str(args.pairs)} if pairs else {})
@@ -158,7 +179,7 @@ def body(args: argparse.Namespace, cfg: DegradeConfig) -> None:
         run.log_artifact(out / "manifest.csv")
     ok = manifest[manifest.status == "ok"]
     skipped, ignored = int((manifest.status == "skipped").sum()), int((manifest.status == "ignored").sum())
-    what = (f"{len(ok)} HR/LR pairs written into {out} (hr/, lr_x{int(generator.scale)}/, meta_info.txt)" if pairs
+    what = (f"{len(ok)} HR/LR pairs written into {out} (hr/, lr_x{int(generator.scale)}/, meta_info.txt for BasicSR, meta_info_realesrgan.txt for Real-ESRGAN)" if pairs
             else f"{len(ok)} images degraded into {out}")
     print(f"degrade: {what}"
           + (f", {skipped} skipped" if skipped else "") + (f", {ignored} files not images (ignored)" if ignored else "")

@@ -62,8 +62,10 @@ def density_curves(arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({"frequency": arrays["density_bins"]} | {name: arrays.get(f"density_{name}", missing) for name in DENSITY_CURVES})
 
 
-def write_outputs(args: argparse.Namespace, result: dict[str, Any], names: list[str], run: Any, device: Any, dist: Any) -> dict[str, Any]:
-    """--out, --density and --arrays from the referee's result (rank 0); returns the metrics written."""
+def write_outputs(args: argparse.Namespace, result: dict[str, Any], names: list[str], run: Any, device: Any, dist: Any,
+                  trained: dict[str, str] | None = None) -> dict[str, Any]:
+    """--out, --density and --arrays from the referee's result (rank 0); returns the metrics written.
+    `trained`: what the generator was trained in and on (`trained_with`), for runtime.json."""
     metrics = metrics_json(result)
     write_json(args.out, metrics)
     arrays = result["arrays"]
@@ -71,7 +73,8 @@ def write_outputs(args: argparse.Namespace, result: dict[str, Any], names: list[
         density_curves(arrays).to_csv(tmp, index=False, float_format="%.6g")
     with atomic_dir(args.arrays) as out:
         np.savez_compressed(out / "arrays.npz", **arrays, sample_names=np.asarray(names[: len(arrays["sample_hr_real"])]))
-        write_json(out / "runtime.json", stage.runtime(device, dist))  # the threads etc. behind the numbers
+        # the CPU, threads, torch and precision behind the numbers (the report's header names them)
+        write_json(out / "runtime.json", stage.runtime(device, dist) | (trained or {}))
     run.log_metrics(flatten_metrics(metrics))
     # Wall times go to MLflow only: in data/evaluation they changed its DVC hash on every run
     # (and re-ran the report) even when every number the report draws was bitwise the same.
@@ -79,6 +82,17 @@ def write_outputs(args: argparse.Namespace, result: dict[str, Any], names: list[
     run.log_artifact(args.out)
     run.log_artifact(args.density)
     return metrics
+
+
+def trained_with(checkpoint: Path) -> dict[str, str]:
+    """What the generator in `checkpoint` was trained in and on: its precision (fp32, bf16, fp16)
+    and the CPU its training stage recorded ("unknown" for a checkpoint that stores neither)."""
+    from fca.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    precision, runtime = state.get("precision") or {}, state.get("runtime") or {}
+    return {"generator_precision": str(precision.get("precision", "unknown")), "generator_cpu": str(runtime.get("cpu", "unknown")),
+            "generator_cpu_flags": str(runtime.get("cpu_flags", "unknown"))}
 
 
 def print_no_reference(metrics: dict[str, Any]) -> None:
@@ -130,7 +144,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         if not kernel_known:  # real photos: nothing to check against, only what G does to them
             result = referee_no_reference(real_val, generator.scale, degrade_fn, cfg)
             if dist.is_main:
-                print_no_reference(write_outputs(args, result, names, run, device, dist))
+                print_no_reference(write_outputs(args, result, names, run, device, dist, trained_with(args.generator)))
             return
         result = referee(
             clean_val, real_val, k_val, generator.scale, degrade_fn, clean_train, real_train, cfg, k_train=k_train, kernel_fn=kernel_fn,
@@ -142,7 +156,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         if not dist.is_main:
             return
         result["arrays"]["density_clean"] = mean_density(clean_val, cfg.density_bins).numpy()
-        metrics = write_outputs(args, result, names, run, device, dist)
+        metrics = write_outputs(args, result, names, run, device, dist, trained_with(args.generator))
     d, k, sr = metrics["density"], metrics["kernel"], metrics["sr"]
     print(f"evaluate: density gap to L_true closed {d['gap_reduction_true']:.1%} (95 % interval {d.get('gap_reduction_true_lo', float('nan')):.1%} "
           f".. {d.get('gap_reduction_true_hi', float('nan')):.1%}; oracle {d['gap_reduction_true_oracle']:.1%}), to R {d['gap_reduction']:.1%} "

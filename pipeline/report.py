@@ -77,6 +77,17 @@ def _git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def machine_info(evaluation: Path) -> dict[str, str]:
+    """The report header's account of what made the numbers, from evaluate's runtime.json: the
+    CPU and the flags that shape its numbers, threads, torch, and the generator's precision.
+    Results move within their intervals on another CPU (AVX-512 sums round otherwise than AVX2's)."""
+    path = evaluation / "runtime.json"
+    rt = json.loads(path.read_text()) if path.is_file() else {}
+    flags = rt.get("cpu_flags", "")
+    return {"CPU": f"{rt.get('cpu', 'unknown')} ({flags or 'no AVX2'})", "threads": str(rt.get("threads", "unknown")),
+            "torch": str(rt.get("torch", "unknown")), "generator precision": str(rt.get("generator_precision", "unknown"))}
+
+
 # What the report reads from each input. A file without it (another version's, or the wrong
 # file) is one error naming the file and what it lacks, not a KeyError traceback.
 ARRAYS = ("kernels_pred", "kernel_true", "kernel_oracle", "kernel_oracle_smooth", "sample_hr_real", "sample_lr_true", "sample_sr_bicubic",
@@ -192,7 +203,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
     gen = pd.read_csv(args.generator_curve)
     _need(args.fdc_curve, fdc.columns, ["step"], "column")
     _need(args.generator_curve, gen.columns, ["step"], "column")
-    acc_cols = [c for c in fdc.columns if c.startswith("acc_s")]
+    acc_cols = [c for c in fdc.columns if c.startswith("acc_s") and not c.endswith(("_lo", "_hi"))]
     loss_cols = [c for c in gen.columns if c.startswith("loss") and gen[c].abs().sum() > 0]
     sr_losses = {k.removeprefix("sr_loss_"): a[k] for k in a.files if k.startswith("sr_loss_")}
     panels = [("FDC held-out ordering accuracy", fdc.step.to_numpy(), {c: fdc[c].to_numpy() for c in acc_cols}),
@@ -227,7 +238,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
         rel = Path(args.out.name) if args.out.parent == args.readme.parent else args.out
         try:
             text = readme_markdown(metrics, {k: str(rel / v) for k, v in names.items()},
-                                   {"git commit": _git_commit(), "scale": f"x{params.generator.scale:g}", "loss": params.generator.loss})
+                                   {"git commit": _git_commit(), "scale": f"x{params.generator.scale:g}", "loss": params.generator.loss}
+                                   | machine_info(args.evaluation))
         except KeyError as e:  # the metrics are the only mapping it reads
             raise ValueError(f"{args.metrics}: no key {e}; is it the output of this version of fca evaluate?") from None
         with atomic_file(args.readme) as tmp:

@@ -17,11 +17,14 @@ from pipeline.params import ParamsError, load_params
 log = logging.getLogger("fca")
 
 
-def parser(stage: str, description: str, params_help: str | None = None) -> argparse.ArgumentParser:
+def parser(stage: str, description: str, params_help: str | None = None, params: bool = True) -> argparse.ArgumentParser:
     """An argument parser with the options every stage takes. A stage that passes `params_help`
-    gets --params without a default (None when not given) and reads it itself (see run's `load`)."""
+    gets --params without a default (None when not given) and reads it itself (see run's `load`);
+    one that reads no params file (`params=False`, e.g. upscale: the model holds its settings) has none."""
     p = argparse.ArgumentParser(prog=f"fca {stage}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if params_help is None:
+    if not params:
+        pass
+    elif params_help is None:
         p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml); validated before any work")
     else:
         p.add_argument("--params", type=Path, default=None, help=params_help)
@@ -46,10 +49,12 @@ def _count(name: str, env: str, lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def add_device(p: argparse.ArgumentParser) -> None:
+def add_device(p: argparse.ArgumentParser, distributed: bool = True) -> None:
+    """--device and --threads. `distributed`: the stage runs under torchrun (FCA_NPROC) too."""
+    torchrun = ("; under torchrun (env FCA_NPROC=N launches it) rank r runs on cuda:r, or all on the CPU with gloo"
+                if distributed else "")
     p.add_argument("--device", default=os.environ.get("FCA_DEVICE", "auto"), choices=("auto", "cpu", "cuda"),
-                   help="where to train: auto picks CUDA when present (env FCA_DEVICE); under torchrun "
-                        "(env FCA_NPROC=N launches it) rank r trains on cuda:r, or all on the CPU with gloo")
+                   help=f"where to compute: auto picks CUDA when present (env FCA_DEVICE){torchrun}")
     p.add_argument("--threads", type=_count("threads", "FCA_THREADS", 0, 4096), default=os.environ.get("FCA_THREADS", "0"),
                    help="CPU threads for torch. A CPU run's numbers depend on it, so dvc.yaml names it for each "
                         "stage that trains or evaluates (the Snakefile declares the same `threads:`); more than "
@@ -58,15 +63,16 @@ def add_device(p: argparse.ArgumentParser) -> None:
                         "Snakemake sets to a rule's threads (env FCA_THREADS)")
 
 
-def add_max_pixels(p: argparse.ArgumentParser) -> None:
-    """--max-pixels: the largest image (width x height) a stage decodes; 0 = no limit."""
+def add_max_pixels(p: argparse.ArgumentParser, too_big: str = "an unreadable image (see on_bad_image)") -> None:
+    """--max-pixels: the largest image (width x height) a stage decodes; 0 = no limit. `too_big`:
+    what the stage does with a bigger one, as the help says it."""
     from fca.data.images import DEFAULT_MAX_PIXELS
 
     p.add_argument("--max-pixels", type=_count("max-pixels", "FCA_MAX_PIXELS", 0, 2**62),
                    default=os.environ.get("FCA_MAX_PIXELS", str(DEFAULT_MAX_PIXELS)),
                    help=f"largest image decoded, in pixels (width x height; default {DEFAULT_MAX_PIXELS:,}, env FCA_MAX_PIXELS; "
                         "0 = no limit). Checked from the file's header before decoding: it replaces Pillow's 179 MP "
-                        "decompression-bomb guard. A bigger image is an unreadable image (see on_bad_image)")
+                        f"decompression-bomb guard. A bigger image is {too_big}")
 
 
 def max_pixels(args: argparse.Namespace) -> int | None:
@@ -127,28 +133,35 @@ def run_params(config: Any, device: Any, dist: Any, **extra: Any) -> dict[str, A
 def record_precision(run: Any, choice: Any) -> None:
     """A trainer's precision choice (fca.train.hardware.PrecisionChoice; the trainers' on_precision)
     in the stage's MLflow run: param `precision` (fp32, bf16 or fp16) and tag `precision.reason`
-    (what decided it: the param, the CPU's lack of native bf16, the probe's speed-up)."""
+    (what decided it: the param, and under auto the CPU's AMX flag)."""
     run.log_params({"precision": choice.precision})
     run.set_tags({"precision.reason": choice.reason})
 
 
 def runtime(device: Any, dist: Any = None) -> dict[str, Any]:
     """What shapes a run's numbers besides params and inputs: the device, the processes, the CPU
-    threads (a CPU run's bits depend on the count) and torch's version. Recorded in the stage's
-    MLflow params and with its outputs (the model checkpoints, data/evaluation/runtime.json)."""
+    threads (a CPU run's bits depend on the count), torch's version and the CPU (its model and
+    the flags that pick its kernels and its precision: `fca.train.hardware.cpu_description`).
+    Recorded in the stage's MLflow params and with its outputs (the model checkpoints,
+    data/evaluation/runtime.json, whose CPU the report's header names)."""
     import torch
 
+    from fca.train.hardware import cpu_description
+
     return {"device": str(device), "processes": getattr(dist, "world_size", 1), "threads": torch.get_num_threads(),
-            "torch": str(torch.__version__)}  # str: a TorchVersion would not load with weights_only
+            "torch": str(torch.__version__),  # str: a TorchVersion would not load with weights_only
+            **cpu_description()}
 
 
-def publish_checkpoint(src: Path, dst: Path, runtime_info: dict[str, Any]) -> None:
+def publish_checkpoint(src: Path, dst: Path, runtime_info: dict[str, Any], **records: Any) -> None:
     """Write the finished training checkpoint `src` to `dst` (a temporary name: the caller
-    renames it) with `runtime` added (see runtime())."""
+    renames it) with `runtime` added (see runtime()), and any `records` (plain types: the
+    checkpoint loads with weights_only) under their own keys, e.g. `domain`."""
     import torch
 
     state = torch.load(src, map_location="cpu", weights_only=True)
     state["runtime"] = dict(runtime_info)
+    state.update(records)
     torch.save(state, dst)
 
 

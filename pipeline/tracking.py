@@ -75,6 +75,17 @@ def tracking_enabled() -> bool:
     return os.environ.get("FCA_TRACKING", "on").strip().lower() not in ("off", "0", "false", "no")
 
 
+def tracking_asked() -> bool:
+    """Whether the user asked for tracking: FCA_TRACKING set to on, or MLFLOW_TRACKING_URI set."""
+    return os.environ.get("FCA_TRACKING", "").strip().lower() in ("on", "1", "true", "yes") or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def in_project() -> bool:
+    """Whether the current folder is a pipeline project (it holds dvc.yaml or a Snakefile), or a
+    pipeline engine runs this process."""
+    return Path("dvc.yaml").is_file() or Path("Snakefile").is_file() or pipeline_id() is not None
+
+
 def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
@@ -824,8 +835,10 @@ def stage_run(stage: str, params: dict[str, Any], *, standalone: bool = False) -
     `standalone`: a command also run by hand outside the pipeline (`fca degrade`). Its
     run opens at its first logging call, so an error found before any work (checked
     inside the block) leaves no run; outside a pipeline it goes to its own experiment.
+    Run in a folder that is no project (`in_project`), it tracks nothing unless asked
+    (`tracking_asked`): a user's photo folder gets its outputs and no mlflow.db beside them.
     """
-    if not tracking_enabled():
+    if not tracking_enabled() or (standalone and not in_project() and not tracking_asked()):
         yield NullRun()
         return
     deferred = _DeferredRun(lambda: _open_stage_run(stage, params, standalone))

@@ -58,7 +58,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
         run.log_artifact(args.curve)
         run.log_artifact(args.out, "model")
     shutil.rmtree(ckpt, ignore_errors=True)  # finished: the output is the model now
-    print("train_fdc: held-out ordering accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in final.items() if k.startswith("acc")))
+    print("train_fdc: held-out ordering accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in final.items()
+                                                          if k.startswith("acc") and not k.endswith(("_lo", "_hi"))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fca.data.patches import load_patch_set
+from fca.data.patches import load_domain, load_patch_set
 from fca.fsutil import atomic_file
 from fca.plots import image_grid, kernel_gallery
 from fca.train.fdc import load_fdc
@@ -67,7 +67,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
         with atomic_file(args.curve) as tmp:
             pd.DataFrame(history).to_csv(tmp, index=False)
         with atomic_file(args.out) as tmp:
-            stage.publish_checkpoint(ckpt / "last.pt", tmp, stage.runtime(device, dist))
+            # The domain it learned: `fca degrade` warns when it is a synthetic camera (the demo's).
+            stage.publish_checkpoint(ckpt / "last.pt", tmp, stage.runtime(device, dist), domain=load_domain(args.patches))
         run.log_artifact(args.curve)
         run.log_artifact(args.out, "model")
     shutil.rmtree(ckpt, ignore_errors=True)

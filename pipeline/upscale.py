@@ -50,7 +50,7 @@ def _whole(lo: int, hi: int):
 
 
 def build() -> argparse.ArgumentParser:
-    p = stage.parser("upscale", DESCRIPTION, params_help="not used: the model holds its settings")
+    p = stage.parser("upscale", DESCRIPTION, params=False)
     p.add_argument("--model", type=Path, required=True, help="trained SR model (.pt) from the train_sr stage")
     p.add_argument("--input", type=Path, required=True, help="folder of images (not searched recursively), or one image file")
     p.add_argument("--output", type=Path, required=True, help="folder for the PNG outputs (created if missing)")
@@ -59,8 +59,8 @@ def build() -> argparse.ArgumentParser:
     p.add_argument("--compression", type=_whole(0, 9), default=3,
                    help="PNG zlib level, 0 (none) to 9 (smallest, slowest); default 3")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files of the same name")
-    stage.add_max_pixels(p)
-    stage.add_device(p)
+    stage.add_max_pixels(p, too_big="an error naming the file, and no output for it")
+    stage.add_device(p, distributed=False)
     return p
 
 

@@ -1,18 +1,17 @@
-"""The mixed-kernel referee end to end at tiny scale: the stages' own commands on a domain where
+"""The mixed-kernel referee end to end at tiny scale: the stages' own commands (in this process) on a domain where
 every patch has its own blur. A generator that reads each image's blur passes; the same generator
 with its per-image signal switched off (a frozen, image-blind head) fails the same assertions."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.inprocess import fca_here
+
+pytestmark = pytest.mark.slow  # the stages' own commands, twice: minutes
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def _params(tmp: Path, consistency: float) -> Path:
@@ -29,10 +28,9 @@ def _params(tmp: Path, consistency: float) -> Path:
 
 
 def _fca(tmp: Path, *args: str) -> None:
-    env = dict(os.environ, FCA_TRACKING="off", FCA_PROGRESS="off", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    out = subprocess.run([str(BIN / "fca"), *args, "--threads", "1"] if args[0] not in ("download", "patches") else [str(BIN / "fca"), *args],
-                         cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, f"fca {' '.join(args)} failed:\n{(out.stdout + out.stderr)[-4000:]}"
+    """`fca ARGS` in `tmp`, in this process: seven fresh processes would add only their imports."""
+    argv = [*args, "--threads", "1"] if args[0] not in ("download", "patches") else list(args)
+    fca_here(tmp, argv, FCA_TRACKING="off", FCA_PROGRESS="off")
 
 
 @pytest.fixture(scope="module")

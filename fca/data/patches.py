@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -337,6 +337,18 @@ def load_kernel_known(root: str | Path) -> bool:
     if not isinstance(known, bool):
         raise ValueError(f"{path}: kernel_known = {known!r}, expected true or false; re-run the patches stage")
     return known
+
+
+def load_domain(root: str | Path) -> dict[str, Any]:
+    """What real domain the patches at `root` hold, as a generator checkpoint records it:
+    {"kernel_known": a synthetic camera (the patches stage blurred the photos by a kernel it
+    knows) or photos as they are, "kernel_type", "noise": the synthetic camera's noise type}."""
+    import json
+
+    summary = json.loads((Path(root) / "summary.json").read_text())
+    noise = summary.get("noise") or {}
+    return {"kernel_known": load_kernel_known(root), "kernel_type": str(summary.get("kernel_type", "unknown")),
+            "noise": str(noise.get("type", "none")) if isinstance(noise, dict) else "none"}
 
 
 def kernels_differ(kernels: torch.Tensor | np.ndarray) -> bool:

@@ -38,7 +38,6 @@ same_mean the mean C(x', x) for same-scale pairs.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -58,7 +57,7 @@ from fca.kernels import conv_per_sample, gaussian
 from fca.models.fdc_arch import FDC, build_fdc
 from fca.resample import RESAMPLERS, resize, scaled_size
 from fca.train.checkpoint import TrainingDivergedError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, probe_speedup, resolve_precision, to_device
+from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, resolve_precision, to_device
 
 TARGETS = {"down": 1.0, "same": 0.0, "up": -1.0}
 Callback = Callable[[int, dict[str, float]], None]
@@ -91,8 +90,8 @@ class FDCConfig:
     eval_every: int = param(200, ge=1, le=10_000_000)
     eval_scales: list[float] = param([3.5, 2.0, 1.2], ge=1.0, le=16, nonempty=True)
     eval_repeats: int = param(4, ge=1, le=10_000, help="random crops per held-out patch, scale and crop policy")
-    cpu_bf16: Any = param("auto", help="CPU: bf16 autocast + channels_last (on), fp32 (off), or auto: bf16 where the CPU has native bf16 "
-                                       "and a short probe at start-up finds it >= 1.2x faster (fca.train.hardware.choose_cpu_precision); "
+    cpu_bf16: Any = param("auto", help="CPU: bf16 autocast + channels_last (on), fp32 (off), or auto: bf16 where the CPU has AMX "
+                                       "(amx_bf16; measured 1.5x faster there), else fp32 (fca.train.hardware.choose_cpu_precision); "
                                        "true / false read as on / off")
     cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
     checkpoint_every: int = param(200, ge=1, le=10_000_000)
@@ -339,7 +338,8 @@ def evaluate_fdc(
     `repeats` random pairs per scale and crop policy, drawn from a generator seeded
     with `seed`, so the same patches and seed give the same numbers. Returns, per
     scale s: acc_s{s}, acc_down_s{s}, acc_up_s{s} (aligned crops: x_D, x, x_U show
-    the same scene point) and acc_rand_s{s} (crops at independent places); and
+    the same scene point), acc_s{s}_lo / _hi (its 95 % interval, a bootstrap over the held-out
+    patches) and acc_rand_s{s} (crops at independent places); and
     same_abs / same_mean, the mean |C(x', x)| and C(x', x).
     The FDC is evaluated in eval mode (BatchNorm running statistics) and its mode is restored.
     """
@@ -365,6 +365,10 @@ def evaluate_fdc(
                 down, up = (c_down > 0).float(), (c_up < 0).float()
                 if aligned:
                     metrics[scale_key("acc", s)] = torch.cat([down, up]).mean().item()
+                    # Pairs from one patch share its content: the interval resamples patches, not pairs.
+                    per_patch = (down + up).view(repeats, -1).mean(0).double().numpy() / 2
+                    lo, hi = _patch_bootstrap(per_patch, seed)
+                    metrics[scale_key("acc", s) + "_lo"], metrics[scale_key("acc", s) + "_hi"] = lo, hi
                     metrics[scale_key("acc_down", s)] = down.mean().item()
                     metrics[scale_key("acc_up", s)] = up.mean().item()
                     metrics[scale_key("mean_down", s)] = c_down.mean().item()
@@ -377,6 +381,17 @@ def evaluate_fdc(
     finally:
         fdc.train(was_training)
     return metrics
+
+
+ACC_BOOTSTRAP = 1000  # resamples of the held-out patches for the accuracy's 95 % interval
+
+
+def _patch_bootstrap(per_patch: np.ndarray, seed: int) -> tuple[float, float]:
+    """The 95 % percentile interval of the mean of per-patch accuracies over patches drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    n = per_patch.size
+    means = per_patch[rng.integers(0, n, (ACC_BOOTSTRAP, n))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 @torch.no_grad()
@@ -495,30 +510,6 @@ def _train_step(config: FDCConfig, score: Callable[[torch.Tensor], torch.Tensor]
     return loss, lr, current
 
 
-def _probe_bf16(config: FDCConfig, fdc: FDC, opt: torch.optim.Optimizer, train_patches: torch.Tensor, device: torch.device, dist: Dist) -> float:
-    """fp32's step time over bf16's (`probe_speedup`) on deep copies of the comparator and its
-    optimiser, with pairs from a generator of its own: the real run's weights, optimiser state and
-    random streams stay as they were. Each rank times its share of the batch; the ratio is averaged
-    over ranks, so all of them make the same choice."""
-    local = dataclasses.replace(config, batch_size=max(1, config.batch_size // dist.world_size))
-
-    def runner(bf16: bool) -> Callable[[], None]:
-        model, optimiser = copy.deepcopy((fdc, opt))  # one memo: the copied optimiser steps the copied model
-        if bf16:
-            model.to(memory_format=torch.channels_last)
-        model.train()
-        precision = Precision(device, cuda_amp=False, cpu_bf16=bf16)
-        gen = torch.Generator().manual_seed(config.seed)
-
-        def step() -> None:
-            _train_step(local, model.score, optimiser, precision, train_patches, gen, 1, device, Dist())
-
-        return step
-
-    speedup = probe_speedup(runner(False), runner(True))
-    return dist.average({"speedup": speedup})["speedup"]
-
-
 def train_fdc(
     config: FDCConfig,
     train_patches: torch.Tensor,
@@ -547,7 +538,7 @@ def train_fdc(
     the callbacks and writes checkpoints (the history is rank 0's).
     on_precision(choice): once, before the first step: what the run computes in and why
     (config.cpu_bf16; `fca.train.hardware.resolve_precision`); also logged and stored in the
-    checkpoint, from which a resumed run takes it without probing.
+    checkpoint, from which a resumed run takes it.
     """
     _check_patches("train_patches", train_patches, config)
     _check_patches("val_patches", val_patches, config)
@@ -571,9 +562,9 @@ def train_fdc(
         if state.get("config") != _config_dict(config):
             raise ValueError(f"{ckpt_path}: checkpoint was made with another fdc config; delete it or restore the params ({state.get('config')})")
 
-    # Precision: on CPU bf16 + channels_last or fp32, by cpu_bf16 (auto: measured); a resumed run takes the stored choice.
-    choice = resolve_precision(device, config.cuda_amp, config.cpu_bf16, lambda: _probe_bf16(config, fdc, opt, train_patches, device, dist),
-                               resumed=state is not None, stored=state.get("precision") if state is not None else None)
+    # Precision: on CPU bf16 + channels_last or fp32, by cpu_bf16 and the CPU's flags; a resumed run takes the stored choice.
+    choice = resolve_precision(device, config.cuda_amp, config.cpu_bf16, stored=state.get("precision") if state is not None else None,
+                               share=dist.from_main)
     log.info("train_fdc: %s%s", choice.reason, " (stored in the checkpoint)" if state is not None else "")
     if on_precision is not None and dist.is_main:
         on_precision(choice)

@@ -24,7 +24,6 @@ content, and reads the real images' blur the same way.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -55,7 +54,7 @@ from fca.train.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, probe_speedup, resolve_precision, to_device
+from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, resolve_precision, to_device
 
 
 log = logging.getLogger(__name__)
@@ -111,8 +110,8 @@ class GeneratorConfig:
     lr: float = param(1e-3, gt=0, lt=10, help="Adam LR of the networks (estimator, discriminator)")
     lr_prior: float = param(0.05, gt=0, lt=10, help="Adam LR of the image-independent kernel logits / log-sigmas")
     betas: tuple[float, float] = param((0.5, 0.99), ge=0, lt=1)
-    cpu_bf16: Any = param("auto", help="CPU: bf16 autocast + channels_last (on), fp32 (off), or auto: bf16 where the CPU has native bf16 "
-                                       "and a short probe at start-up finds it >= 1.2x faster (fca.train.hardware.choose_cpu_precision); "
+    cpu_bf16: Any = param("auto", help="CPU: bf16 autocast + channels_last (on), fp32 (off), or auto: bf16 where the CPU has AMX "
+                                       "(amx_bf16; measured 1.5x faster there), else fp32 (fca.train.hardware.choose_cpu_precision); "
                                        "true / false read as on / off")
     cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
     checkpoint_every: int = param(100, ge=1, le=10_000_000)
@@ -384,32 +383,6 @@ def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision
             "loss_consistency": loss_cons, "kernels": kernels}
 
 
-def _probe_bf16(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, device: torch.device, dist: Dist) -> float:
-    """fp32's step time over bf16's (`probe_speedup`) on deep copies of the networks and optimisers,
-    with batches from a generator of its own: the real run's weights, optimiser state and random
-    streams stay as they were. In a multi-process job each rank times its own share of the batch
-    and the ratio is averaged over ranks, so all of them make the same choice."""
-    local = dataclasses.replace(config, batch_size=max(1, config.batch_size // dist.world_size),
-                                consistency_batch=max(1, config.consistency_batch // dist.world_size))
-
-    def runner(bf16: bool) -> Callable[[], None]:
-        gen, disc, opt_g, opt_d = copy.deepcopy((nets.gen, nets.disc, nets.opt_g, nets.opt_d))  # one memo: the copies' optimisers step the copies
-        if bf16:
-            gen.to(memory_format=torch.channels_last)
-            disc.to(memory_format=torch.channels_last)
-        copies = _Nets(gen, disc, opt_g, opt_d, _GeneratorStep(gen), _Critic(disc))
-        precision = Precision(device, cuda_amp=False, cpu_bf16=bf16)
-        rng = torch.Generator().manual_seed(config.seed)
-
-        def step() -> None:
-            _train_step(local, copies, inputs, precision, bf16, rng, Dist(), device, 1)
-
-        return step
-
-    speedup = probe_speedup(runner(False), runner(True))
-    return dist.average({"speedup": speedup})["speedup"]
-
-
 def train_generator(
     config: GeneratorConfig,
     train_patches: torch.Tensor,
@@ -442,7 +415,7 @@ def train_generator(
       over ranks, and rank 0 alone calls on_step / on_images and writes checkpoints.
     on_precision(choice): once, before the first step: what the run computes in and why
       (config.cpu_bf16; `fca.train.hardware.resolve_precision`). The choice is logged and stored
-      in the checkpoint; a resumed run takes it from there and probes nothing.
+      in the checkpoint; a resumed run takes it from there.
     Raises TrainingDivergedError when a loss is NaN or inf (the checkpoint on disk is left as it was).
     """
     use_fdc = config.loss in ("fdc", "both") and config.w_fdc > 0
@@ -531,10 +504,9 @@ def train_generator(
                 "delete the checkpoint folder to start over"
             )
 
-    # --- precision: on CPU bf16 + channels_last or fp32, by cpu_bf16 (auto: measured); stored on resume ---
-    bare = _Nets(gen, disc, opt_g, opt_d, _GeneratorStep(gen), _Critic(disc))
-    choice = resolve_precision(device, config.cuda_amp, config.cpu_bf16, lambda: _probe_bf16(config, bare, inputs, device, dist),
-                               resumed=state is not None, stored=state.get("precision") if state is not None else None)
+    # --- precision: on CPU bf16 + channels_last or fp32, by cpu_bf16 and the CPU's flags; stored on resume ---
+    choice = resolve_precision(device, config.cuda_amp, config.cpu_bf16, stored=state.get("precision") if state is not None else None,
+                               share=dist.from_main)
     log.info("train_generator: %s%s", choice.reason, " (stored in the checkpoint)" if state is not None else "")
     if on_precision is not None and dist.is_main:
         on_precision(choice)

@@ -6,15 +6,12 @@ import contextlib
 import logging
 import math
 import os
-import random
-import statistics
-import time
+import platform
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -139,8 +136,7 @@ class Precision:
 
     On CUDA with `cuda_amp`: bf16 where the card has it (no scaler needed), else fp16 with
     a GradScaler. On CPU only with `cpu_bf16` (True: bf16 autocast), which the trainers
-    decide with `choose_cpu_precision` (3.5x slower than fp32 on a CPU without native bf16;
-    see benchmarks/generator_experiments.py).
+    decide with `resolve_precision`.
     """
 
     def __init__(self, device: torch.device, cuda_amp: bool = True, cpu_bf16: bool = False):
@@ -192,10 +188,15 @@ class Precision:
 # --------------------------------------------------------------------------- CPU precision: bf16 or fp32
 
 CPU_BF16_MODES = ("auto", "on", "off")
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that compute in bf16 natively
-BF16_MARGIN = 1.2  # auto picks bf16 only when the probe finds it at least this much faster than fp32
-PROBE_STEPS = 3  # timed training steps per precision in the probe (after one untimed warm-up step)
-PROBE_BUDGET_S = 30.0  # per precision: fewer timed steps (at least one) once this many seconds have passed
+# /proc/cpuinfo flags that shape a CPU run's speed and bits: the vector width oneDNN and the BLAS
+# pick kernels by (so fp32 sums round differently on AVX2 and AVX-512 machines), and native bf16.
+CPU_FLAGS_OF_NOTE = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # CPUs that compute in bf16 natively
+# auto trains in bf16 only where it was measured to pay: with AMX tiles, bf16 trains the FDC 1.47x
+# and the generator 1.55x faster than fp32 (one thread, interleaved runs) with the same verdict.
+# Without native bf16 torch emulates it (3.5x slower, benchmarks/generator_experiments.py); on
+# AVX-512 BF16 alone (no AMX) no speed-up was measured, so auto keeps fp32 there.
+AUTO_BF16_FLAG = "amx_bf16"
 
 
 def cpu_bf16_mode(value: Any, key: str = "cpu_bf16") -> str:
@@ -208,35 +209,54 @@ def cpu_bf16_mode(value: Any, key: str = "cpu_bf16") -> str:
     raise ValueError(f"{key} = {value!r}: must be one of auto, on, off (true / false read as on / off)")
 
 
-def native_bf16_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
-    """The native-bf16 feature flags (`NATIVE_BF16_FLAGS`: AVX-512 BF16, AMX tiles) this CPU
-    advertises, empty when none: the one place that detects native bf16. `cpuinfo` is the text of
-    /proc/cpuinfo (tests pass their own); by default the file `CPUINFO` is read, and a machine
-    without it (not Linux) counts as having none."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text(errors="replace")
-        except OSError:
-            return ()
-    flags: set[str] = set()
+def _cpuinfo_text(cpuinfo: str | None) -> str:
+    if cpuinfo is not None:
+        return cpuinfo
+    try:
+        return CPUINFO.read_text(errors="replace")
+    except OSError:  # not Linux: no flags known
+        return ""
+
+
+def _cpuinfo_field(cpuinfo: str, field: str) -> str:
+    """The first value of `field` ("flags", "model name") in /proc/cpuinfo's text, "" when absent."""
     for line in cpuinfo.splitlines():
         name, sep, rest = line.partition(":")
-        if sep and name.strip() == "flags":
-            flags.update(rest.split())
-    return tuple(f for f in NATIVE_BF16_FLAGS if f in flags)
+        if sep and name.strip() == field:
+            return rest.strip()
+    return ""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """The flags of `CPU_FLAGS_OF_NOTE` this CPU advertises. `cpuinfo` is the text of
+    /proc/cpuinfo (tests pass their own); by default the file `CPUINFO` is read."""
+    flags = set(_cpuinfo_field(_cpuinfo_text(cpuinfo), "flags").split())
+    return tuple(f for f in CPU_FLAGS_OF_NOTE if f in flags)
+
+
+def native_bf16_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """The native-bf16 flags (`NATIVE_BF16_FLAGS`) this CPU advertises, empty when none."""
+    return tuple(f for f in cpu_flags(cpuinfo) if f in NATIVE_BF16_FLAGS)
+
+
+def cpu_description(cpuinfo: str | None = None) -> dict[str, str]:
+    """What a result records about the CPU that made it: {"cpu": model name, "cpu_flags": the
+    flags of note, space-separated ("" when none)}."""
+    text = _cpuinfo_text(cpuinfo)
+    model = _cpuinfo_field(text, "model name") or platform.processor() or platform.machine() or "unknown"
+    return {"cpu": model, "cpu_flags": " ".join(cpu_flags(text))}
 
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """What a trainer computes in and why, e.g. ("bf16", "bf16: probe 2.30x faster than fp32 (CPU has amx_bf16)", 2.3).
+    """What a trainer computes in and why, e.g. ("bf16", "bf16: cpu_bf16 = auto and the CPU has amx_bf16").
 
-    Logged, recorded in the stage's MLflow run and stored in the checkpoint, from which a resumed
-    run takes it instead of deciding again. `speedup` is the probe's fp32 / bf16 step-time ratio
-    (None: no probe ran)."""
+    A function of the params and the CPU's flags alone, never of a timing, so the same params
+    on the same machine compute in the same precision whatever the load. Logged, recorded in
+    the stage's MLflow run and stored in the checkpoint, from which a resumed run takes it."""
 
     precision: str  # fp32 | bf16 | fp16
     reason: str
-    speedup: float | None = None
 
     @property
     def cpu_bf16(self) -> bool:
@@ -244,43 +264,30 @@ class PrecisionChoice:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain types only: checkpoints load with weights_only=True."""
-        return {"precision": self.precision, "reason": self.reason, "speedup": self.speedup}
+        return {"precision": self.precision, "reason": self.reason}
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> PrecisionChoice:
-        speedup = state.get("speedup")
-        return cls(str(state["precision"]), str(state["reason"]), None if speedup is None else float(speedup))
+        return cls(str(state["precision"]), str(state["reason"]))
 
 
-def choose_cpu_precision(mode: str, probe: Callable[[], float], cpuinfo: str | None = None, margin: float | None = None) -> PrecisionChoice:
+def choose_cpu_precision(mode: str, cpuinfo: str | None = None) -> PrecisionChoice:
     """fp32 or bf16 (autocast + channels_last) for training on this CPU.
 
-    mode on / off: bf16 / fp32, no questions asked. auto: fp32 on a CPU without native bf16
-    (`native_bf16_flags`; `probe` is never called, so the choice costs nothing); otherwise
-    `probe()` times a few steps of the real training in each precision and returns fp32's time
-    over bf16's, and bf16 is taken when that is at least `margin` (default `BF16_MARGIN`).
-    The margin keeps the choice from flipping with timing noise, so a fixed seed gives the same
-    bits run after run on one machine (a machine whose speed-up sits at the margin can pin it
-    with on / off; the choice is logged and stored, so a run's record says which it was).
-    """
+    on / off: bf16 / fp32. auto: bf16 where the CPU has `AUTO_BF16_FLAG` (AMX), else fp32.
+    Deterministic: the same mode on the same CPU always gives the same choice."""
     mode = cpu_bf16_mode(mode)
-    margin = BF16_MARGIN if margin is None else margin
     if mode == "on":
         return PrecisionChoice("bf16", "bf16: cpu_bf16 = on")
     if mode == "off":
         return PrecisionChoice("fp32", "fp32: cpu_bf16 = off")
-    flags = native_bf16_flags(cpuinfo)
-    if not flags:
-        return PrecisionChoice("fp32", f"fp32: CPU has no native bf16 (no {' / '.join(NATIVE_BF16_FLAGS)} flag)")
-    speedup = float(probe())
-    has = ", ".join(flags)
-    if speedup >= margin:
-        return PrecisionChoice("bf16", f"bf16: probe {speedup:.2f}x faster than fp32 (CPU has {has})", speedup)
-    return PrecisionChoice("fp32", f"fp32: bf16 probe {speedup:.2f}x fp32's speed, below the {margin:g}x margin (CPU has {has})", speedup)
+    if AUTO_BF16_FLAG in cpu_flags(cpuinfo):
+        return PrecisionChoice("bf16", f"bf16: cpu_bf16 = auto and the CPU has {AUTO_BF16_FLAG}")
+    return PrecisionChoice("fp32", f"fp32: cpu_bf16 = auto and the CPU has no {AUTO_BF16_FLAG}")
 
 
 def cuda_precision(device: torch.device, cuda_amp: bool) -> PrecisionChoice:
-    """What `Precision(device, cuda_amp)` computes in on a CUDA device, as a PrecisionChoice (nothing is probed)."""
+    """What `Precision(device, cuda_amp)` computes in on a CUDA device, as a PrecisionChoice."""
     dtype = Precision(device, cuda_amp).dtype
     if dtype is None:
         return PrecisionChoice("fp32", "fp32: cuda_amp = false")
@@ -288,59 +295,22 @@ def cuda_precision(device: torch.device, cuda_amp: bool) -> PrecisionChoice:
     return PrecisionChoice(name, f"{name}: cuda_amp = true" + ("" if name == "bf16" else " (no bf16 on this card: fp16 with a GradScaler)"))
 
 
-def resolve_precision(device: torch.device, cuda_amp: bool, cpu_bf16: str, probe: Callable[[], float], *,
-                      resumed: bool = False, stored: Mapping[str, Any] | None = None) -> PrecisionChoice:
-    """A trainer's precision at start-up. CUDA: what `cuda_amp` gives (unchanged by cpu_bf16).
-    CPU, fresh start: `choose_cpu_precision`. CPU, resumed: the choice `stored` in the
-    checkpoint, never probed again, so the resumed run continues bit for bit like an
-    uninterrupted one (a checkpoint from before the choice was stored: on -> bf16, else fp32;
-    one written on another kind of device: decided afresh, as its bits do not carry over anyway).
-    `stored` is what `PrecisionChoice.as_dict` gave, with the device type under "device"."""
+def resolve_precision(device: torch.device, cuda_amp: bool, cpu_bf16: str, *, stored: Mapping[str, Any] | None = None,
+                      share: Callable[[PrecisionChoice], PrecisionChoice] | None = None) -> PrecisionChoice:
+    """A trainer's precision at start-up. CUDA: what `cuda_amp` gives (cpu_bf16 is not read).
+    CPU, fresh start: `choose_cpu_precision`. CPU, resumed (`stored`: what the checkpoint holds,
+    `PrecisionChoice.as_dict` with the device type under "device"): the stored choice, so the
+    resumed run continues bit for bit like an uninterrupted one even on a machine whose flags
+    would choose otherwise (one written on another kind of device is decided afresh: its bits
+    do not carry over anyway). `share(choice)`: a torchrun job's ranks all take rank 0's choice
+    (`fca.distributed.Dist.from_main`), whatever their own CPUs' flags."""
     if device.type == "cuda":
-        return cuda_precision(device, cuda_amp)
-    if resumed and stored is not None and stored.get("device", device.type) != device.type:
-        resumed = False
-    if resumed:
-        if stored is not None:
-            return PrecisionChoice.from_dict(stored)
-        on = cpu_bf16_mode(cpu_bf16) == "on"
-        return PrecisionChoice("bf16" if on else "fp32", f"{'bf16' if on else 'fp32'}: resumed from a checkpoint that stores no choice")
-    return choose_cpu_precision(cpu_bf16, probe)
-
-
-@contextlib.contextmanager
-def rng_untouched() -> Iterator[None]:
-    """Leave torch's CPU RNG, numpy's and python's global RNGs as they were on entry."""
-    torch_state, np_state, py_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
-    try:
-        yield
-    finally:
-        torch.set_rng_state(torch_state)
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-
-
-def probe_speedup(fp32_step: Callable[[], None], bf16_step: Callable[[], None], steps: int = PROBE_STEPS,
-                  budget_s: float = PROBE_BUDGET_S) -> float:
-    """fp32's step time over bf16's: the median of up to `steps` timed calls of each, after one
-    untimed warm-up call of each (first-call setup, optimiser state); the two alternate, so a
-    neighbour's load falls on both. The callables train their own deep copies of the models and
-    optimisers on batches from their own generator; the global RNGs are restored afterwards
-    (`rng_untouched`), so the real run's weights, optimiser state and random streams do not
-    depend on whether a probe ran."""
-    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    with rng_untouched():
-        fp32_step()
-        bf16_step()
-        start = time.perf_counter()
-        for _ in range(max(1, steps)):
-            for name, fn in (("fp32", fp32_step), ("bf16", bf16_step)):
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-            if time.perf_counter() - start > 2 * budget_s:
-                break
-    return statistics.median(times["fp32"]) / max(statistics.median(times["bf16"]), 1e-12)
+        choice = cuda_precision(device, cuda_amp)
+    elif stored is not None and stored.get("device", device.type) == device.type:
+        choice = PrecisionChoice.from_dict(stored)
+    else:
+        choice = choose_cpu_precision(cpu_bf16)
+    return share(choice) if share is not None else choice
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -446,14 +446,15 @@ def _hostile_corpus(d: Path, outside: Path) -> dict[str, tuple[str, str]]:
     return expect
 
 
-def _tiny_generator(path: Path) -> None:
+def _tiny_generator(path: Path, domain: dict | None = None) -> None:
     from fca.train.checkpoint import save_checkpoint
     from fca.train.generator import GeneratorConfig, build_generator
 
     config = GeneratorConfig(scale=4.0, kernel_size=7, channels=8, dense_blocks=1, res_blocks=1, wd_channels=8)
     torch.manual_seed(0)
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in __import__("dataclasses").asdict(config).items()}
-    save_checkpoint(path, {"config": plain, "generator": build_generator(config).state_dict(), "step": 1})
+    save_checkpoint(path, {"config": plain, "generator": build_generator(config).state_dict(), "step": 1}
+                    | ({"domain": domain} if domain is not None else {}))
 
 
 def _with_defaults(raw: dict) -> dict:
@@ -642,12 +643,16 @@ def test_pairs_are_read_by_a_basicsr_style_paired_loader(tmp_path, monkeypatch, 
     assert "4 HR/LR pairs written into x4" in out and "1 files not images" in out
     root = work / "x4"
     assert is_fca_output(root)
-    assert sorted(p.name for p in root.iterdir()) == [".fca-output", "hr", "kernels", "lr_x4", "manifest.csv", "meta_info.txt"]
+    assert sorted(p.name for p in root.iterdir()) == [".fca-output", "hr", "kernels", "lr_x4", "manifest.csv", "meta_info.txt",
+                                                     "meta_info_realesrgan.txt"]
 
     expect = {"chelsea.png": (300, 448), "my_photo.png": (120, 200), "leaf.png": (128, 96), "sub_deep.png": (64, 64)}
     by_folder = _basicsr_style_pairs(root / "hr", root / "lr_x4")
     by_meta = _basicsr_style_pairs(root / "hr", root / "lr_x4", root / "meta_info.txt")
     assert by_folder == by_meta
+    # Real-ESRGAN's paired dataset: each line `gt, lq`, split on ", ", joined to dataroot_gt / dataroot_lq (both OUT).
+    lines = (root / "meta_info_realesrgan.txt").read_text().splitlines()
+    assert [(root / gt, root / lq) for gt, lq in (line.split(", ") for line in lines)] == by_folder
     assert sorted(gt.name for gt, _ in by_folder) == sorted(expect)
     meta = (root / "meta_info.txt").read_text()
     assert meta == "".join(f"{name} ({h},{w},3)\n" for name, (h, w) in sorted(expect.items()))
@@ -694,14 +699,20 @@ def test_fca_degrade_runs_from_a_folder_without_params_yaml(tmp_path, mode):
 
     work = tmp_path / "my_photos_project"
     _write(work / "photos" / "a.png", 80, 90, 0)
-    _tiny_generator(work / "generator.pt")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), FCA_TRACKING="off", OMP_NUM_THREADS="1")
-    env.pop("FCA_DEBUG", None)
+    # The demo's generator: it learned the synthetic camera of `make run`'s patches stage.
+    _tiny_generator(work / "generator.pt", {"kernel_known": True, "kernel_type": "gaussian", "noise": "none"})
+    # No tracking asked for, in a folder that is no project: nothing but the output is written there.
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    for var in ("FCA_DEBUG", "FCA_TRACKING", "MLFLOW_TRACKING_URI", "FCA_PIPELINE_ID"):
+        env.pop(var, None)
     cmd = [sys.executable, "-m", "pipeline.cli", "degrade", "--checkpoint", "generator.pt", "--input", "photos", mode, "out",
            "--no-progress", "--device", "cpu"]
     run = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "params file not found" not in run.stderr and "settings from built-in defaults" in run.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["generator.pt", "out", "photos"]  # no mlflow.db, no mlruns/
+    assert "warning: generator.pt learned a synthetic camera (photos blurred by a known gaussian kernel" in run.stderr
+    assert "presets/photos.yaml" in run.stderr
     if mode == "--pairs":
         assert (work / "out" / "meta_info.txt").read_text() == "a.png (80,88,3)\n"
         assert _png_rgb(work / "out" / "lr_x4" / "a.png").shape == (20, 22, 3)
@@ -719,6 +730,16 @@ def test_fca_degrade_runs_from_a_folder_without_params_yaml(tmp_path, mode):
     ("--kernel-from", "middle", "--kernel-from = 'middle': must be one of ['center', 'tiles']"),
     ("--on-bad-image", "ignore", "--on-bad-image = 'ignore': must be one of ['error', 'skip']"),
 ])
+def test_a_generator_of_photos_as_they_are_gets_no_warning(tmp_path):
+    from pipeline.degrade import domain_warning
+
+    _tiny_generator(tmp_path / "photos.pt", {"kernel_known": False, "kernel_type": "none", "noise": "none"})
+    _tiny_generator(tmp_path / "old.pt")  # a checkpoint from before the domain was recorded
+    _tiny_generator(tmp_path / "noisy.pt", {"kernel_known": True, "kernel_type": "gaussian", "noise": "poisson_gaussian"})
+    assert domain_warning(tmp_path / "photos.pt") is None and domain_warning(tmp_path / "old.pt") is None
+    assert "known gaussian kernel with poisson_gaussian noise" in domain_warning(tmp_path / "noisy.pt")
+
+
 def test_a_bad_option_value_is_one_line_naming_it(tmp_path, monkeypatch, capsys, option, value, message):
     monkeypatch.setenv("FCA_TRACKING", "off")
     monkeypatch.delenv("FCA_DEBUG", raising=False)

@@ -7,7 +7,7 @@ import skimage.data
 import torch
 
 from fca.evaluate import EvaluateConfig, flatten_metrics, real_lr_views, referee, referee_no_reference
-from fca.kernels import conv_per_sample, delta, effective_sigma, gaussian
+from fca.kernels import conv_per_sample, cov_rel_error, delta, effective_sigma, gaussian
 from fca.oracle import fit_oracle_kernel
 from fca.resample import downscale
 from fca.train.sr import SRConfig
@@ -195,6 +195,39 @@ def test_sr_numbers_carry_bootstrap_intervals_that_hold_the_estimate(oracle_run)
     for kind in ("bicubic", "fca", "oracle"):
         lo, hi = bounds[f"psnr_{kind}"]
         assert lo <= sr[f"psnr_{kind}"] <= hi and hi - lo > 0
+
+
+def test_every_verdict_number_carries_an_interval_that_holds_it(oracle_run, mixed):
+    result = oracle_run[1]
+    kernel, bounds = result["metrics"]["kernel"], result["intervals"]["kernel"]
+    for key in ("cov_rel_error", "shape_error", "lr_psnr_gain_db"):
+        lo, hi = bounds[key]
+        assert lo - 1e-9 <= kernel[key] <= hi + 1e-9, key
+    assert bounds["lr_psnr_gain_db"][0] > 0  # the oracle's LR beats bicubic's on every resample
+    # A generator that reads each image's oracle only roughly: intervals with width, holding the estimate.
+    noisy = mixed["oracles"] + 0.02 * torch.rand(mixed["oracles"].shape, generator=torch.Generator().manual_seed(3))
+    noisy = noisy / noisy.sum((-2, -1), keepdim=True)
+    r = _run_mixed(mixed, _reader(mixed["real_val"], noisy))
+    a, ab = r["metrics"]["adapt"], r["intervals"]["adapt"]
+    for key in ("sigma_pearson", "cov_rel_error_median", "angle_error_median", "gain_db"):
+        lo, hi = ab[key]
+        assert lo - 1e-6 <= a[key] <= hi + 1e-6 and hi > lo, key
+
+
+def test_adapt_intervals_resample_images_not_pixels():
+    """Two images: one read exactly, one badly. The cov error median's interval spans both images'
+    errors, so it must reach the bad one's (a bootstrap over pixels or bins would not)."""
+    from fca.evaluate import adapt_intervals
+    from fca.kernels import anisotropic_gaussian
+
+    oracle = torch.stack([torch.from_numpy(anisotropic_gaussian(9, s, s, 0.0)).float() for s in (1.0, 1.5, 2.0, 2.5)])
+    pred = oracle.clone()
+    pred[3] = torch.from_numpy(anisotropic_gaussian(9, 1.0, 1.0, 0.0)).float()
+    views = {"fca": torch.zeros(4, 3, 4, 4), "global": torch.full((4, 3, 4, 4), 0.1), "true": torch.zeros(4, 3, 4, 4) + 0.01}
+    bounds = adapt_intervals(pred, oracle, views, 400, np.random.default_rng(0))
+    bad = float(cov_rel_error(pred[3:], oracle[3:])[0])
+    assert bounds["cov_rel_error_median"][0] == pytest.approx(0.0, abs=1e-9)
+    assert bounds["cov_rel_error_median"][1] == pytest.approx(bad, rel=1e-6)
 
 
 def test_paired_bootstrap_interval_of_a_gain_shrinks_when_the_kinds_move_together():

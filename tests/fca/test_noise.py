@@ -13,6 +13,7 @@ from fca.data.patches import load_noise, load_patch_set
 from fca.evaluate import real_lr_views
 from fca.kernels import conv_per_sample, gaussian
 from fca.models.generator_arch import Generator
+from fca.jpeg import jpeg_round_trip
 from fca.noise import (
     NoiseConfig,
     NoiseLevel,
@@ -23,7 +24,6 @@ from fca.noise import (
     detrend,
     fit_noise_level,
     flat_crops,
-    jpeg_roundtrip,
     noise_from_dict,
     noise_variance,
     patch_generator,
@@ -81,7 +81,7 @@ def test_jpeg_round_trip_changes_the_image_and_is_8_bit():
     x = _smooth(0, 1)[0]
     x = x + 0.05 * torch.randn(x.shape, generator=_rng(2))  # fine detail JPEG throws away
     x = x.clamp(0, 1)
-    y = jpeg_roundtrip(x, 50)
+    y = jpeg_round_trip(x, 50)
     q8 = (x * 255).round() / 255
     assert y.shape == x.shape and y.dtype == x.dtype
     assert float((y - q8).abs().mean()) > 2 / 255

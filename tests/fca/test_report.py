@@ -36,6 +36,18 @@ def test_fdc_table_ignores_other_keys_and_marks_missing_values():
     assert fdc_table({}) == ["FDC ordering accuracy on held-out patches: none recorded."]
 
 
+def test_the_verdict_is_one_line_that_counts_passes_misses_and_inconclusive_checks():
+    from fca.report import verdict_line
+
+    assert verdict_line(["pass"] * 5) == "**5 of 5 checks pass.**"
+    assert verdict_line(["pass", "**miss**", "inconclusive (the interval straddles the target)"]) == \
+        "**1 of 3 checks pass, 1 miss, 1 inconclusive.**"
+    page = readme_markdown({"fdc": {"acc_s1.2": 0.95, "acc_s1.2_lo": 0.85, "acc_s1.2_hi": 0.99}}, FIGURES, {})
+    # On an otherwise empty metrics file every other check misses; the FDC's interval straddles its target.
+    assert "| FDC ordering accuracy on held-out patches at scale 1.2 (`fdc.acc_s1.2`) | 0.950 [0.850, 0.990] | > 0.9 | inconclusive" in page
+    assert "**0 of" in page and ", 1 inconclusive.**" in page
+
+
 def test_verdict_reads_the_fdc_target_from_the_same_keys():
     page = readme_markdown({"fdc": FDC}, FIGURES, {})
     assert "| FDC ordering accuracy on held-out patches at scale 1.2 (`fdc.acc_s1.2`) | 0.982 | > 0.9 | pass |" in page

@@ -27,10 +27,19 @@ def test_unknown_command_is_an_error(capsys):
 
 
 @pytest.mark.parametrize("name", list(cli.COMMANDS))
-def test_each_command_has_help(name):
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", name, "--help"], cwd=ROOT, capture_output=True, text=True)
+def test_each_command_has_help(name, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([name, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert f"fca {name}" in out and "--" in out
+
+
+def test_the_installed_entry_point_answers_help():
+    """The `python -m pipeline.cli` entry (what the console script runs) in a fresh process."""
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "train-fdc", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert f"fca {name}" in out.stdout and "--" in out.stdout
+    assert "fca train-fdc" in out.stdout and "--" in out.stdout
 
 
 def _write_params(tmp_path, **patches_overrides):
@@ -177,3 +186,19 @@ def test_patches_lists_every_file_it_does_not_read(tmp_path, capsys, monkeypatch
     assert [s.split(":")[0] for s in summary["ignored"]] == [".DS_Store", "notes.txt", "scan.eps"]
     assert "notes.txt: not an image file: suffix '.txt'" in summary["ignored"][1]
     assert "not an image, ignored" in out and "scan.eps" in out
+
+
+@pytest.mark.parametrize("name", ["degrade", "upscale"])
+def test_commands_that_train_nothing_do_not_say_train_in_their_device_help(name, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([name, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "where to compute" in out and "where to train" not in out and "torchrun" not in out
+
+
+def test_upscale_offers_no_params_file_and_its_size_limit_names_what_it_does(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["upscale", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--params" not in out and "on_bad_image" not in out
+    assert "an error naming the file, and no output for it" in out

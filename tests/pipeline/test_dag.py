@@ -193,3 +193,19 @@ def test_snakemake_lint_is_clean():
     out = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Lints for" not in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_a_quoted_off_in_params_matches_dvc_locks_plain_off(tmp_path):
+    """params.yaml's `cpu_bf16: "off"` (a string to PyYAML) is written by DVC (YAML 1.2) as a plain
+    `off`, which PyYAML reads back as False: the same value, so the stamp stays older than DVC's outputs."""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": "fca s", "params": ["g"], "outs": ["out.txt"]}}}))
+    (tmp_path / "out.txt").write_text("x")
+    os.utime(tmp_path / "out.txt", (1000, 1000))
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  s:\n    cmd: fca s\n    params:\n      params.yaml:\n"
+                                       "        g:\n          cpu_bf16: off\n")
+    os.utime(tmp_path / "dvc.lock", (2000, 2000))
+    (tmp_path / "params.yaml").write_text('g:\n  cpu_bf16: "off"\n')
+    rel = params_stamp(load_stages(tmp_path / "dvc.yaml")[0], root=tmp_path)
+    assert (tmp_path / rel).stat().st_mtime < 1000
+    (tmp_path / "params.yaml").write_text('g:\n  cpu_bf16: "on"\n')  # a real change still moves it
+    assert (tmp_path / params_stamp(load_stages(tmp_path / "dvc.yaml")[0], root=tmp_path)).stat().st_mtime > 2000

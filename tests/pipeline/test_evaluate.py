@@ -55,6 +55,7 @@ def _known_kernel_stand_ins(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(stage_evaluate, "load_patch_set", lambda folder, split: (patches, patches, ["a.png", "b.png"]))
     monkeypatch.setattr(stage_evaluate, "load_patch_kernels", lambda folder, split: torch.ones(1, 3, 3) / 9)
     monkeypatch.setattr(stage_evaluate, "load_generator", lambda path, device: _Generator())
+    monkeypatch.setattr(stage_evaluate, "trained_with", lambda path: {"generator_precision": "fp32"})
 
 
 def test_metrics_json_has_no_fdc_copy_and_density_csv_has_the_plotted_columns(tmp_path, monkeypatch):
@@ -162,6 +163,7 @@ def test_a_domain_without_a_known_kernel_gets_the_no_reference_section_only(tmp_
     monkeypatch.setattr(stage_evaluate, "load_patch_kernels", _refuse)
     monkeypatch.setattr(stage_evaluate, "referee", _refuse)
     monkeypatch.setattr(stage_evaluate, "load_generator", lambda path, device: _Downscaler())
+    monkeypatch.setattr(stage_evaluate, "trained_with", lambda path: {"generator_precision": "fp32"})
     out, density = tmp_path / "reports" / "metrics.json", tmp_path / "reports" / "plots" / "density.csv"
     argv = ["evaluate", "--params", str(_params(tmp_path)), "--patches", str(tmp_path), "--generator", str(tmp_path / "g.pt"),
             "--out", str(out), "--density", str(density), "--arrays", str(tmp_path / "evaluation"), "--device", "cpu", "--threads", "1"]

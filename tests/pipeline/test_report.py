@@ -187,3 +187,13 @@ def test_sr_metrics_without_the_figure_is_an_error(inputs, capsys):
     tmp, args = inputs
     assert cli.main(args + ["--sr-metrics", str(tmp / "sr.json")]) != 0
     assert "--sr-metrics and --sr-figure go together" in capsys.readouterr().err
+
+
+def test_the_header_names_the_cpu_threads_torch_and_precision_behind_the_numbers(tmp_path):
+    from pipeline.report import machine_info
+
+    (tmp_path / "runtime.json").write_text(json.dumps({"cpu": "Intel Xeon", "cpu_flags": "avx2 avx512f amx_bf16", "threads": 1,
+                                                        "torch": "2.13.0", "generator_precision": "bf16"}))
+    assert machine_info(tmp_path) == {"CPU": "Intel Xeon (avx2 avx512f amx_bf16)", "threads": "1", "torch": "2.13.0",
+                                      "generator precision": "bf16"}
+    assert machine_info(tmp_path / "elsewhere")["generator precision"] == "unknown"  # an evaluation from before runtime.json

@@ -4,6 +4,8 @@ import argparse
 
 import torch
 
+from fca.train.hardware import cpu_description
+
 from fca.distributed import Dist
 from fca.train.checkpoint import load_checkpoint, save_checkpoint
 from fca.train.fdc import FDCConfig
@@ -43,7 +45,8 @@ def test_run_params_and_checkpoints_record_the_threads(tmp_path):
         save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.ones(2)}, "config": {"channels": 8}})
         stage.publish_checkpoint(tmp_path / "last.pt", tmp_path / "model.pt", stage.runtime("cpu", Dist()))
         state = load_checkpoint(tmp_path / "model.pt")
-        assert state["runtime"] == {"device": "cpu", "processes": 1, "threads": 1, "torch": torch.__version__}
+        assert state["runtime"] == {"device": "cpu", "processes": 1, "threads": 1, "torch": torch.__version__,
+                                    **cpu_description()}  # the CPU model and the flags that shape its numbers
         assert torch.equal(state["model"]["w"], torch.ones(2)) and state["config"] == {"channels": 8}
     finally:
         torch.set_num_threads(before)

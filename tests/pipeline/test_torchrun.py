@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from pipeline import cli
+from tests.inprocess import fca_here
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -71,8 +72,9 @@ def _weights(path: Path, key: str) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_and_logs(workdir):
     tmp = workdir
-    for stage in ("train-fdc", "train-generator", "evaluate", "train-sr"):
-        _run([sys.executable, "-m", "pipeline.cli", *_stage_cmd(stage, tmp, "single")], tmp)
+    for stage in ("train-fdc", "train-generator", "evaluate", "train-sr"):  # the references, in this process
+        fca_here(tmp, _stage_cmd(stage, tmp, "single"), FCA_PROGRESS="off", FCA_THREADS="1", FCA_TRACKING=None,
+                 MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", FCA_PIPELINE_ID="torchrun-test")
     # torchrun by hand, and through FCA_NPROC (what dvc repro, Snakemake or a Slurm job set).
     text = _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "pipeline.cli",
                  *_stage_cmd("train-fdc", tmp, "ddp")], tmp)

@@ -1,7 +1,7 @@
 """The shared MLflow server (`make mlflow-server`): a database backend store, proxied artifacts.
 
 - PostgreSQL as the backend store (needs FCA_TEST_POSTGRES_URI, see `.ci/postgres.sh`).
-- Two whole pipeline runs at the same time against one SQLite-backed server: every run,
+- Two pipeline runs (up to the generator) at the same time against one SQLite-backed server: every run,
   metric value and artifact that the stages handed to `pipeline.tracking` is on the server.
 - The server killed while a training stage runs: training finishes and says so in its
   log; what could not be sent is kept in the spool and sent once the server is back.
@@ -252,6 +252,8 @@ def test_postgres_backed_server_keeps_runs_metrics_and_proxied_artifacts(postgre
 
 # -- b. two pipeline runs at the same time ---------------------------------------------------------
 
+PIPELINE_STAGES = ["download", "patches", "train_fdc", "train_generator"]
+
 @pytest.mark.slow
 def test_two_pipelines_at_once_lose_no_run_metric_or_artifact(tmp_path):
     from mlflow.tracking import MlflowClient
@@ -266,21 +268,24 @@ def test_two_pipelines_at_once_lose_no_run_metric_or_artifact(tmp_path):
             repo = e2e.checkout(tmp)
             env = stage_env(tmp, server.url, tmp / "ledger.jsonl")
             out = open(tmp / "out.log", "w")
-            procs.append((name, tmp, subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)))
+            # The pipeline up to the generator: every kind of logging call (params, metrics per step,
+            # files, figures) from four stages; the later stages add only more of the same calls.
+            procs.append((name, tmp, subprocess.Popen([str(BIN / "dvc"), "repro", "train_generator"], cwd=repo, env=env, stdout=out,
+                                                      stderr=subprocess.STDOUT)))
         for name, tmp, proc in procs:
             assert proc.wait(timeout=1500) == 0, f"pipeline {name}:\n" + (tmp / "out.log").read_text()[-6000:]
 
         ledgers = {name: read_ledger(tmp / "ledger.jsonl") for name, tmp, _ in procs}
         for name, ledger in ledgers.items():
-            assert sorted(r["stage"] for r in ledger.values()) == sorted(e2e.EXPECTED_STAGES), name
+            assert sorted(r["stage"] for r in ledger.values()) == sorted(PIPELINE_STAGES), name
             counts = assert_server_has_everything(server.url, ledger)
-            assert counts["metric_values"] > 100 and counts["artifacts"] >= 10, counts
+            assert counts["metric_values"] > 100 and counts["artifacts"] >= 6, counts
             print(f"pipeline {name}: {counts}")
         client = MlflowClient(server.url)
         exp = client.get_experiment_by_name("fca-shared")
         assert exp.artifact_location.startswith("mlflow-artifacts:/"), exp.artifact_location
         stage_runs = client.search_runs([exp.experiment_id], "tags.`fca.kind` = 'stage'", max_results=1000)
-        assert {r.info.run_id for r in stage_runs} == set(ledgers["a"]) | set(ledgers["b"])  # 14, none extra
+        assert {r.info.run_id for r in stage_runs} == set(ledgers["a"]) | set(ledgers["b"])  # 8, none extra
         parents = client.search_runs([exp.experiment_id], "tags.`fca.kind` = 'pipeline'", max_results=1000)
         assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
         for ledger in ledgers.values():  # each pipeline's stages hang under its own parent run

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 
 from fca.train import hardware
@@ -11,22 +9,11 @@ from fca.train import hardware
 
 @pytest.fixture
 def fake_cpu(tmp_path, monkeypatch):
-    """fake_cpu(trainer_module, cpuinfo, speedup): this CPU's /proc/cpuinfo text, and the trainer's
-    precision probe reports `speedup` ('never': a probe that must not run). Returns the list of
-    the probe's calls from then on."""
+    """fake_cpu(cpuinfo): from then on the trainers read `cpuinfo` as this CPU's /proc/cpuinfo
+    (so `cpu_bf16: auto` chooses as it would on that CPU)."""
 
-    def set_(trainer: types.ModuleType, cpuinfo: str, speedup: float | str) -> list[int]:
-        calls: list[int] = []
+    def set_(cpuinfo: str) -> None:
         (tmp_path / "cpuinfo").write_text(cpuinfo)
         monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
-
-        def fake(fp32_step, bf16_step, *args, **kwargs) -> float:
-            calls.append(1)
-            if speedup == "never":
-                raise AssertionError("the probe ran")
-            return speedup
-
-        monkeypatch.setattr(trainer, "probe_speedup", fake)
-        return calls
 
     return set_

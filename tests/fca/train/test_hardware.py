@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 
@@ -141,10 +143,6 @@ def test_set_threads_exact_count_or_the_default(machine, monkeypatch, caplog):
 
 # ---------------------------------------------------------------- CPU precision: bf16 or fp32
 
-import random  # noqa: E402
-
-import numpy as np  # noqa: E402
-
 # /proc/cpuinfo excerpts: this project's machine (AVX2, no native bf16), a Cooper Lake (AVX-512 BF16)
 # and a Sapphire Rapids (AVX-512 BF16 and AMX tiles), two processors each.
 CPUINFO_AVX2 = """processor\t: 0
@@ -155,10 +153,6 @@ flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512bw avx512_vnni
 """
 CPUINFO_COOPER = CPUINFO_AVX2.replace("avx512_vnni", "avx512_vnni avx512_bf16")
 CPUINFO_SAPPHIRE = CPUINFO_AVX2.replace("avx512_vnni", "avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8")
-
-
-def _never() -> float:
-    raise AssertionError("the probe ran")
 
 
 def test_native_bf16_is_read_from_the_cpu_flags():
@@ -177,6 +171,14 @@ def test_native_bf16_reads_proc_cpuinfo_by_default(tmp_path, monkeypatch):
     assert hardware.native_bf16_flags() == ("avx512_bf16", "amx_bf16")
 
 
+def test_cpu_description_names_the_model_and_the_flags_that_shape_the_numbers():
+    assert hardware.cpu_description(CPUINFO_SAPPHIRE) == {
+        "cpu": "AMD EPYC (no native bf16; the name mentions avx512_bf16 only to fool a substring match)",
+        "cpu_flags": "avx2 avx512f avx512_bf16 amx_bf16"}
+    plain = hardware.cpu_description("flags\t: sse2 avx avx2 fma\n")
+    assert plain["cpu_flags"] == "avx2" and plain["cpu"]  # no model line: the platform's name stands in
+
+
 def test_cpu_bf16_mode_takes_auto_on_off_and_the_old_booleans():
     assert [hardware.cpu_bf16_mode(v) for v in ("auto", "on", "off", True, False)] == ["auto", "on", "off", "on", "off"]
     for bad in ("yes", "bf16", 1, None):
@@ -184,74 +186,58 @@ def test_cpu_bf16_mode_takes_auto_on_off_and_the_old_booleans():
             hardware.cpu_bf16_mode(bad, "generator.cpu_bf16")
 
 
-def test_auto_on_a_cpu_without_native_bf16_is_fp32_without_a_probe():
-    choice = hardware.choose_cpu_precision("auto", _never, cpuinfo=CPUINFO_AVX2)
-    assert choice == hardware.PrecisionChoice("fp32", "fp32: CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag)")
-    assert not choice.cpu_bf16 and choice.speedup is None
+def test_auto_is_bf16_exactly_on_a_cpu_with_amx():
+    assert hardware.choose_cpu_precision("auto", cpuinfo=CPUINFO_AVX2) == hardware.PrecisionChoice(
+        "fp32", "fp32: cpu_bf16 = auto and the CPU has no amx_bf16")
+    # AVX-512 BF16 without AMX: no measured speed-up, so fp32.
+    assert hardware.choose_cpu_precision("auto", cpuinfo=CPUINFO_COOPER).precision == "fp32"
+    assert hardware.choose_cpu_precision("auto", cpuinfo=CPUINFO_SAPPHIRE) == hardware.PrecisionChoice(
+        "bf16", "bf16: cpu_bf16 = auto and the CPU has amx_bf16")
 
 
-@pytest.mark.parametrize("cpuinfo", [CPUINFO_COOPER, CPUINFO_SAPPHIRE])
-def test_auto_with_native_bf16_follows_the_probe_with_a_margin(cpuinfo):
-    fast = hardware.choose_cpu_precision("auto", lambda: 2.3, cpuinfo=cpuinfo)
-    assert fast.precision == "bf16" and fast.cpu_bf16 and fast.speedup == 2.3
-    assert fast.reason.startswith("bf16: probe 2.30x faster than fp32 (CPU has avx512_bf16")
-    slow = hardware.choose_cpu_precision("auto", lambda: 0.3, cpuinfo=cpuinfo)
-    assert slow.precision == "fp32" and slow.speedup == 0.3 and "probe 0.30x" in slow.reason
-    # A little faster is not enough: the margin keeps the choice away from timing noise.
-    assert hardware.choose_cpu_precision("auto", lambda: 1.15, cpuinfo=cpuinfo).precision == "fp32"
-    assert hardware.choose_cpu_precision("auto", lambda: hardware.BF16_MARGIN, cpuinfo=cpuinfo).precision == "bf16"
-    assert hardware.choose_cpu_precision("auto", lambda: 1.15, cpuinfo=cpuinfo, margin=1.1).precision == "bf16"
+def test_auto_is_the_same_choice_whatever_the_load(monkeypatch):
+    """Nothing is timed: a choice that read a clock could flip between two runs of the same params."""
+    def no_clock(*_):
+        raise AssertionError("the precision choice read a clock")
+
+    monkeypatch.setattr(time, "perf_counter", no_clock)
+    monkeypatch.setattr(time, "monotonic", no_clock)
+    monkeypatch.setattr(time, "time", no_clock)
+    choices = {hardware.choose_cpu_precision("auto", cpuinfo=CPUINFO_SAPPHIRE) for _ in range(5)}
+    assert len(choices) == 1
 
 
 @pytest.mark.parametrize("cpuinfo", [CPUINFO_AVX2, CPUINFO_SAPPHIRE])
-def test_on_and_off_force_the_precision_without_a_probe(cpuinfo):
-    assert hardware.choose_cpu_precision("on", _never, cpuinfo=cpuinfo) == hardware.PrecisionChoice("bf16", "bf16: cpu_bf16 = on")
-    assert hardware.choose_cpu_precision("off", _never, cpuinfo=cpuinfo) == hardware.PrecisionChoice("fp32", "fp32: cpu_bf16 = off")
-    assert hardware.choose_cpu_precision(True, _never, cpuinfo=cpuinfo).precision == "bf16"  # the old boolean params
+def test_on_and_off_force_the_precision(cpuinfo):
+    assert hardware.choose_cpu_precision("on", cpuinfo=cpuinfo) == hardware.PrecisionChoice("bf16", "bf16: cpu_bf16 = on")
+    assert hardware.choose_cpu_precision("off", cpuinfo=cpuinfo) == hardware.PrecisionChoice("fp32", "fp32: cpu_bf16 = off")
+    assert hardware.choose_cpu_precision(True, cpuinfo=cpuinfo).precision == "bf16"  # the old boolean params
 
 
-def test_a_resumed_run_takes_the_stored_choice_and_never_probes(tmp_path, monkeypatch):
+def test_a_resumed_run_takes_the_stored_choice(tmp_path, monkeypatch):
     monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
-    (tmp_path / "cpuinfo").write_text(CPUINFO_SAPPHIRE)  # a probe would run on a fresh start
-    stored = {"device": "cpu", **hardware.PrecisionChoice("bf16", "bf16: probe 2.30x faster than fp32", 2.3).as_dict()}
-    got = hardware.resolve_precision(CPU, True, "auto", _never, resumed=True, stored=stored)
-    assert got == hardware.PrecisionChoice("bf16", "bf16: probe 2.30x faster than fp32", 2.3)
-    # A checkpoint from before the choice was stored: the param's forced value, else fp32; still no probe.
-    assert hardware.resolve_precision(CPU, True, "auto", _never, resumed=True).precision == "fp32"
-    assert hardware.resolve_precision(CPU, True, "on", _never, resumed=True).precision == "bf16"
-    # A fresh start decides; so does a checkpoint written on another kind of device.
-    assert hardware.resolve_precision(CPU, True, "auto", lambda: 3.0).precision == "bf16"
+    (tmp_path / "cpuinfo").write_text(CPUINFO_AVX2)  # a fresh start here would choose fp32
+    stored = {"device": "cpu", **hardware.PrecisionChoice("bf16", "bf16: cpu_bf16 = auto and the CPU has amx_bf16").as_dict()}
+    assert hardware.resolve_precision(CPU, True, "auto", stored=stored).precision == "bf16"
+    assert hardware.resolve_precision(CPU, True, "auto").precision == "fp32"
+    # A checkpoint written on another kind of device: decided afresh.
     cuda_state = {"device": "cuda", **hardware.PrecisionChoice("bf16", "bf16: cuda_amp = true").as_dict()}
-    assert hardware.resolve_precision(CPU, True, "auto", lambda: 0.5, resumed=True, stored=cuda_state).precision == "fp32"
+    assert hardware.resolve_precision(CPU, True, "auto", stored=cuda_state).precision == "fp32"
+
+
+def test_every_rank_takes_what_share_hands_back(tmp_path, monkeypatch):
+    """A torchrun rank on a CPU without AMX still computes in rank 0's bf16 (Dist.from_main)."""
+    monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
+    (tmp_path / "cpuinfo").write_text(CPUINFO_AVX2)
+    rank0 = hardware.PrecisionChoice("bf16", "bf16: cpu_bf16 = auto and the CPU has amx_bf16")
+    seen = []
+    got = hardware.resolve_precision(CPU, True, "auto", share=lambda mine: seen.append(mine) or rank0)
+    assert got == rank0 and seen == [hardware.PrecisionChoice("fp32", "fp32: cpu_bf16 = auto and the CPU has no amx_bf16")]
 
 
 def test_the_choice_round_trips_through_a_checkpoint(tmp_path):
     from fca.train.checkpoint import load_checkpoint, save_checkpoint
 
-    choice = hardware.PrecisionChoice("bf16", "bf16: probe 2.30x faster than fp32 (CPU has amx_bf16)", 2.3)
+    choice = hardware.PrecisionChoice("bf16", "bf16: cpu_bf16 = auto and the CPU has amx_bf16")
     save_checkpoint(tmp_path / "c.pt", {"precision": {"device": "cpu", **choice.as_dict()}})
     assert hardware.PrecisionChoice.from_dict(load_checkpoint(tmp_path / "c.pt")["precision"]) == choice  # weights_only load
-
-
-def test_probe_times_both_alternately_and_leaves_the_random_streams_alone(monkeypatch):
-    clock = [0.0]
-    monkeypatch.setattr(hardware.time, "perf_counter", lambda: clock[0])
-    calls = []
-
-    def step(name: str, seconds: float):
-        def run() -> None:
-            calls.append(name)
-            clock[0] += seconds
-            torch.rand(3), np.random.rand(3), random.random()  # a training step draws from the global RNGs
-
-        return run
-
-    torch.manual_seed(5), np.random.seed(5), random.seed(5)
-    before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
-    assert hardware.probe_speedup(step("fp32", 3.0), step("bf16", 1.0), steps=3) == pytest.approx(3.0)
-    assert calls == ["fp32", "bf16"] * 4  # one warm-up each, then three timed each, alternating
-    assert torch.equal(torch.get_rng_state(), before[0])
-    assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]
-    calls.clear()
-    assert hardware.probe_speedup(step("fp32", 100.0), step("bf16", 50.0), steps=3, budget_s=30) == pytest.approx(2.0)
-    assert calls == ["fp32", "bf16"] * 2  # past the time budget after the first timed pair
