@@ -1,4 +1,4 @@
-# The two commands of the README's Quick start: `make run` and `make test`.
+# The two commands of the README's quick start: `make run` and `make test`.
 # Both create .venv from requirements.lock when it is missing or out of date.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export XDG_CACHE_HOME ?= $(CURDIR)/.cache
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-# `make mlflow-server`: one MLflow server for several pipeline runs (README "Shared MLflow server").
+# `make mlflow-server`: one MLflow server for several pipeline runs (docs/pipeline.md, "Shared MLflow server").
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 MLFLOW_WORKERS ?= 2

@@ -6,7 +6,7 @@ the training patches of a noisy domain with each combination (mean removed or de
 as it is or scaled to each pixel's brightness), adds its noise to the validation images' true
 LR signal, and measures it as the referee does (`fca.evaluate.noise_section`: variance by
 brightness against two draws of the camera's own model, lag-1 correlation). It prints one row
-per bank and draws the curves (README "A noisy camera").
+per bank and draws the curves (docs/results.md, "A noisy camera").
 
     .venv/bin/python benchmarks/noise_bank.py --patches data/patches --out docs/figures/noisy_noise.png
 

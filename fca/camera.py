@@ -35,6 +35,7 @@ and device, so one seed gives one photo, bit for bit.
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -375,3 +376,31 @@ def camera_lr(x: torch.Tensor, scale: float, config: CameraConfig, rng: torch.Ge
     `fca.resample.downscale`). This is L_true for scenes x, and the LR half of an oracle pair; give it
     an rng of its own so its noise is independent of camera(x)'s."""
     return camera(downscale(x, scale), config, rng)
+
+
+# --------------------------------------------------------------------------- the camera of a patch set
+
+
+@dataclass(frozen=True)
+class PatchCamera:
+    """The simulated camera for a list of patches (in order), each patch's noise from its own
+    generator seeded by (seed, its file name, view), as `fca.noise.PatchNoise` draws: `hr` makes
+    R, `lr` L_true, `oracle` the referee's oracle LR, `noise_a` / `noise_b` the noise check's draws.
+    The same patch and view give the same photo in every process."""
+
+    config: CameraConfig
+    seed: int
+    names: tuple[str, ...]
+
+    def __call__(self, x: torch.Tensor, view: str) -> torch.Tensor:
+        """Each patch of x [N, 3, H, W] through the camera (x at the pitch the photo is taken at)."""
+        from fca.noise import patch_generator
+
+        if len(self.names) != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} patches but {len(self.names)} names")
+        return torch.cat([camera(x[i : i + 1], self.config, patch_generator(self.seed, n, view)) for i, n in enumerate(self.names)])
+
+    def signal(self, x: torch.Tensor) -> torch.Tensor:
+        """The camera without its raw noise (every other stage, JPEG included): what the noise check bins by."""
+        quiet = dataclasses.replace(self.config, shot_gain=0.0, read_std=0.0)
+        return camera(x, quiet, torch.Generator().manual_seed(0))

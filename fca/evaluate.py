@@ -41,6 +41,8 @@ import numpy as np
 import torch
 
 from fca.baseline import fit_kernels_by_density
+from fca.blind import BlindConfig, blind_degrade
+from fca.camera import PatchCamera
 from fca.config import param
 from fca.distributed import Dist
 from fca.frequency import bin_centres, log_l1, mean_density, radial_density, symmetric_kl, to_luma
@@ -75,18 +77,25 @@ class EvaluateConfig:
     sr_seeds: int = param(2, ge=1, le=100, help="SR nets per kind of pairs, seeds seed .. seed + n - 1 (the interval covers them)")
     bootstrap: int = param(1000, ge=0, le=1_000_000, help="paired bootstrap resamples of seeds and test crops for the 95 % intervals (0: none)")
     baseline_steps: int = param(200, ge=0, le=100_000, help="per-image density-fit baseline (mixed-kernel domains): Adam steps per image (0: off)")
+    blind: bool = param(True, help="the SR probe also trains on pairs from the practitioners' blind recipe (Real-ESRGAN's first "
+                                   "order, fca.blind): the baseline a learned degradation must beat")
     seed: int = param(0, ge=0, le=2**32 - 1, help="seed of the SR runs (the same for every kind of pairs) and of the bootstrap")
 
 
 def real_lr_views(
-    clean: torch.Tensor, real: torch.Tensor, k_gt: torch.Tensor, scale: float, noise: PatchNoise | None = None
+    clean: torch.Tensor, real: torch.Tensor, k_gt: torch.Tensor, scale: float, noise: PatchNoise | None = None,
+    camera: PatchCamera | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(down(R), L_true) for clean HR I [N, 3, H, W], real R = noise(I (*) k_gt) [N, 3, H, W]; k_gt [K, K] or one per image [N, K, K].
 
     L_true = noise(down(I) (*) k_gt): `noise` (the patches' `fca.noise.PatchNoise`, view `lr`) is the
-    domain's per-pixel camera noise drawn at the LR pixel grid; None (or type none): no noise."""
+    domain's per-pixel camera noise drawn at the LR pixel grid; None (or type none): no noise.
+    With a simulated `camera` (R = camera(I), `fca.camera.PatchCamera`) L_true = camera(down(I)):
+    the same camera at the coarser pitch, with its own noise draw (view `lr`)."""
     if clean.shape != real.shape:
         raise ValueError(f"clean {tuple(clean.shape)} and real {tuple(real.shape)} images must have the same shape")
+    if camera is not None:
+        return downscale(real, scale), camera(downscale(clean, scale), "lr").to(real.dtype)
     k = k_gt.to(torch.float64)
     true = conv_per_sample(downscale(clean, scale), k).to(real.dtype)
     if noise is not None and noise.config.active:
@@ -294,6 +303,21 @@ def _true_gap_reductions(per_image: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
+def relative_gains(psnr: dict[str, float]) -> dict[str, float]:
+    """The SR numbers that compare our pairs with the baselines' (PSNR by kind of pairs, dB):
+    gain_db_over_global (the best single kernel's pairs, mixed domains) and, with the blind
+    recipe's pairs, gain_db_over_blind and gain_fraction_blind (the blind recipe's share of the
+    oracle's gain over bicubic pairs)."""
+    out = {}
+    if "global" in psnr:
+        out["gain_db_over_global"] = psnr["fca"] - psnr["global"]
+    if "blind" in psnr:
+        head = psnr["oracle"] - psnr["bicubic"]
+        out["gain_db_over_blind"] = psnr["fca"] - psnr["blind"]
+        out["gain_fraction_blind"] = (psnr["blind"] - psnr["bicubic"]) / head if head > 1e-6 else float("nan")
+    return out
+
+
 def sr_intervals(mse: dict[str, np.ndarray], resamples: int, rng: np.random.Generator) -> dict[str, list[float]]:
     """95 % intervals of the SR numbers by a paired bootstrap over seeds and test crops.
 
@@ -307,9 +331,7 @@ def sr_intervals(mse: dict[str, np.ndarray], resamples: int, rng: np.random.Gene
         head = psnr["oracle"] - psnr["bicubic"]
         out = {f"psnr_{k}": v for k, v in psnr.items()}
         out["gain_fraction"] = (psnr["fca"] - psnr["bicubic"]) / head if head > 1e-6 else np.nan
-        if "global" in psnr:
-            out["gain_db_over_global"] = psnr["fca"] - psnr["global"]
-        return out
+        return out | relative_gains(psnr)
 
     return paired_bootstrap(mse, statistic, resamples, rng)
 
@@ -331,6 +353,8 @@ def referee(
     kernel_fn: KernelFn | None = None,
     noise_val: PatchNoise | None = None,
     noise_train: PatchNoise | None = None,
+    camera_val: PatchCamera | None = None,
+    camera_train: PatchCamera | None = None,
 ) -> dict:
     """Judge a trained degradation against the known answer.
 
@@ -383,8 +407,8 @@ def referee(
     clean_train, real_train = clean_train.float(), real_train.float()
 
     t0 = time.perf_counter()
-    down_val, true_val = real_lr_views(clean_val, real_val, k_val_each, s, noise_val)
-    down_train, true_train = real_lr_views(clean_train, real_train, k_train_each, s, noise_train)
+    down_val, true_val = real_lr_views(clean_val, real_val, k_val_each, s, noise_val, camera_val)
+    down_train, true_train = real_lr_views(clean_train, real_train, k_train_each, s, noise_train, camera_train)
     fca_val, kernels_val = apply_degrade(degrade_fn, real_val, config.batch_size)
     timings["lr_fca_val"] = time.perf_counter() - t0
     fca_train, _ = apply_degrade(degrade_fn, real_train, config.batch_size)
@@ -409,6 +433,9 @@ def referee(
         oracle_val = noise_val(oracle_val, "oracle")
     if noise_train is not None and noise_train.config.active:
         oracle_train = noise_train(oracle_train, "oracle")
+    if camera_val is not None and camera_train is not None:  # the oracle pairs are the camera's own: (camera(down(X)), camera(X))
+        oracle_val = camera_val(downscale(clean_val, s), "oracle").to(true_val.dtype)
+        oracle_train = camera_train(downscale(clean_train, s), "oracle").to(true_train.dtype)
     timings["oracle"] = time.perf_counter() - t0
 
     # Frequency densities (cycles/pixel, so HR and LR share the axis), distances to R's.
@@ -419,12 +446,12 @@ def referee(
         "bicubic": mean_density(down_val, bins),
         "fca": mean_density(fca_val, bins),
         "oracle": mean_density(oracle_val, bins),
-        "true": mean_density(true_val, bins),
+        "l_true": mean_density(true_val, bins),  # L_true: what the density check judges against
     }
     gap = {k: float(log_l1(dens[k], dens["real"])) for k in PAIR_KINDS}
     skl = {k: float(symmetric_kl(dens[k], dens["real"])) for k in PAIR_KINDS}
     density = {f"gap_{k}": v for k, v in gap.items()} | {f"skl_{k}": v for k, v in skl.items()}
-    density["gap_true"] = float(log_l1(dens["true"], dens["real"]))
+    density["gap_true"] = float(log_l1(dens["l_true"], dens["real"]))
     density["gap_reduction"] = 1.0 - gap["fca"] / gap["bicubic"] if gap["bicubic"] > 0 else float("nan")
     # The ceiling: even the right answer (the oracle) does not reach R's density exactly,
     # because L_true itself differs from R in the top bins (noise, aliasing, truncation).
@@ -489,6 +516,8 @@ def referee(
             train_lr["global"] = noise_train(train_lr["global"], "global")
         timings["adapt"] = time.perf_counter() - t0
 
+    if config.blind:  # the practitioners' baseline: random degradations, one draw per training image
+        train_lr["blind"] = blind_degrade(real_train, s, BlindConfig(), np.random.default_rng(config.seed))
     # Downstream SR: same net, budget and seeds; only the LR side of the pairs differs.
     t0 = time.perf_counter()
     kinds = list(train_lr)
@@ -526,18 +555,21 @@ def referee(
     headroom = sr["psnr_oracle"] - sr["psnr_bicubic"]
     # Undefined when oracle pairs do not beat bicubic pairs (no gain to recover).
     sr["gain_fraction"] = (sr["psnr_fca"] - sr["psnr_bicubic"]) / headroom if headroom > 1e-6 else float("nan")
-    if "global" in kinds:
-        sr["gain_db_over_global"] = sr["psnr_fca"] - sr["psnr_global"]
+    sr |= relative_gains({k: sr[f"psnr_{k}"] for k in kinds})
     sr["seeds"] = config.sr_seeds
     metrics["sr"] = sr
     rng = np.random.default_rng(config.seed)
     intervals["sr"] = sr_intervals(mse_arr, config.bootstrap, rng)
 
-    if noise_val is not None and noise_val.config.active:
+    if (noise_val is not None and noise_val.config.active) or camera_val is not None:
         # Last: G's second draw here must not change the draws the pairs above were made with.
-        signal_val = real_lr_views(clean_val, real_val, k_val_each, s, None)[1]
         second_val = apply_degrade(degrade_fn, real_val, config.batch_size)[0]
-        metrics["noise"], noise_arrays = noise_section(signal_val, noise_val, (fca_val, second_val))
+        if camera_val is not None:  # the camera's noise: two draws of camera(down(I)), binned by its noise-free output
+            lr_clean = downscale(clean_val, s)
+            signal_val, draws = camera_val.signal(lr_clean), (lambda _, view: camera_val(lr_clean, view))
+        else:
+            signal_val, draws = real_lr_views(clean_val, real_val, k_val_each, s, None)[1], noise_val
+        metrics["noise"], noise_arrays = noise_section(signal_val, draws, (fca_val, second_val))
         arrays |= noise_arrays
 
     n = min(config.samples, n_val)
@@ -563,11 +595,13 @@ def referee(
 NOISE_BINS = 6  # brightness bins of the noise check, equally populated
 
 
-def noise_section(signal: torch.Tensor, camera: PatchNoise, ours: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def noise_section(signal: torch.Tensor, camera: Callable[[torch.Tensor, str], torch.Tensor], ours: tuple[torch.Tensor, torch.Tensor]
+                  ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """The generator's noise against the camera's, by brightness (`fca.noise.noise_by_brightness`).
 
-    signal: the validation images' noise-free true LR, down(I) (*) k_gt [N, 3, h, w]; camera: their
-    noise model (two fresh draws on it, views `noise_a` / `noise_b`); ours: two outputs of G for
+    signal: the validation images' noise-free true LR, down(I) (*) k_gt [N, 3, h, w]; camera(signal, view):
+    their noise model (two fresh draws, views `noise_a` / `noise_b`; a simulated camera draws from the
+    scenes themselves); ours: two outputs of G for
     the same inputs (its kernels are the same, so they differ by its noise alone). Bins: NOISE_BINS
     brightness quantiles of the signal's luma. Returns the `noise` metrics (per-pixel, per-channel
     variance averaged over the bins, camera and ours; the least and largest ratio ours / camera

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fca.data.patches import load_kernel_known, load_noise, load_patch_kernels, load_patch_set
+from fca.data.patches import load_camera, load_kernel_known, load_noise, load_patch_kernels, load_patch_set
 from fca.evaluate import flatten_metrics, referee, referee_no_reference
 from fca.frequency import mean_density
 from fca.fsutil import atomic_dir, atomic_file, write_json
@@ -40,7 +40,7 @@ photos x, per image and over the domain, and the spread of G's kernels), and the
 density CSV has no oracle or clean curve (empty columns)."""
 
 # The columns of --density (dvc.yaml's `density` plot draws them; tests/pipeline/test_plots.py).
-DENSITY_CURVES = ("real", "bicubic", "fca", "oracle", "clean")
+DENSITY_CURVES = ("real", "bicubic", "fca", "oracle", "l_true", "clean")  # l_true: what the density check judges against
 DENSITY_COLUMNS = ("frequency", *DENSITY_CURVES)
 
 
@@ -126,6 +126,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
         # The domain's camera noise (summary.json), drawn per patch as the patches stage drew R's: L_true gets it.
         noise, noise_seed = load_noise(args.patches)
         noise_val, noise_train = PatchNoise(noise, noise_seed, tuple(names)), PatchNoise(noise, noise_seed, tuple(names_train))
+        # A simulated camera (patches.blur.type: camera): L_true and the oracle pairs are its own photos at LR.
+        camera_val, camera_train = load_camera(args.patches, names), load_camera(args.patches, names_train)
     run_params = {"generator.loss": params.generator.loss, "referee": "known kernel" if kernel_known else "no reference"}
     # Under torchrun every rank computes everything (same inputs, same numbers) and the SR
     # nets train over the ranks; rank 0 alone writes and logs.
@@ -148,7 +150,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
             return
         result = referee(
             clean_val, real_val, k_val, generator.scale, degrade_fn, clean_train, real_train, cfg, k_train=k_train, kernel_fn=kernel_fn,
-            noise_val=noise_val, noise_train=noise_train,
+            noise_val=noise_val, noise_train=noise_train, camera_val=camera_val, camera_train=camera_train,
             progress=stage.progress_enabled(args),
             on_step=lambda kind, step, m: run.log_metrics({f"sr_train.{kind}.{k}": v for k, v in m.items()}, step),
             device=device, dist=dist,

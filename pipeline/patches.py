@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import pandas as pd
 from fca.data.images import iter_images, printable, save_npy, save_png
 from fca.data.patches import KERNEL_COLUMNS, BlurKernels, KernelTable, cut_patches, kernel_is_known, split_sources
 from fca.fsutil import atomic_dir, write_json
+from fca.camera import PatchCamera
 from fca.noise import apply_patch_noise
 from fca.progress import track
 from fca.plots import kernel_gallery, kernel_image, save_figure
@@ -70,6 +72,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
             names = [f"{stem}_y{y:05d}_x{x:05d}.png" for y, x in cut.origins]
             # Camera noise (patches.noise): each patch from a generator seeded by (seed, its name); `none` leaves cut.real as it is.
             cut.real = apply_patch_noise(cut.real, names, cfg.noise, cfg.seed, "hr")
+            if cfg.blur.type == "camera":  # the simulated camera takes the clean patch itself (its PSF acts on linear light)
+                cut.real = PatchCamera(cfg.blur.camera, cfg.seed, tuple(names))(cut.clean, "hr")
             for i, (y, x) in enumerate(cut.origins):
                 name = names[i]
                 for domain, batch in (("clean", cut.clean), ("real", cut.real)):
@@ -100,6 +104,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
             "kernel_type": cfg.blur.type, "kernels_distinct": len(distinct),
             # R = noise(I (*) k) per patch (fca.noise); evaluate gives L_true the same model, seeded by noise_seed and the file name
             "noise": cfg.noise.as_dict(), "noise_seed": cfg.seed,
+            # R = camera(I) per patch (fca.camera); evaluate makes L_true = camera(down(I)) with the patch's own "lr" draw
+            **({"camera": dataclasses.asdict(cfg.blur.camera)} if cfg.blur.type == "camera" else {}),
             # false for `none` (the photos as they are, blur unknown): evaluate then runs its no-reference mode
             "kernel_known": kernel_is_known(cfg.blur),
             "kernel_npy": "a 1x1 delta: the patches are the photos as they are, their own kernel is unknown" if not kernel_is_known(cfg.blur)

@@ -59,8 +59,9 @@ def build() -> argparse.ArgumentParser:
 
 
 def _label(key: str) -> str:
-    """A curve's name in a figure: our method is "ours" (the metric keys and CSV columns still say `fca`)."""
-    return "ours" if key == "fca" else key
+    """A curve's name in a figure: our method is "ours" (the metric keys and CSV columns still say `fca`),
+    the true LR images "L_true" (the curve the density check judges against)."""
+    return {"fca": "ours", "l_true": "L_true"}.get(key, key)
 
 
 def _hwc(x: np.ndarray) -> np.ndarray:
@@ -118,8 +119,10 @@ def _known_kernel_figures(a: Any, cfg: Any) -> dict[str, object]:
                                          ("k_or (smooth)", a["kernel_oracle_smooth"])]
                                         + [(f"ours, image {i}", k) for i, k in enumerate(preds)])
     hr = a["sample_hr_real"].shape[-1]
-    rows = [[_nearest_up(_hwc(a["sample_lr_true"][i]), hr), _hwc(a["sample_sr_bicubic"][i]), _hwc(a["sample_sr_fca"][i]),
-             _hwc(a["sample_sr_oracle"][i]), _hwc(a["sample_hr_real"][i])] for i in range(len(a["sample_hr_real"]))]
+    # Bicubic, blind (when the probe trained on the blind recipe's pairs), ours and oracle side by side.
+    kinds = [k for k in ("bicubic", "blind", "fca", "oracle") if f"sample_sr_{k}" in a.files]
+    rows = [[_nearest_up(_hwc(a["sample_lr_true"][i]), hr), *[_hwc(a[f"sample_sr_{k}"][i]) for k in kinds], _hwc(a["sample_hr_real"][i])]
+            for i in range(len(a["sample_hr_real"]))]
     if "kernels_oracle" in a.files:  # a mixed-kernel domain: one oracle per image
         from fca.kernels import effective_sigma
         import torch
@@ -135,7 +138,8 @@ def _known_kernel_figures(a: Any, cfg: Any) -> dict[str, object]:
         grid = [[a["kernels_true"][i], a["kernels_oracle"][i], a["kernels_pred"][i]]
                 + ([a["kernels_baseline"][i]] if "kernels_baseline" in a.files else []) for i in shown]
         figures["adapt_gallery"] = kernel_grid(grid, columns, [f"image {i}" for i in shown])
-    figures["crops"] = image_grid(rows, ["input L_true", "SR, bicubic pairs", "SR, our pairs", "SR, oracle pairs", "target R"])
+    titles = {"bicubic": "SR, bicubic pairs", "blind": "SR, blind recipe's pairs", "fca": "SR, our pairs", "oracle": "SR, oracle pairs"}
+    figures["crops"] = image_grid(rows, ["input L_true", *[titles[k] for k in kinds], "target R"])
     if "noise_var_camera" in a.files:  # a noisy domain: the camera's noise and G's, by brightness
         figures["noise"] = noise_level_figure(a["noise_brightness"], {"camera (L_true)": a["noise_var_camera"], "ours (G's noise)": a["noise_var_fca"]})
     return figures

@@ -1,6 +1,6 @@
 """The non-learned per-image baseline (fca.baseline) on the mixed domain: python baseline.py [angular_bins] [floor].
 
-angular_bins 4 / floor 2.5e-5 is the referee's baseline; 1 / 1e-4 is the radial-density variant of the README table."""
+angular_bins 4 / floor 2.5e-5 is the referee's baseline; 1 / 1e-4 is the radial-density variant of the table in docs/results.md."""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Build the mixed-kernel domain of the README table in memory (cached as work/mixed.pt): per-patch anisotropic
+"""Build the mixed-kernel domain of the table in docs/results.md in memory (cached as work/mixed.pt): per-patch anisotropic
 Gaussians, sigma_x, sigma_y ~ U(1.0, 3.5) HR px, theta ~ U(0, 180), 13x13, and each patch's oracle kernel."""
 import sys, math, torch, numpy as np
 from pathlib import Path

@@ -34,6 +34,7 @@ import torch
 
 from fca.config import param
 from fca.frequency import to_luma
+from fca.camera import CameraConfig, PatchCamera, psf_kernel
 from fca.noise import NoiseConfig, noise_from_dict
 from fca.kernels import (
     KERNEL_FAMILIES,
@@ -58,6 +59,7 @@ class BlurConfig:
         "file": ("path",),
         "none": (),
         "random": ("size", "families", "sigma_range", "motion_length", "per"),
+        "camera": ("camera",),
     }
     type: str = param("gaussian", choices=tuple(VARIANTS))
     size: int | None = param(None, ge=1, le=101, odd=True, help="kernel side, odd")
@@ -70,6 +72,8 @@ class BlurConfig:
     sigma_range: tuple[float, float] | None = param(None, gt=0, le=100, help="random, anisotropic: [lo, hi] of sigma_x and sigma_y (HR px)")
     motion_length: tuple[float, float] | None = param(None, gt=0, le=100, help="random, motion: [lo, hi] of the segment length (px), at most size - 3")
     per: str | None = param(None, choices=("patch", "image"), help="random: a kernel per patch, or one per source image")
+    camera: CameraConfig | None = param(None, help="camera: a simulated camera makes R = camera(I) (fca.camera: PSF, mosaic, raw "
+                                                   "noise, demosaic, white balance, tone curve, sharpening, JPEG); k_gt is its PSF")
 
     def __post_init__(self) -> None:
         if self.type != "random":
@@ -97,6 +101,10 @@ class PatchesConfig:
     noise: NoiseConfig = param(NoiseConfig(), help="camera noise added to the real patches after the blur (fca.noise)")
     seed: int = param(0, ge=0, le=2**32 - 1)
 
+    def __post_init__(self) -> None:
+        if self.blur.type == "camera" and self.noise.type != "none":
+            raise ValueError("patches.noise must be none with patches.blur.type: camera (the camera makes its own raw noise)")
+
 
 def make_blur_kernel(blur: BlurConfig) -> np.ndarray:
     """The K x K kernel k_gt described by `blur` (float64, sum 1). `none` is a 1x1 delta."""
@@ -115,6 +123,8 @@ def make_blur_kernel(blur: BlurConfig) -> np.ndarray:
         return check_kernel(k, name=str(path))
     if blur.type == "none":
         return delta(1)
+    if blur.type == "camera":
+        return psf_kernel(blur.camera)
     if blur.type == "random":
         raise ValueError("patches.blur.type = 'random' has no single kernel: use BlurKernels, which draws one per patch")
     raise ValueError(f"patches.blur.type = {blur.type!r}: unknown")
@@ -355,6 +365,24 @@ def kernels_differ(kernels: torch.Tensor | np.ndarray) -> bool:
     """Whether a stack of kernels [N, K, K] holds more than one distinct kernel (False for a fixed k_gt)."""
     k = torch.as_tensor(kernels)
     return bool(len(k) > 1 and (k != k[:1]).any())
+
+
+def load_camera(root: str | Path, names: list[str] | tuple[str, ...]) -> PatchCamera | None:
+    """The simulated camera of the patches at `root` (summary.json: camera, with noise_seed) for the
+    patches `names`; None when the real domain is no simulated camera."""
+    import json
+
+    from fca.config import ConfigError, build_config
+
+    path = Path(root) / "summary.json"
+    raw = json.loads(path.read_text()).get("camera")
+    if raw is None:
+        return None
+    try:
+        config = build_config(CameraConfig, raw, "camera")
+    except ConfigError as e:
+        raise ValueError(f"{path}: {e}; re-run the patches stage") from None
+    return PatchCamera(config, int(json.loads(path.read_text()).get("noise_seed", 0)), tuple(names))
 
 
 def load_noise(root: str | Path) -> tuple[NoiseConfig, int]:

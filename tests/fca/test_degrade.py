@@ -720,16 +720,6 @@ def test_fca_degrade_runs_from_a_folder_without_params_yaml(tmp_path, mode):
         assert _png_rgb(work / "out" / "lr" / "a.png").shape == (20, 22, 3)
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--tile", "8", "--tile = 8: must be >= 16"),
-    ("--tile", "abc", "--tile abc: expected a whole number"),
-    ("--max-tiles", "2.5", "--max-tiles 2.5: expected a whole number"),
-    ("--work-tile", "1e9", "--work-tile = 1000000000: must be <= 16384"),
-    ("--min-std", "nan", "--min-std nan: expected a finite number"),
-    ("--min-std", "-0.5", "--min-std = -0.5: must be >= 0"),
-    ("--kernel-from", "middle", "--kernel-from = 'middle': must be one of ['center', 'tiles']"),
-    ("--on-bad-image", "ignore", "--on-bad-image = 'ignore': must be one of ['error', 'skip']"),
-])
 def test_a_generator_of_photos_as_they_are_gets_no_warning(tmp_path):
     from pipeline.degrade import domain_warning
 
@@ -740,6 +730,16 @@ def test_a_generator_of_photos_as_they_are_gets_no_warning(tmp_path):
     assert "known gaussian kernel with poisson_gaussian noise" in domain_warning(tmp_path / "noisy.pt")
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--tile", "8", "--tile = 8: must be >= 16"),
+    ("--tile", "abc", "--tile abc: expected a whole number"),
+    ("--max-tiles", "2.5", "--max-tiles 2.5: expected a whole number"),
+    ("--work-tile", "1e9", "--work-tile = 1000000000: must be <= 16384"),
+    ("--min-std", "nan", "--min-std nan: expected a finite number"),
+    ("--min-std", "-0.5", "--min-std = -0.5: must be >= 0"),
+    ("--kernel-from", "middle", "--kernel-from = 'middle': must be one of ['center', 'tiles']"),
+    ("--on-bad-image", "ignore", "--on-bad-image = 'ignore': must be one of ['error', 'skip']"),
+])
 def test_a_bad_option_value_is_one_line_naming_it(tmp_path, monkeypatch, capsys, option, value, message):
     monkeypatch.setenv("FCA_TRACKING", "off")
     monkeypatch.delenv("FCA_DEBUG", raising=False)

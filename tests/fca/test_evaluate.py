@@ -110,7 +110,7 @@ def test_result_layout(data, oracle_run):
     assert a["kernels_pred"].shape == (3, K, K) and a["kernel_oracle"].shape == a["kernel_oracle_smooth"].shape == (K, K)
     assert a["sample_sr_fca"].shape == (2, 3, 64, 64) and a["sample_lr_true"].shape == (2, 3, 16, 16)
     assert a["sr_loss_bicubic"].shape == (15,)
-    assert calls == [(kind, step) for kind in ("bicubic", "fca", "oracle") for step in range(1, 16)]
+    assert calls == [(kind, step) for kind in ("bicubic", "fca", "oracle", "blind") for step in range(1, 16)]
 
 
 def test_bad_settings_name_the_key(data):
@@ -323,7 +323,7 @@ def test_no_reference_result_has_no_known_kernel_sections(photos):
         lo, hi = bounds[key]
         assert lo <= m[key] <= hi, key
     a = result["arrays"]
-    assert not {"kernel_true", "kernel_oracle", "kernel_oracle_smooth", "sample_lr_true", "density_oracle", "density_true"} & set(a)
+    assert not {"kernel_true", "kernel_oracle", "kernel_oracle_smooth", "sample_lr_true", "density_oracle", "density_l_true"} & set(a)
     assert a["density_real"].shape == a["density_fca"].shape == a["density_bicubic"].shape == a["density_bins"].shape == (6,)
     assert a["image_gap_fca"].shape == a["kernel_sigma"].shape == (8,) and a["kernels_pred"].shape == (8, K, K)
     assert a["sample_hr_real"].shape == (2, 3, 64, 64) and a["sample_lr_fca"].shape == a["sample_lr_bicubic"].shape == (2, 3, 16, 16)
@@ -397,3 +397,32 @@ def test_a_noisy_domain_gets_the_noise_section_and_it_tells_the_cameras_noise_fr
     flat = run(lambda lr: math.sqrt(camera.sigma**2 + camera.gain * 0.5)).get("metrics")["noise"]
     assert flat["variance_ratio_max"] > 2  # these crops' shadows (luma ~0.2) get far more noise than the camera gives them
     assert "noise" not in _run(data, k)["metrics"]  # a noise-free domain: no noise section
+
+
+def test_a_camera_domain_is_judged_against_the_cameras_own_lr_photos():
+    """patches.blur.type: camera: L_true is the camera's photo of the shrunk scene (its own draw), the
+    oracle pairs are the camera's own, the noise check reads the camera's noise, and the SR probe
+    trains on the blind recipe's pairs too. A generator that only blurs (no noise) shows a noise
+    far below the camera's."""
+    from fca.camera import CameraConfig, PatchCamera, psf_kernel
+
+    def tiles(img: np.ndarray, n: int) -> torch.Tensor:  # 128 px: LR densities of 32 px images are stable enough
+        t = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)
+        return torch.stack([t[:, 128 * (i // 2) : 128 * (i // 2 + 1), 128 * (i % 2) : 128 * (i % 2 + 1)] for i in range(n)])
+
+    data = {"clean_val": tiles(skimage.data.astronaut(), 4), "clean_train": tiles(skimage.data.coffee(), 4)}
+    cfg = CameraConfig(psf="gaussian", sigma=1.2, jpeg_quality=0, sharpen_amount=0.0, shot_gain=0.001, read_std=0.002)
+    cams = {split: PatchCamera(cfg, 0, tuple(f"{split}{i}.png" for i in range(len(data[f"clean_{split}"])))) for split in ("val", "train")}
+    real = {split: cams[split](data[f"clean_{split}"], "hr") for split in ("val", "train")}
+    psf = torch.from_numpy(psf_kernel(cfg))
+    down, l_true = real_lr_views(data["clean_val"], real["val"], psf, SCALE, camera=cams["val"])
+    assert torch.equal(l_true, cams["val"](downscale(data["clean_val"], SCALE), "lr"))  # the camera again, at LR
+    assert not torch.equal(l_true, cams["val"](downscale(data["clean_val"], SCALE), "oracle"))  # an independent draw
+    k_or = fit_oracle_kernel(down, l_true, K)
+    result = referee(data["clean_val"], real["val"], psf, SCALE, _stand_in(k_or), data["clean_train"], real["train"], CONFIG,
+                     camera_val=cams["val"], camera_train=cams["train"])
+    m = result["metrics"]
+    assert m["density"]["gap_reduction_true_oracle"] > 0.9  # the oracle LR is the camera's: L_true's density, another draw
+    assert m["noise"]["variance_camera"] > 1e-5 and m["noise"]["variance_ratio_max"] < 0.05  # the stand-in adds no noise
+    assert {"psnr_blind", "gain_db_over_blind", "gain_fraction_blind"} <= set(m["sr"])
+    assert result["arrays"]["sample_sr_blind"].shape == result["arrays"]["sample_sr_fca"].shape

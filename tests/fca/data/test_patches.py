@@ -221,3 +221,23 @@ def test_fixed_kernel_is_one_row_that_every_patch_points_to(tmp_path, monkeypatc
     assert kernels.shape[0] == (index.split == "val").sum() and not kernels_differ(kernels)
     assert json.loads((out / "summary.json").read_text())["kernel_type"] == "gaussian"
 
+
+
+def test_a_camera_domain_is_each_clean_patch_through_the_simulated_camera(tmp_path, monkeypatch):
+    """patches.blur.type: camera: R = camera(I) per patch, from the patch's own `hr` draw; summary.json
+    keeps the camera, which `load_camera` gives back to the referee; k_gt is the camera's PSF."""
+    import dataclasses
+
+    from fca.camera import CameraConfig, PatchCamera, psf_kernel
+    from fca.data.patches import load_camera, load_kernel_known
+
+    cfg = CameraConfig(jpeg_quality=90)
+    out = _run_patches_stage(tmp_path, monkeypatch, {"type": "camera", "camera": dataclasses.asdict(cfg)})
+    assert load_kernel_known(out)
+    np.testing.assert_allclose(np.load(out / "kernel.npy"), psf_kernel(cfg), atol=1e-12)
+    clean, real, names = load_patch_set(out, "val")
+    cam = load_camera(out, names)
+    assert cam == PatchCamera(cfg, 0, tuple(names))
+    again = cam(clean.double(), "hr")  # the saved real patch is the camera's photo of the saved clean one
+    assert float((again - real.double()).abs().max()) <= 1 / 255 + 1e-6
+    assert load_camera(_run_patches_stage(tmp_path, monkeypatch, {"type": "gaussian", "size": 7, "sigma": 1.0}), names) is None
