@@ -15,12 +15,13 @@ MLFLOW_WORKERS ?= 2
 MLFLOW_BACKEND ?= sqlite:///$(CURDIR)/mlflow-server/mlflow.db
 MLFLOW_ARTIFACTS ?= $(CURDIR)/mlflow-server/artifacts
 
-.PHONY: install run plots plots-page test bench compare mlflow-ui mlflow-server lock clean-venv
+.PHONY: install run plots plots-page plots-js test bench compare mlflow-ui mlflow-server lock clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input --no-deps --no-build-isolation -e .
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) plots-js
 	@touch $(STAMP)
 
 install: $(STAMP)  ## only create .venv from requirements.lock (e.g. before `dvc pull`)
@@ -44,9 +45,16 @@ plots: $(STAMP)  ## draw dvc.yaml's plots into dvc_plots/index.html, viewable of
 
 plots-page:
 	dvc plots show --out $(PLOTS_DIR) --html-template .dvc/plots/offline.html
-	@js="$$(python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("js_lib_vega_embed").origin).parent / "static" / "js_lib_vega_embed")')" \
-		&& cp "$$js/vega5.js" "$$js/vega-lite5.js" "$$js/vega-embed6.js" $(PLOTS_DIR)/
+	@$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) plots-js JS_DIR=$(PLOTS_DIR)
 	@echo "Plots: $(PLOTS_DIR)/index.html (Vega's scripts beside it: open it with no network)"
+
+# Vega's three scripts from the installed wheel into JS_DIR: beside a page (`make plots`), or
+# .dvc/plots/js/ (`make install`), where plain `dvc plots show`'s page (.dvc/config's template) finds them.
+JS_DIR ?= .dvc/plots/js
+plots-js:
+	@mkdir -p $(JS_DIR)
+	@js="$$(python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("js_lib_vega_embed").origin).parent / "static" / "js_lib_vega_embed")')" \
+		&& cp "$$js/vega5.js" "$$js/vega-lite5.js" "$$js/vega-embed6.js" $(JS_DIR)/
 
 # One pytest worker per CPU (-n auto), each test module on one worker (--dist loadscope: a module's
 # shared fixtures, such as a trained model, are built once); the end-to-end runs start first (tests/conftest.py).

@@ -213,7 +213,8 @@ def _plots_project(root: Path, drop: tuple[str, str] | None = None) -> Path:
     root.mkdir()
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
     subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=root, check=True, env=_env())
-    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots", dirs_exist_ok=True)
+    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots", dirs_exist_ok=True, ignore=shutil.ignore_patterns("js"))
+    shutil.copy(ROOT / ".dvc" / "config", root / ".dvc" / "config")  # its [plots] html_template
     columns: dict[str, list[str]] = {}
     for file, x, ys in _plot_curves().values():
         columns.setdefault(file, [x])
@@ -296,6 +297,23 @@ def test_the_plots_page_draws_every_curve_of_dvc_yaml(tmp_path, browser, screens
         drawn = _draw(page, html, screenshots / "dvc_plots.png")
     assert [d["id"] for d in drawn] == list(_plot_curves()), "one plot per dvc.yaml definition, in its order"
     assert _undrawn(drawn) == [], f"screenshot: {screenshots / 'dvc_plots.png'}"
+
+
+def test_plain_dvc_plots_show_draws_offline_after_make_install(tmp_path, browser, screenshots):
+    """What DVC users type: `dvc plots show`, no options. .dvc/config names the offline template, and
+    the scripts `make install` copies into .dvc/plots/js/ (`make plots-js`) draw every curve."""
+    project = _plots_project(tmp_path / "proj")
+    env = _env(XDG_CACHE_HOME=str(project / ".cache"))
+    make = subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "-C", str(project), "plots-js"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert make.returncode == 0, make.stderr
+    shown = subprocess.run([str(BIN / "dvc"), "plots", "show"], cwd=project, capture_output=True, text=True, env=env, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    html = project / "dvc_plots" / "index.html"
+    assert not list(html.parent.glob("*.js")) and not re.search(r'src="(https?:)?//', html.read_text())  # nothing beside it, nothing online
+    with browser.page() as page:
+        drawn = _draw(page, html, screenshots / "dvc_plots_plain.png")
+    assert _undrawn(drawn) == [], f"screenshot: {screenshots / 'dvc_plots_plain.png'}"
 
 
 @pytest.mark.parametrize("breakage", ["missing column", "no vega scripts"])
