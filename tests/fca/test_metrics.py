@@ -33,7 +33,7 @@ def test_ssim_y_matches_skimage_gaussian_ssim():
         ya = rgb_to_y(a[i : i + 1])[0, 4:-4, 4:-4].numpy()
         yb = rgb_to_y(b[i : i + 1])[0, 4:-4, 4:-4].numpy()
         ref = structural_similarity(ya, yb, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
-        assert float(ours[i]) == pytest.approx(ref, abs=1e-3)
+        assert float(ours[i]) == pytest.approx(ref, abs=1e-9)  # float64 both: equal to ~1e-15
     assert ours.shape == (2,)
     assert float(ours[0]) < 0.95  # the noise is visible to SSIM
 
@@ -57,6 +57,13 @@ def test_psnr_y_matches_skimage_on_y_and_crops_border():
     c[..., :2, :] = 1 - c[..., :2, :]
     assert math.isinf(mean_psnr_y(a, c, border=2))
     assert mean_psnr_y(a, c, border=0) < 30
+
+
+def test_psnr_matches_skimage_over_all_channels():
+    a, b = _photo_pair()
+    for i in range(2):
+        ref = peak_signal_noise_ratio(a[i].numpy(), b[i].numpy(), data_range=1.0)
+        assert float(psnr(a, b)[i]) == pytest.approx(ref, abs=1e-9)  # float64 both: equal to ~1e-15
 
 
 def test_psnr_known_value():
