@@ -111,13 +111,20 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return metrics
 
 
+def _compact(fig: Any) -> Any:
+    """A gallery whose kernels fill the canvas (matplotlib's compressed layout): the plain layout
+    left most of a one-row gallery's width empty beside its colour bar."""
+    fig.set_layout_engine("compressed")
+    return fig
+
+
 def _known_kernel_figures(a: Any, cfg: Any) -> dict[str, object]:
     """The kernel gallery (true / oracle / ours), on a mixed-kernel domain the adaptation figures, and the SR crops."""
     figures: dict[str, object] = {}
     preds = a["kernels_pred"][: cfg.gallery_size]
-    figures["kernels"] = kernel_gallery([("k_gt (true)", a["kernel_true"]), ("k_or (exact fit)", a["kernel_oracle"]),
-                                         ("k_or (smooth)", a["kernel_oracle_smooth"])]
-                                        + [(f"ours, image {i}", k) for i, k in enumerate(preds)])
+    figures["kernels"] = _compact(kernel_gallery([("k_gt (true)", a["kernel_true"]), ("k_or (exact fit)", a["kernel_oracle"]),
+                                                  ("k_or (smooth)", a["kernel_oracle_smooth"])]
+                                                 + [(f"ours, image {i}", k) for i, k in enumerate(preds)]))
     hr = a["sample_hr_real"].shape[-1]
     # Bicubic, blind (when the probe trained on the blind recipe's pairs), ours and oracle side by side.
     kinds = [k for k in ("bicubic", "blind", "fca", "oracle") if f"sample_sr_{k}" in a.files]
@@ -165,7 +172,7 @@ def _noref_figures(a: Any, cfg: Any) -> dict[str, object]:
                    (f"direction, the {int(oriented.sum())} kernels with axis ratio >= 1.5", a["kernel_angle"][oriented], "degrees")]
     figures["kernel_histograms"] = histograms_figure(panels)
     shown = spread_sample(a["kernel_sigma"], cfg.gallery_size)
-    figures["kernels"] = kernel_gallery([(f"image {i}, sigma {a['kernel_sigma'][i]:.2f}", a["kernels_pred"][i]) for i in shown])
+    figures["kernels"] = _compact(kernel_gallery([(f"image {i}, sigma {a['kernel_sigma'][i]:.2f}", a["kernels_pred"][i]) for i in shown]))
     hr = a["sample_hr_real"].shape[-1]
     rows = [[_hwc(a["sample_hr_real"][i]), _nearest_up(_hwc(a["sample_lr_bicubic"][i]), hr), _nearest_up(_hwc(a["sample_lr_fca"][i]), hr)]
             for i in range(len(a["sample_hr_real"]))]
