@@ -366,7 +366,6 @@ def _log_pipelines(project: Path) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(project)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
-        mp.setenv("FCA_TRACKING_SPOOL", str(project / "spool"))
         mp.setenv("FCA_EXPERIMENT", "fca")
         for var in ("FCA_TRACKING", "FCA_MLFLOW_ARTIFACTS"):
             mp.delenv(var, raising=False)

@@ -48,7 +48,7 @@ PACKAGES = ("fca", "pipeline")
 
 # Code every stage runs that cannot change any stage's outputs; keep this tiny, one reason each.
 RUNTIME_ONLY: dict[str, str] = {
-    # Sends params, metrics and copies of artifacts to MLflow (or its spool folder); it never
+    # Sends params, metrics and artifacts to MLflow; it never
     # writes a stage's outputs, and FCA_TRACKING=off runs give the same files.
     "pipeline/tracking.py": "MLflow logging only",
 }

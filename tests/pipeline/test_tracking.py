@@ -111,31 +111,45 @@ def test_tracking_off_and_unreachable_server_do_not_stop_work(monkeypatch, caplo
     assert "runs untracked" in caplog.text
 
 
-def test_server_going_away_mid_run_keeps_metrics_and_retries():
-    """A client that fails for a while: calls are kept and sent once it answers again."""
+def test_a_failing_server_stops_tracking_once_and_the_stage_goes_on(caplog):
+    """A call that fails (sent at once, or queued and failed later) stops the run's tracking with one
+    warning; the run's later calls are dropped, and nothing raises into the stage."""
+    from concurrent.futures import Future
+
+    from mlflow.utils.async_logging.run_operations import RunOperations
 
     class Flaky:
-        def __init__(self):
-            self.up = True
-            self.calls = []
+        def __init__(self, fail_queued: bool):
+            self.fail_queued, self.calls = fail_queued, []
 
-        def log_batch(self, run_id, metrics=(), params=(), tags=()):
-            if not self.up:
-                raise ConnectionError("server gone")
-            self.calls.append([(m.key, m.step) for m in metrics])
+        def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
+            self.calls.append("log_batch")
+            done = Future()
+            if self.fail_queued and len(self.calls) > 1:
+                done.set_exception(ConnectionError("server gone"))
+            else:
+                done.set_result(None)
+            return RunOperations([done])
 
-    client = Flaky()
-    run = tracking.MlflowRun(client, "r1")
-    run.log_metrics({"loss": 1.0}, 0)
-    run.flush()
-    client.up = False
-    run.log_metrics({"loss": 0.5}, 1)
-    run.flush()  # fails: kept
-    client.up = True
-    run.log_metrics({"loss": 0.25}, 2)
-    run.flush()
-    sent = [item for call in client.calls for item in call]
-    assert sent == [("loss", 0), ("loss", 1), ("loss", 2)]
+        def log_artifact(self, run_id, path, artifact_path=None):
+            self.calls.append("log_artifact")
+            raise ConnectionError("server gone")
+
+        def set_terminated(self, run_id, status):
+            self.calls.append("set_terminated")
+
+    for fail_queued in (True, False):
+        caplog.clear()
+        client = Flaky(fail_queued)
+        run = tracking.MlflowRun(client, "r1")
+        run.log_metrics({"loss": 1.0}, 0)
+        run.log_metrics({"loss": 0.5}, 1)  # queued; fails in the background when fail_queued
+        run.log_artifact(__file__)  # fails at once otherwise
+        run.log_metrics({"loss": 0.25}, 2)
+        run.close("FINISHED")
+        assert client.calls == (["log_batch", "log_batch"] if fail_queued else ["log_batch", "log_batch", "log_artifact"])
+        said = [r.getMessage() for r in caplog.records if "tracking stopped" in r.getMessage()]
+        assert len(said) == 1 and "server gone" in said[0], said
 
 
 def test_pipeline_id_comes_from_the_env_or_the_engine(monkeypatch):
@@ -147,63 +161,6 @@ def test_pipeline_id_comes_from_the_env_or_the_engine(monkeypatch):
     out = subprocess.run(["bash", "-c", f"exec -a snakemake bash -c '{sys.executable} -c \"{code}\"; true'"],
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], env=dict(os.environ))
     assert out.stdout.strip().startswith("snakemake-"), out.stdout + out.stderr
-
-
-def test_calls_not_sent_at_the_end_are_spooled_then_synced(tmp_path, monkeypatch, caplog):
-    """Server away until the stage ends: files are copied when logged, every call lands in the spool, sync sends them in order."""
-    import mlflow.tracking
-    from mlflow.exceptions import MlflowException
-
-    class Fake:
-        up = False
-        calls: list = []
-
-        def __init__(self, tracking_uri=None):
-            pass
-
-        def _do(self, *call):
-            if not Fake.up:
-                raise ConnectionError("server gone")
-            if call[0] == "log_batch" and any(p.key == "bad" for p in call[2]["params"]):
-                raise MlflowException.invalid_parameter_value("param changed")  # a 400: never accepted
-            Fake.calls.append(call)
-
-        def log_batch(self, run_id, metrics=(), params=(), tags=()):
-            self._do("log_batch", run_id, {"metrics": list(metrics), "params": list(params), "tags": list(tags)})
-
-        def log_artifact(self, run_id, path, artifact_path=None):
-            self._do("log_artifact", run_id, Path(path).read_bytes(), artifact_path)
-
-        def set_terminated(self, run_id, status, end_time=None):
-            self._do("set_terminated", run_id, status)
-
-    monkeypatch.setenv("FCA_TRACKING_SPOOL", str(tmp_path / "spool"))
-    monkeypatch.setenv("FCA_TRACKING_WAIT_S", "0")
-    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Fake)
-    run = tracking.MlflowRun(Fake(), "run1", "http://example.invalid:5000")
-    run.log_params({"a": 1})
-    for step in range(3):
-        run.log_metrics({"loss": float(step)}, step)
-    ckpt = tmp_path / "ckpt.pt"
-    ckpt.write_bytes(b"v1")
-    run.log_artifact(ckpt, "model")
-    ckpt.unlink()  # the stage moves its outputs away: the kept copy is what gets sent
-    run.log_params({"bad": 1})
-    run.close("FINISHED", parent="parent1")
-    assert "unreachable" in caplog.text and f"kept in {tmp_path / 'spool' / 'run1'}" in caplog.text
-    assert (tmp_path / "spool" / "run1" / "calls.jsonl").is_file() and Fake.calls == []
-
-    Fake.up = True
-    assert tracking.sync("http://other:5000") == (0, 0)  # another server's spool is left alone
-    sent, kept = tracking.sync()
-    assert (sent, kept) == (5, 1)  # the refused call stays in the spool, the rest is sent in order
-    kinds = [(c[0], c[1]) for c in Fake.calls]
-    assert kinds == [("log_batch", "run1"), ("log_batch", "run1"), ("log_artifact", "run1"),
-                     ("set_terminated", "run1"), ("set_terminated", "parent1")]
-    assert [(m.key, m.value, m.step) for m in Fake.calls[1][2]["metrics"]] == [("loss", 0.0, 0), ("loss", 1.0, 1), ("loss", 2.0, 2)]
-    assert Fake.calls[2][2:] == (b"v1", "model")
-    lines = (tmp_path / "spool" / "run1" / "calls.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and '"bad"' in lines[1]
 
 
 # ---------------------------------------------------------------- passwords in tracking URIs
@@ -287,7 +244,6 @@ def project(tmp_path, monkeypatch):
     _git(root, "commit", "-qm", "init")
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
-    monkeypatch.setenv("FCA_TRACKING_SPOOL", str(tmp_path / "spool"))
     for var in ("FCA_TRACKING", "FCA_PIPELINE_ID", "FCA_EXPERIMENT", "FCA_MLFLOW_ARTIFACTS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(tracking, "_engine_ancestor", lambda: None)  # pytest may run under anything
@@ -369,6 +325,33 @@ def test_parent_runs_are_named_by_engine_commit_and_changed_params(project, monk
     assert _parent(client, first.run_id).data.params["generator.loss"] == was
     assert _parent(client, second.run_id).data.params["generator.loss"] == new
     assert _parent(client, second.run_id).data.tags["fca.changed_params"] == f"generator.loss={new}"
+
+
+RACE = """
+import sys, time
+from pipeline import tracking
+tracking._engine_ancestor = lambda: None
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # both stages start at the same moment
+with tracking.stage_run("patches", {"size": 64}) as run:
+    print(run.run_id)
+"""
+
+
+def test_stages_started_at_once_make_one_parent_run(project):
+    """Two stages of one pipeline invocation start together: both find or make the same parent run."""
+    with tracking.stage_run("patches", {}):  # the store and experiment exist: only the parent run is raced for
+        pass
+    env = dict(os.environ, FCA_PIPELINE_ID="dvc-race-1", PYTHONPATH=str(ROOT))
+    start = str(time.time() + 8)  # after both interpreters have imported MLflow
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, start], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    client = _store(project)
+    parents = [r for r in _all_runs(client) if r.data.tags.get("fca.kind") == "pipeline"]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    children = [client.get_run(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
 
 
 def test_runs_carry_source_user_and_commit_tags(project, monkeypatch):

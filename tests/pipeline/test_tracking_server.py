@@ -3,8 +3,8 @@
 - PostgreSQL as the backend store (needs FCA_TEST_POSTGRES_URI, see `.ci/postgres.sh`).
 - Two pipeline runs (up to the generator) at the same time against one SQLite-backed server: every run,
   metric value and artifact that the stages handed to `pipeline.tracking` is on the server.
-- The server killed while a training stage runs: training finishes and says so in its
-  log; what could not be sent is kept in the spool and sent once the server is back.
+- The server killed while a training stage runs: training goes on and finishes, its log says
+  once that tracking stopped, and the metrics logged before the kill are on the server.
 
 What the stages logged is recorded by a `sitecustomize` put on the stage processes'
 PYTHONPATH: it wraps the public logging calls of `tracking.MlflowRun` and writes each
@@ -13,7 +13,6 @@ call, as the stage made it, to a JSON-lines ledger, which is then compared with 
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -192,7 +191,7 @@ def stage_env(tmp: Path, url: str, ledger: Path) -> dict[str, str]:
     (hook / "sitecustomize.py").write_text(textwrap.dedent(LEDGER_HOOK))
     env = e2e._env(tmp)
     env.update(MLFLOW_TRACKING_URI=url, FCA_TEST_LEDGER=str(ledger), FCA_EXPERIMENT="fca-shared",
-               FCA_TRACKING_SPOOL=str(tmp / "spool"), OMP_NUM_THREADS="1", FCA_THREADS="1",
+               OMP_NUM_THREADS="1", FCA_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(hook), str(ROOT), env.get("PYTHONPATH", "")])))
     return env
 
@@ -224,7 +223,6 @@ def test_postgres_backed_server_keeps_runs_metrics_and_proxied_artifacts(postgre
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
         monkeypatch.setenv("FCA_EXPERIMENT", "fca-postgres")
         monkeypatch.setenv("FCA_PIPELINE_ID", "postgres-test")
-        monkeypatch.setenv("FCA_TRACKING_SPOOL", str(tmp_path / "spool"))
         monkeypatch.delenv("FCA_TRACKING", raising=False)
         model = tmp_path / "model.pt"
         model.write_bytes(os.urandom(300_000))
@@ -245,7 +243,6 @@ def test_postgres_backed_server_keeps_runs_metrics_and_proxied_artifacts(postgre
             n = con.execute(sa.text("select count(*) from metrics where run_uuid = :r and key = 'loss'"), {"r": run.run_id}).scalar()
         engine.dispose()
         assert n == 1200
-        assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").iterdir())
     finally:
         server.kill()
 
@@ -290,8 +287,6 @@ def test_two_pipelines_at_once_lose_no_run_metric_or_artifact(tmp_path):
         assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
         for ledger in ledgers.values():  # each pipeline's stages hang under its own parent run
             assert len({r.data.tags["mlflow.parentRunId"] for r in stage_runs if r.info.run_id in ledger}) == 1
-        for name, tmp, _ in procs:
-            assert not any((tmp / "spool").glob("*/calls.jsonl")), f"pipeline {name} had to spool calls"
     finally:
         server.kill()
 
@@ -299,7 +294,7 @@ def test_two_pipelines_at_once_lose_no_run_metric_or_artifact(tmp_path):
 # -- c. the server goes away mid-training ----------------------------------------------------------
 
 @pytest.mark.slow
-def test_server_killed_mid_training_training_goes_on_and_nothing_is_lost(tmp_path):
+def test_server_killed_mid_training_training_goes_on_finishes_and_says_once_that_tracking_stopped(tmp_path):
     (tmp_path / "server").mkdir()
     backend = f"sqlite:///{tmp_path}/server/mlflow.db"
     server = Server(tmp_path / "server", backend).start()
@@ -311,8 +306,7 @@ def test_server_killed_mid_training_training_goes_on_and_nothing_is_lost(tmp_pat
         subprocess.run(cmd.split(), cwd=repo, env=off, check=True, capture_output=True, timeout=600)
 
     ledger = tmp_path / "ledger.jsonl"
-    env = stage_env(tmp_path, server.url, ledger) | {
-        "FCA_PIPELINE_ID": "kill-test", "FCA_TRACKING_RETRY_S": "2", "FCA_TRACKING_WAIT_S": "3"}
+    env = stage_env(tmp_path, server.url, ledger) | {"FCA_PIPELINE_ID": "kill-test"}
     log_path = tmp_path / "train.log"
     train = subprocess.Popen(
         ["fca", "train-fdc", "--patches", "data/patches", "--out", "models/fdc.pt", "--metrics", "reports/fdc.json",
@@ -327,7 +321,8 @@ def test_server_killed_mid_training_training_goes_on_and_nothing_is_lost(tmp_pat
             assert train.poll() is None, "training ended before the server was killed:\n" + log_path.read_text()[-3000:]
             assert time.time() < deadline, "no metrics reached the server"
             runs = read_ledger(ledger) if ledger.exists() else {}
-            if runs and MlflowClient(server.url).get_metric_history(next(iter(runs)), "loss"):
+            on_server = len(MlflowClient(server.url).get_metric_history(next(iter(runs)), "loss")) if runs else 0
+            if on_server:
                 break
             time.sleep(0.5)
         server.kill()
@@ -341,60 +336,15 @@ def test_server_killed_mid_training_training_goes_on_and_nothing_is_lost(tmp_pat
     text = log_path.read_text()
     run_id, want = next(iter(read_ledger(ledger).items()))
     assert steps_at_kill < len(want["metrics"]["loss"]) == 400, (steps_at_kill, len(want["metrics"]["loss"]))
-    assert "MLflow tracking server unreachable" in text and "training goes on, metrics and artifacts are kept" in text, text[-3000:]
+    assert text.count("MLflow tracking stopped") == 1 and "Traceback" not in text, text[-3000:]
     assert "train_fdc: held-out ordering accuracy" in text
     assert (repo / "models" / "fdc.pt").stat().st_size > 0
-    spool = tmp_path / "spool" / run_id
-    assert f"kept in {spool}" in text and "python -m pipeline.tracking sync" in text, text[-3000:]
-    assert (spool / "calls.jsonl").is_file()
 
-    # The server comes back (same store): `python -m pipeline.tracking sync` sends everything kept.
+    # The server comes back (same store): the metrics it had at the kill are there, in order.
     server = Server(tmp_path / "server", backend, port=server.port).start()
     try:
-        sync = subprocess.run([sys.executable, "-m", "pipeline.tracking", "sync"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
-        assert sync.returncode == 0, sync.stdout + sync.stderr
-        assert not spool.exists()
-        counts = assert_server_has_everything(server.url, {run_id: want})
-        assert counts["metric_values"] >= 400 * 3 and counts["artifacts"] == 2, counts
-    finally:
-        server.kill()
-
-
-def test_server_back_mid_run_gets_the_kept_calls_without_the_spool(tmp_path, monkeypatch, caplog):
-    """Down for a while, back before the stage ends: the calls kept in memory (and the copied file) are sent."""
-    from mlflow.tracking import MlflowClient
-
-    (tmp_path / "server").mkdir()
-    backend = f"sqlite:///{tmp_path}/server/mlflow.db"
-    server = Server(tmp_path / "server", backend, workers=1).start()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
-    monkeypatch.setenv("FCA_EXPERIMENT", "fca-back")
-    monkeypatch.setenv("FCA_PIPELINE_ID", "back-test")
-    monkeypatch.setenv("FCA_TRACKING_SPOOL", str(tmp_path / "spool"))
-    monkeypatch.setenv("FCA_TRACKING_RETRY_S", "1")
-    monkeypatch.delenv("FCA_TRACKING", raising=False)
-    checkpoint = tmp_path / "ckpt.pt"
-    try:
-        with tracking.stage_run("train_generator", {"steps": 300}) as run:
-            run.batch_seconds = 0.0  # send every step: the kill lands between sends
-            for step in range(300):
-                if step == 100:
-                    server.kill()
-                if step == 150:  # logged while away: must be copied, since the stage overwrites it below
-                    checkpoint.write_bytes(b"step 150")
-                    run.log_artifact(checkpoint, "checkpoints")
-                    checkpoint.write_bytes(b"later content")
-                    assert "unreachable" in caplog.text
-                if step == 200:
-                    server = Server(tmp_path / "server", backend, port=server.port, workers=1).start()
-                run.log_metrics({"loss": 1.0 / (step + 1)}, step)
-                time.sleep(0.01)
-        client = MlflowClient(server.url)
-        assert client.get_run(run.run_id).info.status == "FINISHED"
-        assert [m.step for m in sorted(client.get_metric_history(run.run_id, "loss"), key=lambda m: m.step)] == list(range(300))
-        with open(client.download_artifacts(run.run_id, "checkpoints/ckpt.pt", str(tmp_path / "dl")), "rb") as f:
-            assert f.read() == b"step 150"
-        assert "reachable again" in caplog.text
-        assert not (tmp_path / "spool" / run.run_id).exists()
+        history = MlflowClient(server.url).get_metric_history(run_id, "loss")
+        assert on_server <= len(history) <= steps_at_kill, (on_server, len(history), steps_at_kill)
+        assert sorted((m.step, m.value) for m in history) == sorted(want["metrics"]["loss"])[:len(history)]
     finally:
         server.kill()
