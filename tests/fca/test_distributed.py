@@ -24,12 +24,15 @@ CPU = torch.device("cpu")
 # ~1e-3) the weights agree to this (measured: 6e-8 FDC, 2.2e-5 generator, 1.7e-5 SR).
 ATOL = 1e-4
 
+# Precision pinned: the spawned ranks are new interpreters, out of reach of tests/conftest.py's
+# CPU-without-AMX fixture, and `auto` would train them in bf16 on an AMX CPU and the single
+# process in fp32.
 FDC_CFG = FDCConfig(patch_size=16, channels=4, batch_size=4, steps=8, eval_every=100, eval_scales=[2.0],
-                    eval_repeats=1, checkpoint_every=100, blur_weight=1.0)  # fmt: skip
+                    eval_repeats=1, checkpoint_every=100, blur_weight=1.0, cpu_bf16="off")  # fmt: skip
 GEN_CFG = GeneratorConfig(scale=4.0, patch_size=64, kernel_size=7, channels=4, dense_blocks=1, res_blocks=1,
                           wd_channels=4, loss="both", spectral_bins=8, batch_size=4, steps=6, lr=1e-3,
                           checkpoint_every=100, image_every=100, estimator_bins=(8, 4), estimator_hidden=16,
-                          consistency_batch=4)  # fmt: skip
+                          consistency_batch=4, cpu_bf16="off")  # fmt: skip
 SR_CFG = SRConfig(blocks=1, channels=4, steps=6, batch_size=4, patch_size=16)
 
 
