@@ -293,7 +293,8 @@ def degrade_image(
     (work_tile + (K + 4) * s)^2 x 3. Not clipped: bicubic overshoot is kept, as in
     the generator.
     A source with noise (a Generator with noise = patches: `noise_for`) adds its next
-    noise draw, scaled to each LR pixel's brightness, to the LR image, as G(x) does.
+    noise draw, scaled to each LR pixel's brightness, to the LR image, and one with JPEG
+    (`Generator.compress`) ends with its round trip, as G(x) does.
     """
     h, w = _image_size(image)
     s = float(source.scale)
@@ -330,6 +331,10 @@ def degrade_image(
     noise = noise_for(torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0)) if callable(noise_for) else None
     if noise is not None:
         out += noise[0].permute(1, 2, 0).float().cpu().numpy()
+    # Then its JPEG round trip (the real images'), as G(x) ends with.
+    compress = getattr(source, "compress", None)
+    if callable(compress) and getattr(source, "jpeg_setting", lambda: None)() is not None:
+        out = compress(torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0))[0].permute(1, 2, 0).float().cpu().numpy()
     return out
 
 

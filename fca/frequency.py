@@ -80,6 +80,22 @@ def radial_power(x: torch.Tensor, bins: int = 32) -> torch.Tensor:
     return sums[:, :bins] / counts
 
 
+def radial_cross_power(x: torch.Tensor, bins: int = 32) -> torch.Tensor:
+    """The ring-mean channel cross-spectra Re(F_c conj(F_d)) of each image, windowed as `radial_power`
+    (channel means removed): [B, C, H, W] -> [B, C, C, bins]. `radial_power` of luma is the luma
+    weights' quadratic form over it (what `fca.noise.NoiseSpectrum` uses for noise of any colour
+    correlation)."""
+    h, w = x.shape[-2:]
+    window, index, counts = _ring_geometry(h, w, bins)
+    window, index, counts = window.to(x), index.to(x.device), counts.to(x)
+    f = torch.fft.rfft2((x - x.mean(dim=(-2, -1), keepdim=True)) * window)
+    prod = (f.unsqueeze(2) * f.conj().unsqueeze(1)).real * _column_weight(w, x.dtype, x.device)  # [B, C, C, H, W//2+1]
+    flat = prod.flatten(3)
+    sums = torch.zeros(*flat.shape[:3], bins + 1, dtype=x.dtype, device=x.device)
+    sums.index_add_(3, index.flatten(), flat)
+    return sums[..., :bins] / counts
+
+
 def white_ring_power(h: int, w: int, bins: int) -> torch.Tensor:
     """The expected `radial_power` of white luma noise of variance 1 on an h x w patch: [bins]
     float64. Every coefficient of the windowed FFT has expected power sum(window^2)."""

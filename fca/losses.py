@@ -15,8 +15,8 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from fca.frequency import radial_density, radial_power, to_luma, white_ring_power
-from fca.noise import NoiseLevel
+from fca.frequency import radial_density, radial_power, to_luma
+from fca.noise import NoiseSpectrum
 
 # Default density floor of the spectral loss (a share of the patch's total power), see `floored_log_l1`.
 DEFAULT_FLOOR = 1e-4
@@ -71,7 +71,7 @@ def density_loss(
 
 
 def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float = 0.02, batch: int = 256,
-                   noise: NoiseLevel | None = None) -> torch.Tensor:
+                   noise: NoiseSpectrum | None = None) -> torch.Tensor:
     """The real domain's density at the LR patch size: mean over the non-overlapping side x side tiles
     whose luma std is at least `min_std`. [N, 3, H, W] -> [bins].
 
@@ -81,24 +81,23 @@ def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float =
     bundled photos 38 % of the 32 px tiles are that flat, and keeping them drags the
     spectral fit to a spiky kernel that imitates the noise (benchmarks/generator_experiments.py).
 
-    noise: the domain's noise level (`fca.noise.fit_noise_level`), or None. Given, the target is
-    the density of the tiles' *signal*: each tile's rings lose the white noise power of its
-    brightness (the level's variance times `white_ring_power`) and are divided by the tile's
+    noise: the noise bank's spectrum (`fca.noise.NoiseSpectrum`), or None. Given, the target is
+    the density of the tiles' *signal*: each tile's rings lose the noise's ring power at the
+    tile's channel brightness (`NoiseSpectrum.ring_power`) and are divided by the tile's
     remaining positive power; the tiles' mean is cut at 0 and renormalised. (Cutting each
     tile at 0 instead would leave a bias in the rings that hold noise alone: a ring's power
     fluctuates around the noise level, and only the upward half would survive.) Flat means the
     same for the signal: a tile stays out when its luma variance less the noise's is below
     min_std^2, or noise alone would let flat tiles in and drag the target blurrier.
     """
-    tiles, noise_var = _target_tiles(patches, side, min_std, noise)
+    tiles = _target_tiles(patches, side, min_std, noise)
     total = torch.zeros(bins, dtype=torch.float64, device=patches.device)
-    unit = white_ring_power(side, side, bins).to(patches.device)
     for start in range(0, tiles.shape[0], batch):
         chunk = tiles[start : start + batch].double()
         if noise is None:
             total += radial_density(chunk, bins).sum(0)
         else:
-            signal = radial_power(chunk, bins) - noise_var[start : start + batch, None].to(chunk.device) * unit
+            signal = radial_power(chunk, bins) - noise.ring_power(chunk.mean((2, 3)))
             total += (signal / (signal.clamp_min(0.0).sum(1, keepdim=True) + 1e-12)).sum(0)
     if noise is None:
         return (total / tiles.shape[0]).float()
@@ -106,34 +105,31 @@ def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float =
     return (total / total.sum()).float()
 
 
-def _target_tiles(patches: torch.Tensor, side: int, min_std: float, noise: NoiseLevel | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The side x side tiles of patches [N, 3, H, W] that `target_density` averages, and with a noise
-    level each kept tile's noise variance (None without)."""
+def _target_tiles(patches: torch.Tensor, side: int, min_std: float, noise: NoiseSpectrum | None) -> torch.Tensor:
+    """The side x side tiles of patches [N, 3, H, W] that `target_density` averages."""
     tiles = patches.unfold(2, side, side).unfold(3, side, side)  # [N, 3, nh, nw, side, side]
     tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, patches.shape[1], side, side)
     luma = to_luma(tiles).flatten(1)
     if noise is None:
-        keep, noise_var = luma.std(1) >= min_std, None
+        keep = luma.std(1) >= min_std
     else:
-        noise_var = noise.variance(luma.mean(1).double())
-        keep = luma.var(1).double() - noise_var >= min_std**2
-        noise_var = noise_var[keep]
+        keep = luma.var(1).double() - noise.luma_variance(tiles.mean((2, 3)).double()) >= min_std**2
     if not bool(keep.any()):
         raise ValueError(f"no {side}x{side} tile of the real patches has luma std >= {min_std}"
                          + (" above the noise" if noise is not None else ""))
-    return tiles[keep], noise_var
+    return tiles[keep]
 
 
-def noise_share(patches: torch.Tensor, side: int, bins: int, min_std: float, noise: NoiseLevel, batch: int = 256) -> torch.Tensor:
-    """Each ring's white noise power as a share of the tile's whole power, mean over the tiles
+def noise_share(patches: torch.Tensor, side: int, bins: int, min_std: float, noise: NoiseSpectrum, batch: int = 256) -> torch.Tensor:
+    """Each ring's noise power as a share of the tile's whole power, mean over the tiles
     `target_density(noise=noise)` keeps: [bins]. It is what the signal target subtracts from
     each bin, so the subtraction's error scales with it (`GeneratorConfig.spectral_noise_floor`)."""
-    tiles, noise_var = _target_tiles(patches, side, min_std, noise)
-    unit = white_ring_power(side, side, bins).to(patches.device)
+    tiles = _target_tiles(patches, side, min_std, noise)
     total = torch.zeros(bins, dtype=torch.float64, device=patches.device)
     for start in range(0, tiles.shape[0], batch):
-        power = radial_power(tiles[start : start + batch].double(), bins).sum(1, keepdim=True)
-        total += (noise_var[start : start + batch, None].to(power.device) * unit / (power + 1e-12)).sum(0)
+        chunk = tiles[start : start + batch].double()
+        power = radial_power(chunk, bins).sum(1, keepdim=True)
+        total += (noise.ring_power(chunk.mean((2, 3))) / (power + 1e-12)).sum(0)
     return (total / tiles.shape[0]).float()
 
 

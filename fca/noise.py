@@ -31,7 +31,7 @@ from typing import ClassVar
 import torch
 
 from fca.config import param
-from fca.frequency import to_luma, white_noise_variance
+from fca.frequency import radial_cross_power, to_luma, white_noise_variance
 from fca.jpeg import jpeg_round_trip
 from fca.kernels import conv_per_sample, gaussian
 
@@ -134,76 +134,154 @@ class PatchNoise:
 
 # --------------------------------------------------------------------------- noise bank (generator.noise: patches)
 
+FLAT_RATIO = 1.25  # generator.noise_flat_ratio's default
+LEVEL_KNOTS = 6  # brightness knots of a NoiseLevel (per channel)
+CLIPPED_SHARE = 0.005  # a crop with more of a channel's pixels at 0 or 1 is clipped (`flat_crops`)
+_LUMA = torch.tensor((0.299, 0.587, 0.114), dtype=torch.float64)
 
-def flat_crops(images: torch.Tensor, side: int, max_std: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The flat side x side crops of images [N, 3, H, W] in [0, 1] on a non-overlapping grid.
 
-    Flat: every channel's std over the crop is below `max_std`, and no pixel is clipped (0 or 1:
-    clipping removes noise). Returns (crops [M, 3, side, side] with each channel's mean removed,
-    their stds [M] (the largest over the channels), the removed means [M, 3]), in image then
-    raster order."""
-    x = images.float()
-    n, c, h, w = x.shape
+def grid_crops(images: torch.Tensor, side: int) -> torch.Tensor:
+    """The side x side crops of images [N, C, H, W] on a non-overlapping grid: [N * ny * nx, C, side, side],
+    in image then raster order."""
+    n, c, h, w = images.shape
     if h < side or w < side:
         raise ValueError(f"images of {h}x{w} are smaller than a {side}-pixel noise crop")
     ny, nx = h // side, w // side
-    crops = x[:, :, : ny * side, : nx * side].reshape(n, c, ny, side, nx, side).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, side, side)
-    std = crops.flatten(2).std(2).amax(1)
-    clipped = ((crops <= 0) | (crops >= 1)).flatten(1).any(1)
-    keep = (std < max_std) & ~clipped
-    flat = crops[keep]
-    means = flat.mean((2, 3), keepdim=True)
-    return flat - means, std[keep], means.flatten(1)
+    return images[:, :, : ny * side, : nx * side].reshape(n, c, ny, side, nx, side).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, side, side)
 
 
-def _some_flat_crops(images: torch.Tensor, side: int, max_std: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`flat_crops`, or one error naming the param to change when there are none."""
-    found = flat_crops(images, side, max_std)
-    if len(found[0]) == 0:
-        raise ValueError(f"no flat {side}-pixel crops (every channel's std below {max_std}, nothing clipped) in the "
-                         f"{images.shape[0]} real training images: raise generator.noise_max_std")
-    return found
+def channel_white_variance(x: torch.Tensor, bins: int = 16) -> torch.Tensor:
+    """Each channel's white variance (`white_noise_variance` of that channel alone): [N, 3, H, W] -> [N, 3] float64."""
+    return torch.stack([white_noise_variance(x[:, c : c + 1], bins) for c in range(x.shape[1])], 1)
 
 
 @dataclass(frozen=True)
+class FlatCrops:
+    """The noise-only crops of a set of real images (`flat_crops`)."""
+
+    crops: torch.Tensor  # [M, 3, P, P]: each channel's mean removed, then detrended
+    means: torch.Tensor  # [M, 3]: each channel's mean (its brightness)
+    white: torch.Tensor  # [M, 3] float64: each channel's white variance (`channel_white_variance`)
+
+
+def flat_crops(images: torch.Tensor, side: int, detrend_sigma: float = 0.0, flat_ratio: float = FLAT_RATIO,
+               bins: int = 16) -> FlatCrops:
+    """The crops of images [N, 3, H, W] in [0, 1] that hold noise and little else, found from the data.
+
+    Every side x side grid crop (`grid_crops`) loses its channel means and is detrended (`detrend`
+    at `detrend_sigma` px). Its *excess* is its luma variance over its white luma variance
+    (`white_noise_variance`, the upper half of the rings): for noise it is a property of the
+    noise's spectrum (about 1 for white noise, below 1 for sharpened noise), for any structure
+    left it is larger, as structure lives in the lower rings. A crop is flat when its excess is at
+    most `flat_ratio` times the 5th percentile's of all the crops, and it is not clipped (more than
+    CLIPPED_SHARE of a channel's pixels at 0 or 1: clipping takes noise out; a few pixels
+    beyond 2.5 std of strong noise take out little) and not constant.
+
+    Why not a std threshold: one set by hand must sit just above the camera's noise, which a
+    user does not know; on a simulated camera whose noise std is 0.05, a 0.05 threshold kept 32
+    of 5392 crops, the least noisy, and G's noise came out 0.6-0.9 of the camera's."""
+    bins = min(bins, side // 2)  # a side-pixel crop fills side / 2 rings
+    x = images.float()
+    crops = grid_crops(x, side)
+    clipped = ((crops <= 0) | (crops >= 1)).flatten(2).float().mean(2).amax(1) > CLIPPED_SHARE
+    means = crops.mean((2, 3))
+    crops = detrend(crops - means[..., None, None], detrend_sigma)
+    luma_white = white_noise_variance(crops, bins)
+    usable = ~clipped & (luma_white > 1e-12)
+    empty = FlatCrops(crops[:0], means[:0], torch.zeros(0, 3, dtype=torch.float64))
+    if not bool(usable.any()):
+        return empty
+    excess = to_luma(crops).flatten(1).double().var(1) / luma_white.clamp_min(1e-30)
+    limit = flat_ratio * float(torch.quantile(excess[usable], 0.05))
+    keep = usable & (excess <= limit)
+    return FlatCrops(crops[keep], means[keep], channel_white_variance(crops[keep], bins))
+
+
+def _resample_knots(kx: torch.Tensor, ky: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A piecewise-linear curve through (kx, ky) as LEVEL_KNOTS evenly spaced knots over its range
+    (a range under 0.02: a constant over [0, 1])."""
+    if len(kx) < 2 or float(kx[-1] - kx[0]) < 0.02:
+        return torch.linspace(0, 1, LEVEL_KNOTS, dtype=torch.float64), torch.full((LEVEL_KNOTS,), float(ky.median()), dtype=torch.float64)
+    grid = torch.linspace(float(kx[0]), float(kx[-1]), LEVEL_KNOTS, dtype=torch.float64)
+    return grid, _piecewise(grid, kx, ky)
+
+
+def _piecewise(x: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
+    """The piecewise-linear curve through knots (kx increasing, ky) at x. Beyond the knots it goes
+    on along the least-squares line through all of them (one noisy end bin must not set the
+    trend), kept within 1/4 .. 4 times the end knot's value."""
+    i = torch.searchsorted(kx, x.contiguous()).clamp(1, len(kx) - 1)
+    x0, x1, y0, y1 = kx[i - 1], kx[i], ky[i - 1], ky[i]
+    y = y0 + (x - x0) * (y1 - y0) / (x1 - x0).clamp_min(1e-12)
+    xc = kx - kx.mean()
+    slope = (xc * ky).sum() / xc.pow(2).sum().clamp_min(1e-12)
+    below = (ky[0] + (x - kx[0]) * slope).clamp(float(ky[0]) / 4, float(ky[0]) * 4)
+    above = (ky[-1] + (x - kx[-1]) * slope).clamp(float(ky[-1]) / 4, float(ky[-1]) * 4)
+    return torch.where(x < kx[0], below, torch.where(x > kx[-1], above, y))
+
+
+@dataclass(frozen=True, eq=False)
 class NoiseLevel:
-    """The domain's white luma noise variance as a function of luma brightness mu: intercept + slope * mu
-    (Poisson-Gaussian camera noise: read noise plus shot noise that grows with the signal).
-    Beyond the brightness range of the flat crops it was fitted on the line is extrapolated, as
-    the camera's model is: holding it at the range's ends gave a photo whose flat regions are all
-    bright (astronaut, 0.53 .. 0.84) 2.3x the camera's noise in its shadows."""
+    """The domain's noise variance as a function of brightness, per channel: for channel c a
+    piecewise-linear curve through LEVEL_KNOTS knots (brightness `knots[c]`, variance `values[c]`),
+    continued beyond them along the line that fits the knots best (within 1/4 .. 4 times the end value).
 
-    intercept: float
-    slope: float
+    Why any shape and per channel: raw shot noise grows with the signal, but a tone curve
+    (gamma) stretches the shadows, so in display values a camera's noise falls with brightness;
+    white balance gives each channel its own gain, and a crop's colour sets each channel's
+    brightness apart from its luma. A line in luma (the fit this replaces) turned such a camera's
+    noise into one constant: 2.7x too low in its shadows, 2.4-3.5x too high in its highlights."""
 
-    def variance(self, mu: torch.Tensor) -> torch.Tensor:
-        return (self.intercept + self.slope * mu).clamp_min(0.0)
+    knots: torch.Tensor  # [3, LEVEL_KNOTS] float64, increasing per channel
+    values: torch.Tensor  # [3, LEVEL_KNOTS] float64, >= 0
 
-    def as_list(self) -> list[float]:
-        return [self.intercept, self.slope]
+    def variance(self, x: torch.Tensor) -> torch.Tensor:
+        """Each pixel's noise variance, per channel: x [..., 3, H, W] -> the same shape (x's dtype)."""
+        kx, ky = self.knots.to(x.device), self.values.to(x.device)
+        out = torch.stack([_piecewise(x.select(-3, c).double(), kx[c], ky[c]) for c in range(3)], -3)
+        return out.clamp_min(0.0).to(x.dtype)
+
+    def of_means(self, means: torch.Tensor) -> torch.Tensor:
+        """The variance at each crop's channel means [M, 3] -> [M, 3] float64."""
+        return self.variance(means.double()[..., None, None])[..., 0, 0]
+
+    def as_tensor(self) -> torch.Tensor:
+        """[2, 3, LEVEL_KNOTS]: knots then values (the generator's `noise_level` buffer)."""
+        return torch.stack([self.knots, self.values]).float()
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> "NoiseLevel":
+        t = t.detach().double().cpu()
+        return cls(t[0], t[1])
+
+    @classmethod
+    def constant(cls, variance: float = 1.0) -> "NoiseLevel":
+        """The same variance at every brightness and channel ((1.0): a bank's crops as they are)."""
+        knots = torch.linspace(0, 1, LEVEL_KNOTS, dtype=torch.float64).repeat(3, 1)
+        return cls(knots, torch.full((3, LEVEL_KNOTS), float(variance), dtype=torch.float64))
+
+    def is_constant_one(self) -> bool:
+        return bool((self.values == 1.0).all())
 
 
-def fit_noise_level(images: torch.Tensor, side: int, max_std: float, bins: int = 16) -> NoiseLevel:
-    """The noise level of real images [N, 3, H, W] from their flat crops (`flat_crops`): each crop's
-    white luma variance (`white_noise_variance`) against its luma mean, a least-squares line.
-
-    Why a line: with shot noise a bright tile is noisier than the flat crops' (often darker)
-    average, so one variance for the domain under-subtracts the noise of textured tiles and the
-    blur fitted to what remains comes out too sharp (presets/noisy.yaml: the bank's variance is
-    0.7 of the textured tiles'). With a single brightness, or a line that falls with brightness
-    (camera noise does not; crops of a narrow brightness range give such lines by chance), the
-    fit is a constant, the crops' mean."""
-    flat, _, means = _some_flat_crops(images, side, max_std)
-    var = white_noise_variance(flat, bins)
-    mu = to_luma(means.view(-1, 3, 1, 1)).flatten().double()
-    constant = NoiseLevel(float(var.mean()), 0.0)
-    if len(flat) < 2 or float(mu.std()) < 1e-3:
-        return constant
-    design = torch.stack([torch.ones_like(mu), mu], 1)
-    intercept, slope = torch.linalg.lstsq(design, var.unsqueeze(1)).solution.flatten().tolist()
-    if slope <= 0:
-        return constant
-    return NoiseLevel(float(intercept), float(slope))
+def fit_noise_level(found: FlatCrops) -> NoiseLevel:
+    """The domain's noise level from its flat crops (`flat_crops`): per channel, the crops in up to
+    six brightness bins of equal count (at least 8 crops each), each bin's median white variance
+    at its median brightness, resampled to LEVEL_KNOTS knots (`NoiseLevel`). Medians: a crop
+    with some structure left reads noisier, and a few such crops must not move the curve."""
+    if len(found.means) == 0:
+        raise ValueError("fit_noise_level: no flat crops")
+    knots, values = [], []
+    for c in range(3):
+        mu, var = found.means[:, c].double(), found.white[:, c].double()
+        order = torch.argsort(mu)
+        groups = torch.tensor_split(order, max(1, min(6, len(mu) // 8)))
+        kx = torch.stack([mu[g].median() for g in groups])
+        ky = torch.stack([var[g].median() for g in groups])
+        kx, ky = _resample_knots(kx, ky)
+        knots.append(kx)
+        values.append(ky)
+    return NoiseLevel(torch.stack(knots), torch.stack(values))
 
 
 def detrend(crops: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -213,34 +291,76 @@ def detrend(crops: torch.Tensor, sigma: float) -> torch.Tensor:
     presets/noisy.yaml a third of the flat crops' power, and neighbouring pixels correlated at
     0.38 where the camera's noise is white). Smoothing at a few pixels keeps nearly all of
     white noise (97 % of its power at sigma 3) and any noise correlation shorter than that."""
-    if sigma <= 0:
+    if sigma <= 0 or len(crops) == 0:
         return crops
     size = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(crops.shape[-2:]) // 2) - 1)
     smooth = torch.from_numpy(gaussian(size, sigma)).to(crops)
     return crops - conv_per_sample(crops, smooth)
 
 
-def collect_noise_bank(images: torch.Tensor, side: int, count: int, max_std: float, seed: int,
-                       level: NoiseLevel | None = None, detrend_sigma: float = 0.0) -> torch.Tensor:
-    """A bank of `count` zero-mean noise patches [count, 3, side, side] from the flat crops of the real
-    images (`flat_crops`, then `detrend` at `detrend_sigma` px): a seeded random choice of them,
-    cycled when there are fewer than `count`.
+def collect_noise_bank(found: FlatCrops, count: int, seed: int, level: NoiseLevel | None = None) -> torch.Tensor:
+    """A bank of `count` zero-mean noise patches [count, 3, P, P] from flat crops (`flat_crops`): a
+    seeded random choice of them, cycled when there are fewer than `count`.
 
     level: None, the crops as they are; or the domain's noise level (`fit_noise_level`), and each
-    crop is divided by the std `level` gives its own luma mean: unit-level noise with the
-    camera's spatial and colour structure, which the generator scales to each pixel's
-    brightness (`Generator.noise_for`). Why: a flat crop's noise is that of its brightness
-    (shot noise), and flat regions are not the typical brightness of a scene."""
-    flat, _, means = _some_flat_crops(images, side, max_std)
-    flat = detrend(flat, detrend_sigma)
+    crop's channel is divided by the std `level` gives that channel's mean: unit-level noise
+    with the camera's spatial and cross-channel structure, which the generator scales to each
+    pixel's brightness (`Generator.noise_for`). Why: a flat crop's noise is that of its
+    brightness, and flat regions are not the typical brightness of a scene."""
+    if len(found.crops) == 0:
+        raise ValueError("collect_noise_bank: no flat crops")
+    crops = found.crops
     if level is not None:
-        var = level.variance(to_luma(means.view(-1, 3, 1, 1)).flatten())
-        # A line fitted to few crops can reach 0 at a crop's brightness: no crop is scaled up more
-        # than 10x beyond the median crop's level (such a crop's own noise was below the line's).
+        var = level.of_means(found.means)
+        # A curve fitted to few crops can come near 0 at a crop's brightness: no crop is scaled up
+        # more than 10x beyond the median crop's level (such a crop's own noise was below the curve).
         var = var.clamp_min(0.01 * float(var.median()) + 1e-12)
-        flat = flat / var.sqrt().view(-1, 1, 1, 1)
-    order = torch.randperm(len(flat), generator=torch.Generator().manual_seed(stable_seed("fca.noise.bank", seed)))
-    return flat[order[torch.arange(count) % len(flat)]].contiguous()
+        crops = crops / var.sqrt().float()[..., None, None]
+    order = torch.randperm(len(crops), generator=torch.Generator().manual_seed(stable_seed("fca.noise.bank", seed)))
+    return crops[order[torch.arange(count) % len(crops)]].contiguous()
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseSpectrum:
+    """What a noise bank adds to a tile of given channel means, in the spectral target's terms:
+    the luma ring power (`radial_power`) and luma variance of the bank's noise at that brightness.
+
+    cross [3, 3, bins]: the bank's mean channel cross-spectra (`radial_cross_power`); cov [3, 3]:
+    its mean channel covariance. At a tile with channel stds s (`level`), the noise's luma ring
+    power is sum_cc' w_c w_c' s_c s_c' cross[c, c'] (w: luma weights).
+
+    Why the measured spectrum and not white noise of the measured level: a camera's noise is
+    demosaiced, sharpened and compressed, so its power is not flat over the rings; subtracting a
+    flat level from R's rings took out too much at the top and the fitted blur came out 1.6x
+    too wide on a simulated camera."""
+
+    level: NoiseLevel
+    cross: torch.Tensor
+    cov: torch.Tensor
+
+    def _scaled(self, means: torch.Tensor) -> torch.Tensor:
+        """luma weight times noise std per channel at each tile: [M, 3] float64."""
+        return _LUMA.to(means.device) * self.level.of_means(means.cpu()).sqrt().to(means.device)
+
+    def ring_power(self, means: torch.Tensor) -> torch.Tensor:
+        """[M, 3] channel means -> [M, bins] the noise's luma ring power."""
+        a = self._scaled(means)
+        return torch.einsum("mc,md,cdb->mb", a, a, self.cross.to(a))
+
+    def luma_variance(self, means: torch.Tensor) -> torch.Tensor:
+        """[M, 3] channel means -> [M] the noise's luma variance."""
+        a = self._scaled(means)
+        return torch.einsum("mc,md,cd->m", a, a, self.cov.to(a))
+
+
+def noise_spectrum(bank: torch.Tensor, level: NoiseLevel | None, bins: int) -> NoiseSpectrum:
+    """The `NoiseSpectrum` of a bank [M, 3, P, P] (unit-level with `level`, as they are with None)."""
+    x = bank.double()
+    cross = radial_cross_power(x, bins).mean(0)
+    flat = x.flatten(2)
+    flat = flat - flat.mean(2, keepdim=True)
+    cov = torch.einsum("mcp,mdp->cd", flat, flat) / (flat.shape[0] * flat.shape[2])
+    return NoiseSpectrum(level if level is not None else NoiseLevel.constant(), cross, cov)
 
 
 # --------------------------------------------------------------------------- the referee's view of a noise model

@@ -80,13 +80,15 @@ def _git_commit() -> str:
 
 def machine_info(evaluation: Path) -> dict[str, str]:
     """The report header's account of what made the numbers, from evaluate's runtime.json: the
-    CPU and the flags that shape its numbers, threads, torch, and the generator's precision.
+    CPU and the flags that shape its numbers, threads, torch, the generator's precision, and the
+    JPEG round trip its LR ends with.
     Results move within their intervals on another CPU (AVX-512 sums round otherwise than AVX2's)."""
     path = evaluation / "runtime.json"
     rt = json.loads(path.read_text()) if path.is_file() else {}
     flags = rt.get("cpu_flags", "")
     return {"CPU": f"{rt.get('cpu', 'unknown')} ({flags or 'no AVX2'})", "threads": str(rt.get("threads", "unknown")),
-            "torch": str(rt.get("torch", "unknown")), "generator precision": str(rt.get("generator_precision", "unknown"))}
+            "torch": str(rt.get("torch", "unknown")), "generator precision": str(rt.get("generator_precision", "unknown")),
+            "G's JPEG": str(rt.get("generator_jpeg", "unknown"))}
 
 
 # What the report reads from each input. A file without it (another version's, or the wrong

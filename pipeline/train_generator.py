@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fca.data.patches import load_domain, load_patch_set
+from fca.data.patches import load_domain, load_files_jpeg, load_patch_set
 from fca.fsutil import atomic_file
 from fca.plots import image_grid, kernel_gallery
 from fca.train.fdc import load_fdc
@@ -61,6 +61,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
             cfg, train_real, fdc, device=device, checkpoint_dir=ckpt, fdc_scale=params.fdc.scale_end,
             on_step=lambda step, m: run.log_metrics(m, step), on_images=on_images,
             progress=stage.progress_enabled(args), dist=dist, on_precision=lambda choice: stage.record_precision(run, choice),
+            jpeg_files=load_files_jpeg(args.patches),
         )
         if not dist.is_main:
             return  # rank 0 writes the outputs

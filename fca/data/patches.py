@@ -35,6 +35,7 @@ import torch
 from fca.config import param
 from fca.frequency import to_luma
 from fca.camera import CameraConfig, PatchCamera, psf_kernel
+from fca.jpeg import JpegSetting
 from fca.noise import NoiseConfig, noise_from_dict
 from fca.kernels import (
     KERNEL_FAMILIES,
@@ -359,6 +360,15 @@ def load_domain(root: str | Path) -> dict[str, Any]:
     noise = summary.get("noise") or {}
     return {"kernel_known": load_kernel_known(root), "kernel_type": str(summary.get("kernel_type", "unknown")),
             "noise": str(noise.get("type", "none")) if isinstance(noise, dict) else "none"}
+
+
+def load_files_jpeg(root: str | Path) -> JpegSetting | None:
+    """The photos' own JPEG round trip the patches stage read from their files (summary.json:
+    jpeg_files), or None (not JPEG files, or patches from before it was recorded)."""
+    import json
+
+    raw = json.loads((Path(root) / "summary.json").read_text()).get("jpeg_files")
+    return JpegSetting(**raw) if isinstance(raw, dict) else None
 
 
 def kernels_differ(kernels: torch.Tensor | np.ndarray) -> bool:

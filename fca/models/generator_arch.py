@@ -37,13 +37,13 @@ import torch.nn.functional as F
 
 from fca.frequency import tile_polar_density, tiles_of, to_luma
 from fca.kernels import conv_per_sample, gaussian_from_params
+from fca.jpeg import SUBSAMPLINGS, JpegSetting, jpeg_round_trip
 from fca.noise import NoiseLevel, stable_seed
 from fca.resample import downscale
 
 KERNEL_PARAMS = ("free", "gaussian")
 ESTIMATORS = ("spectral", "paper")
 NOISE_OPTIONS = ("none", "patches")
-CONSTANT_NOISE = NoiseLevel(1.0, 0.0)  # the bank's patches as they are, at every brightness
 # Gaussian parameterisation: sigmas are kept in [_SIGMA_MIN, kernel_size] so the kernel stays finite.
 _SIGMA_MIN = 0.2
 
@@ -367,7 +367,12 @@ class Generator(nn.Module):
     LR image randomly drawn bank patches, tiled over it. The draws come from a torch.Generator seeded
     by (noise_seed, call index): the n-th call's noise depends on nothing else, and the call counter
     `noise_calls` is a buffer too (saved, so a resumed run continues the sequence; `reset_noise`
-    rewinds it). `noise = "none"` adds nothing and has no buffers: the module is as it was."""
+    rewinds it). `noise = "none"` adds nothing and has no noise buffers.
+
+    JPEG (`set_jpeg`): the LR image, after its noise, goes through the JPEG round trip the real
+    images went through (quality and chroma subsampling in the buffer `jpeg`, saved with the
+    weights; quality 0: none). Gradients pass it as if it were not there (straight through):
+    JPEG is not differentiable, and the losses that train the kernel read the LR before it."""
 
     def __init__(self, scale: float = 4.0, estimator: str = "paper", noise: str = "none", noise_bank: int = 256,
                  noise_side: int = 32, noise_seed: int = 0, **estimator_kwargs):
@@ -385,11 +390,12 @@ class Generator(nn.Module):
                 raise ValueError(f"noise_bank = {noise_bank}, noise_side = {noise_side}: must be positive")
             self.register_buffer("noise_bank", torch.zeros(noise_bank, 3, noise_side, noise_side))
             self.register_buffer("noise_calls", torch.zeros((), dtype=torch.int64))
-            # The noise variance a bank patch is multiplied by, as a line in the LR pixel's luma:
-            # `fca.noise.NoiseLevel.as_list()`. (1, 0) adds the patches as they are; with a
-            # domain's level the bank holds unit-level patches, and each pixel gets the noise of
-            # its own brightness (shot noise grows with the signal; `set_noise_bank`).
-            self.register_buffer("noise_level", torch.tensor(CONSTANT_NOISE.as_list()))
+            # The noise variance a bank patch is multiplied by, per channel, as a curve in that
+            # channel's brightness: `fca.noise.NoiseLevel.as_tensor()`. Constant 1 adds the patches
+            # as they are; with a domain's level the bank holds unit-level patches, and each
+            # pixel gets the noise of its own brightness (`set_noise_bank`).
+            self.register_buffer("noise_level", NoiseLevel.constant().as_tensor())
+        self.register_buffer("jpeg", torch.zeros(2, dtype=torch.int64))  # (quality, index in SUBSAMPLINGS); quality 0: no JPEG
 
     @property
     def kernel_size(self) -> int:
@@ -401,14 +407,35 @@ class Generator(nn.Module):
 
         level: None, the patches are added as they are (the same noise at every brightness);
         or the domain's noise level, and the patches are unit-level ones
-        (`fca.noise.collect_noise_bank(level=)`): each LR pixel's noise is then scaled to the
-        std `level` gives its luma."""
+        (`fca.noise.collect_noise_bank(level=)`): each LR pixel's noise is then scaled, per
+        channel, to the std `level` gives that channel's brightness."""
         if self.noise != "patches":
             raise ValueError("set_noise_bank: this generator has no noise bank (noise = 'none')")
         if bank.shape != self.noise_bank.shape:
             raise ValueError(f"set_noise_bank: expected {tuple(self.noise_bank.shape)}, got {tuple(bank.shape)}")
         self.noise_bank.copy_(bank)
-        self.noise_level.copy_(torch.tensor((level or CONSTANT_NOISE).as_list()))
+        self.noise_level.copy_((level or NoiseLevel.constant()).as_tensor())
+
+    @torch.no_grad()
+    def set_jpeg(self, setting: JpegSetting | None) -> None:
+        """The JPEG round trip G's LR images end with (None: none)."""
+        if setting is None:
+            self.jpeg.zero_()
+        else:
+            self.jpeg.copy_(torch.tensor([setting.quality, SUBSAMPLINGS.index(setting.subsampling)]))
+
+    def jpeg_setting(self) -> JpegSetting | None:
+        """The JPEG round trip G's LR images end with, or None."""
+        quality, sub = (int(v) for v in self.jpeg.tolist())
+        return JpegSetting(quality, SUBSAMPLINGS[sub], "weights") if quality > 0 else None
+
+    def compress(self, lr: torch.Tensor) -> torch.Tensor:
+        """lr [n, 3, h, w] through G's JPEG round trip (clipped to [0, 1], 8 bits, encoded and decoded),
+        gradients straight through; lr itself without JPEG."""
+        setting = self.jpeg_setting()
+        if setting is None:
+            return lr
+        return lr + (jpeg_round_trip(lr.detach().float(), setting.quality, setting.subsampling) - lr).detach()
 
     def reset_noise(self, call_index: int = 0) -> None:
         """Rewind the noise draws: the next call is call `call_index`."""
@@ -434,15 +461,15 @@ class Generator(nn.Module):
     @torch.no_grad()
     def noise_for(self, lr: torch.Tensor) -> torch.Tensor | None:
         """The noise G adds to LR images [n, 3, h, w] (their signal, before any noise): the next
-        draw (`sample_noise`) times the std the noise level gives each pixel's luma, on lr's
-        device; None with noise = none. With the level (1, 0) the draw is returned as it is."""
+        draw (`sample_noise`) times the std the noise level gives each pixel's channel value, on
+        lr's device; None with noise = none. With the constant level 1 the draw is returned as it is."""
         draw = self.sample_noise(*lr.shape[:1], *lr.shape[-2:])
         if draw is None:
             return None
-        level = NoiseLevel(*self.noise_level.tolist())
-        if level == CONSTANT_NOISE:
+        level = NoiseLevel.from_tensor(self.noise_level)
+        if level.is_constant_one():
             return draw.to(lr.device)
-        return draw.to(lr.device) * level.variance(to_luma(lr.detach().float())).sqrt().unsqueeze(1)
+        return draw.to(lr.device) * level.variance(lr.detach().float()).sqrt()
 
     def estimate_kernel(self, x_hr: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, K, K] (fp32, >= 0, sums to 1)."""
@@ -454,13 +481,12 @@ class Generator(nn.Module):
         return self.degrade_parts(x_hr, kernels)[1]
 
     def degrade_parts(self, x_hr: torch.Tensor, kernels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(blurred, degraded): the LR before the noise draw and after it (the same tensor with noise = none).
-        The trainer fits the blur on the first (`GeneratorConfig.noise_fit`)."""
+        """(blurred, degraded): the LR before the noise draw and JPEG and after them (the same tensor with
+        noise = none and no JPEG). The trainer fits the blur on the first (`GeneratorConfig.noise_fit`)."""
         with torch.autocast(x_hr.device.type, enabled=False):
             blurred = conv_per_sample(downscale(x_hr.float(), self.scale), kernels.float())
-            if self.noise != "patches":
-                return blurred, blurred
-            return blurred, blurred + self.noise_for(blurred)
+            noisy = blurred + self.noise_for(blurred) if self.noise == "patches" else blurred
+            return blurred, self.compress(noisy)
 
     def forward(self, x_hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kernels = self.estimate_kernel(x_hr)

@@ -38,7 +38,8 @@ from fca.progress import progress_bar
 
 from fca.config import param
 from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params
-from fca.noise import NoiseLevel, collect_noise_bank, fit_noise_level
+from fca.jpeg import JpegSetting, estimate_jpeg
+from fca.noise import FLAT_RATIO, NoiseSpectrum, collect_noise_bank, fit_noise_level, flat_crops, noise_spectrum
 from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, noise_share, target_density
 from fca.models.generator_arch import ESTIMATORS, NOISE_OPTIONS, Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
@@ -91,10 +92,13 @@ class GeneratorConfig:
                                              "error lives; 0: spectral_floor alone")
     noise: str = param("none", choices=NOISE_OPTIONS, help="none, or patches: add noise patches from flat crops of the real images to G(x) (fca.noise)")
     noise_bank: int = param(256, ge=1, le=65_536, help="noise: patches: the bank's size (LR-sized patches, saved with the weights)")
-    noise_max_std: float = param(0.05, gt=0, le=1, help="noise: patches: a crop is flat when every channel's std is below this")
+    noise_flat_ratio: float = param(FLAT_RATIO, ge=1, le=100,
+                                    help="noise: patches: a crop is flat (noise only) when its variance over its white part is at most "
+                                         "this times that of the 5th percentile crop: found from the data, whatever the noise level "
+                                         "(fca.noise.flat_crops)")
     noise_fit: str = param("signal", choices=("signal", "total"),
                            help="noise: patches: fit the blur on the signal (the spectral loss compares G(x) before its noise draw with R's "
-                                "density less each tile's noise power at its brightness, fca.noise.fit_noise_level, and the FDC judges G(x) "
+                                "density less the bank's noise spectrum at each tile's brightness, fca.noise.NoiseSpectrum, and the FDC judges G(x) "
                                 "before its noise draw) or on the total (G(x) with its noise against R as is; widened the kernel on "
                                 "presets/noisy.yaml)")
     noise_detrend: float = param(3.0, ge=0, le=1000,
@@ -102,9 +106,13 @@ class GeneratorConfig:
                                       "bank, which takes out the shading and blurred texture a flat crop still holds and keeps white "
                                       "noise (nearly all of its power at 3; 0: only the mean is removed, as in Real-SR)")
     noise_scale: str = param("brightness", choices=("brightness", "constant"),
-                             help="noise: patches: scale each bank patch to the noise std of each LR pixel's brightness (shot noise; the "
-                                  "bank holds unit-level crops and the line fca.noise.fit_noise_level fitted to them) or add the "
-                                  "crops as they are (one noise level at every brightness)")
+                             help="noise: patches: scale each bank patch, per channel, to the noise std of each LR pixel's brightness "
+                                  "(the bank holds unit-level crops and the curve fca.noise.fit_noise_level fitted to them) or add "
+                                  "the crops as they are (one noise level at every brightness)")
+    jpeg: str = param("auto", choices=("auto", "off"),
+                      help="auto: G's LR ends with the JPEG round trip the real images went through (read from their files' "
+                           "quantisation tables, else found in their pixels, fca.jpeg.estimate_jpeg; none when they show no JPEG "
+                           "history); off: no JPEG")
     batch_size: int = param(8, ge=1, le=65_536)
     steps: int = param(300, ge=1, le=10_000_000)
     lr: float = param(1e-3, gt=0, lt=10, help="Adam LR of the networks (estimator, discriminator)")
@@ -290,27 +298,41 @@ class _Inputs:
     floor: float  # the spectral loss's (`_spectral_floor`)
 
 
-def _noise_level(config: GeneratorConfig, patches: torch.Tensor, side: int) -> NoiseLevel | None:
-    """The real domain's noise level (`fit_noise_level`, from all the flat crops the bank samples),
-    or None with noise = none."""
+def jpeg_setting(config: GeneratorConfig, patches: torch.Tensor, from_files: JpegSetting | None) -> JpegSetting | None:
+    """The JPEG round trip G's LR ends with: with jpeg = auto the photos' own from their files (the
+    patches stage reads it, `from_files`), else the one their pixels show (`estimate_jpeg`), else none."""
+    if config.jpeg == "off":
+        return None
+    return from_files if from_files is not None else estimate_jpeg(patches)
+
+
+def noise_bank(config: GeneratorConfig, patches: torch.Tensor, side: int) -> tuple[torch.Tensor, NoiseSpectrum] | None:
+    """The noise bank (`collect_noise_bank`, from the real images' flat crops, unit-level with
+    noise_scale = brightness) and its spectrum (`noise_spectrum`), or None with noise = none."""
     if config.noise != "patches":
         return None
-    return fit_noise_level(patches, side, config.noise_max_std, config.spectral_bins)
+    found = flat_crops(patches, side, config.noise_detrend, config.noise_flat_ratio, config.spectral_bins)
+    if len(found.crops) == 0:
+        raise ValueError(f"generator.noise: patches: no flat {side}-pixel crops (unclipped, not constant) in the "
+                         f"{patches.shape[0]} real training patches")
+    level = fit_noise_level(found) if config.noise_scale == "brightness" else None
+    bank = collect_noise_bank(found, config.noise_bank, config.seed, level=level)
+    return bank, noise_spectrum(bank, level, config.spectral_bins)
 
 
-def _spectral_target(config: GeneratorConfig, patches: torch.Tensor, side: int, level: NoiseLevel | None) -> torch.Tensor:
+def _spectral_target(config: GeneratorConfig, patches: torch.Tensor, side: int, noise: NoiseSpectrum | None) -> torch.Tensor:
     """The spectral loss's target: the real domain's density (`target_density`), or with noise =
-    patches and noise_fit = signal the density of its signal, the white noise power of each
-    tile's brightness (`level`) taken out.
+    patches and noise_fit = signal the density of its signal, the bank's noise power at each
+    tile's brightness (`noise`) taken out.
     Why: noise is white at every pixel pitch while a scene's power grows when it is shrunk,
     so an LR image with the domain's noise holds *less* noise per cycle/pixel than R does;
     matching R's total density then asks for a wider blur (measured on presets/noisy.yaml).
     The blur is fitted on the signal, and the bank adds the noise."""
     signal_only = config.noise == "patches" and config.noise_fit == "signal"
-    return target_density(patches, side, config.spectral_bins, config.spectral_min_std, noise=level if signal_only else None)
+    return target_density(patches, side, config.spectral_bins, config.spectral_min_std, noise=noise if signal_only else None)
 
 
-def _spectral_floor(config: GeneratorConfig, patches: torch.Tensor, side: int, level: NoiseLevel | None) -> float:
+def _spectral_floor(config: GeneratorConfig, patches: torch.Tensor, side: int, noise: NoiseSpectrum | None) -> float:
     """The spectral loss's floor: `spectral_floor`, or on the signal target at least
     `spectral_noise_floor` times the noise share of its top bin (`noise_share`).
 
@@ -320,9 +342,9 @@ def _spectral_floor(config: GeneratorConfig, patches: torch.Tensor, side: int, l
     those bins unless the floor sits well above that error. A fixed 1e-4 let the kernel come
     out at 2.95 (oracle 2.65), a hand-set 3e-4 at 2.70; this rule sets it from the domain's
     own noise, which a user with real photos and no referee cannot tune by hand."""
-    if config.noise != "patches" or config.noise_fit != "signal" or level is None or config.spectral_noise_floor == 0:
+    if config.noise != "patches" or config.noise_fit != "signal" or noise is None or config.spectral_noise_floor == 0:
         return config.spectral_floor
-    share = noise_share(patches, side, config.spectral_bins, config.spectral_min_std, level)
+    share = noise_share(patches, side, config.spectral_bins, config.spectral_min_std, noise)
     return max(config.spectral_floor, config.spectral_noise_floor * float(share.max()))
 
 
@@ -396,6 +418,7 @@ def train_generator(
     progress: bool = True,
     dist: Dist = Dist(),
     on_precision: Callable[[PrecisionChoice], None] | None = None,
+    jpeg_files: JpegSetting | None = None,
 ) -> tuple[Generator, list[dict[str, float]]]:
     """Train G on real-domain HR patches; return (G in eval mode on `device`, per-step metrics).
 
@@ -416,6 +439,9 @@ def train_generator(
     on_precision(choice): once, before the first step: what the run computes in and why
       (config.cpu_bf16; `fca.train.hardware.resolve_precision`). The choice is logged and stored
       in the checkpoint; a resumed run takes it from there.
+    jpeg_files: the photos' JPEG round trip read from their files (`fca.jpeg.files_jpeg`), if any;
+      with config.jpeg = auto G ends with it, or without it with the one the patches' pixels show
+      (`jpeg_setting`).
     Raises TrainingDivergedError when a loss is NaN or inf (the checkpoint on disk is left as it was).
     """
     use_fdc = config.loss in ("fdc", "both") and config.w_fdc > 0
@@ -459,11 +485,16 @@ def train_generator(
     if hasattr(gen.estimator, "calibrate"):
         # Feature standardisation from the training patches (deterministic: the first 256, top-left crops).
         gen.estimator.calibrate(patches[:256, :, : config.patch_size, : config.patch_size])
-    level = _noise_level(config, patches, lr_side(config))
-    if level is not None:  # the noise bank: flat LR-sized crops of the real training images, detrended
-        bank_level = level if config.noise_scale == "brightness" else None
-        gen.set_noise_bank(collect_noise_bank(patches, lr_side(config), config.noise_bank, config.noise_max_std, config.seed,
-                                              level=bank_level, detrend_sigma=config.noise_detrend), bank_level)
+    bank = noise_bank(config, patches, lr_side(config))
+    spectrum = None
+    if bank is not None:  # the noise bank: flat LR-sized crops of the real training images, detrended
+        gen.set_noise_bank(bank[0], bank[1].level if config.noise_scale == "brightness" else None)
+        spectrum = bank[1]
+    jpeg = jpeg_setting(config, patches, jpeg_files)
+    gen.set_jpeg(jpeg)
+    if dist.is_main:
+        log.info("train_generator: G's LR ends with %s", jpeg.describe() if jpeg is not None
+                 else "no JPEG (generator.jpeg: off)" if config.jpeg == "off" else "no JPEG (the real images show no JPEG history)")
     gen = gen.to(device)
     disc = WaveletDiscriminator(3, config.wd_channels).to(device)
     rng = torch.Generator().manual_seed(config.seed)
@@ -483,8 +514,8 @@ def train_generator(
         fdc = fdc.to(device).eval()
         for p in fdc.parameters():
             p.requires_grad_(False)
-    target = _spectral_target(config, patches, side, level).to(device) if use_spectral else None
-    floor = _spectral_floor(config, patches, side, level) if use_spectral else config.spectral_floor
+    target = _spectral_target(config, patches, side, spectrum).to(device) if use_spectral else None
+    floor = _spectral_floor(config, patches, side, spectrum) if use_spectral else config.spectral_floor
     if floor != config.spectral_floor:
         log.info("train_generator: spectral floor %.3g (%.2f of the noise's share of the top bin; spectral_floor %.3g)",
                  floor, config.spectral_noise_floor, config.spectral_floor)
@@ -630,6 +661,9 @@ def load_generator(path: Path | str, device: torch.device | str = "cpu") -> Gene
     if isinstance(raw, dict) and "estimator" not in raw:
         raw = {**raw, "estimator": "paper"}  # checkpoints from before the spectral estimator existed
     config = checkpoint_config(path, raw, GeneratorConfig, required=arch)
+    weights = state["generator"]
+    if isinstance(weights, dict) and "jpeg" not in weights:
+        weights["jpeg"] = torch.zeros(2, dtype=torch.int64)  # checkpoints from before G's JPEG: none
     with torch.device("meta"):
         check_weights(path, build_generator(config).state_dict(), state["generator"], "generator")
     gen = build_generator(config)

@@ -102,3 +102,44 @@ def test_bad_quality_or_subsampling_is_an_error():
         jpeg_round_trip(x, 0, "4:2:0")
     with pytest.raises(ValueError, match="subsampling"):
         jpeg_round_trip(x, 50, "4:1:1")
+
+
+# --------------------------------------------------------------------------- a JPEG history from pixels
+
+
+def _scenes(n: int = 6, size: int = 64, noise: float = 0.0) -> torch.Tensor:
+    """Smooth random scenes (blurred blobs and edges) with optional white noise, in [0, 1]."""
+    from fca.kernels import conv_per_sample, gaussian
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 3, size // 8, size // 8, generator=g).repeat_interleave(8, -1).repeat_interleave(8, -2)
+    x = conv_per_sample(x, torch.from_numpy(gaussian(9, 1.5)).float())
+    x = 0.2 + 0.6 * (0.5 * x + 0.5 * x.mean(1, keepdim=True))  # a photo's colours, not fully saturated ones
+    return (x + noise * torch.randn(x.shape, generator=g)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:4:4"])
+@pytest.mark.parametrize("quality", [40, 75, 90])
+def test_the_quality_and_subsampling_are_found_in_the_pixels_of_images_pillow_compressed(quality, subsampling):
+    from fca.jpeg import estimate_jpeg
+
+    found = estimate_jpeg(jpeg_round_trip(_scenes(noise=0.02), quality, subsampling))
+    assert found is not None and (found.quality, found.subsampling, found.source) == (quality, subsampling, "pixels")
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.03])
+def test_images_with_no_jpeg_history_show_none(noise):
+    from fca.jpeg import estimate_jpeg
+
+    assert estimate_jpeg(to_8bit(_scenes(noise=noise))) is None
+
+
+def test_files_jpeg_reads_the_files_own_quality_and_subsampling(tmp_path):
+    from fca.jpeg import files_jpeg
+
+    paths = [_save(tmp_path / f"{i}.jpg", q, "4:4:4", _image(i, 32)) for i, q in enumerate([70, 80, 90])]
+    png = tmp_path / "x.png"
+    Image.fromarray(_image(9, 32)).save(png)
+    found = files_jpeg([*paths, png])
+    assert (found.quality, found.subsampling, found.source) == (80, "4:4:4", "files")  # the median of the JPEG files
+    assert files_jpeg([png, paths[0], png]) is None  # mostly not JPEG files

@@ -4,7 +4,8 @@ import torch.nn as nn
 
 from fca.frequency import radial_density, to_luma
 from fca.kernels import conv_per_sample, gaussian
-from fca.noise import NoiseLevel
+from fca.frequency import white_ring_power
+from fca.noise import NoiseLevel, NoiseSpectrum, noise_spectrum
 from fca.losses import (
     density_loss,
     fdc_generator_loss,
@@ -57,13 +58,19 @@ def test_target_density_leaves_flat_tiles_out():
         target_density(flat, 32, 8)
 
 
+def _white(std: float, side: int = 32, bins: int = 8) -> NoiseSpectrum:
+    """The spectrum of white RGB noise of this std, independent channels."""
+    cross = torch.eye(3, dtype=torch.float64)[..., None] * white_ring_power(side, side, bins)
+    return NoiseSpectrum(NoiseLevel.constant(std**2), cross, torch.eye(3, dtype=torch.float64))
+
+
 def test_the_signal_density_of_a_noisy_domain_is_the_noise_free_one():
     # a blurred domain, then white noise: the noise fills the top rings, so the total density
     # looks much sharper than the blur; the bank's white power subtracted gives the blur back
     clean = _blur(_images(32, 64), 2.5)
     g = torch.Generator().manual_seed(5)
     noisy = clean + 0.03 * torch.randn(clean.shape, generator=g)
-    level = NoiseLevel(0.03**2 * (0.299**2 + 0.587**2 + 0.114**2), 0.0)  # white RGB noise's luma variance
+    level = _white(0.03)
     truth = target_density(clean, 32, 8)
     total = target_density(noisy, 32, 8)
     signal = target_density(noisy, 32, 8, noise=level)
@@ -78,9 +85,8 @@ def test_the_signal_density_of_a_noisy_domain_is_the_noise_free_one():
 def test_the_noise_share_is_the_noises_part_of_each_tiles_power():
     # Tiles of the noise alone: the noise is all of every ring's power (in the density's own
     # units, windowed, without DC), so the shares add up to 1.
-    luma_weight = 0.299**2 + 0.587**2 + 0.114**2
     g = torch.Generator().manual_seed(6)
-    level = NoiseLevel(0.03**2 * luma_weight, 0.0)
+    level = _white(0.03)
     pure = 0.03 * torch.randn(16, 3, 64, 64, generator=g)
     assert float(noise_share(pure, 32, 8, 0.0, level).sum()) == pytest.approx(1.0, abs=0.1)
     # The same noise on a blurred domain: a small part of the tiles' power, about the same in every
@@ -91,7 +97,7 @@ def test_the_noise_share_is_the_noises_part_of_each_tiles_power():
     assert float(share.sum()) < 0.5 and float(share.max()) < 1.5 * float(share.min())
     assert float(share[-1]) > 3 * float(target_density(clean, 32, 8)[-1])  # the top ring is the noise's
     # twice the noise variance: twice the share where the signal dominates the power
-    quiet = noise_share(noisy, 32, 8, 0.02, NoiseLevel(level.intercept / 2, 0.0))
+    quiet = noise_share(noisy, 32, 8, 0.02, _white(0.03 / 2**0.5))
     assert float(share[0] / quiet[0]) == pytest.approx(2.0, rel=0.05)
 
 
@@ -145,3 +151,24 @@ def test_fdc_generator_loss_gradient_reaches_fake_only_when_frozen():
 def test_fdc_generator_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="same shape"):
         fdc_generator_loss(MeanComparator(), torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 9, 9), torch.zeros(1, 3, 8, 8))
+
+
+def test_the_signal_target_takes_out_correlated_noise_by_the_banks_measured_spectrum():
+    # Noise correlated between neighbours (a demosaiced camera's is) has its power in the lower
+    # and middle rings, not flat over them. Taken out as white noise of the same variance it
+    # leaves too much in the middle and takes too much from the top; taken out by the spectrum
+    # measured on a bank of the same noise it gives the noise-free density back.
+    clean = _blur(_images(32, 64), 2.5)
+    g = torch.Generator().manual_seed(7)
+
+    def coloured(shape):
+        n = _blur(torch.randn(shape, generator=g), 0.8)
+        return 0.03 * n / n.std()
+
+    noisy = clean + coloured(clean.shape)
+    bank = coloured((128, 3, 32, 32))
+    truth = target_density(clean, 32, 8)
+    measured = target_density(noisy, 32, 8, noise=noise_spectrum(bank, None, 8))
+    white = target_density(noisy, 32, 8, noise=_white(0.03))
+    assert (measured - truth).abs().sum() < 0.3 * (white - truth).abs().sum()
+    assert (measured - truth).abs().sum() < 0.1 * (target_density(noisy, 32, 8) - truth).abs().sum()

@@ -189,11 +189,12 @@ def test_sr_metrics_without_the_figure_is_an_error(inputs, capsys):
     assert "--sr-metrics and --sr-figure go together" in capsys.readouterr().err
 
 
-def test_the_header_names_the_cpu_threads_torch_and_precision_behind_the_numbers(tmp_path):
+def test_the_header_names_the_cpu_threads_torch_precision_and_jpeg_behind_the_numbers(tmp_path):
     from pipeline.report import machine_info
 
     (tmp_path / "runtime.json").write_text(json.dumps({"cpu": "Intel Xeon", "cpu_flags": "avx2 avx512f amx_bf16", "threads": 1,
-                                                        "torch": "2.13.0", "generator_precision": "bf16"}))
+                                                        "torch": "2.13.0", "generator_precision": "bf16",
+                                                        "generator_jpeg": "quality 85, 4:2:0"}))
     assert machine_info(tmp_path) == {"CPU": "Intel Xeon (avx2 avx512f amx_bf16)", "threads": "1", "torch": "2.13.0",
-                                      "generator precision": "bf16"}
+                                      "generator precision": "bf16", "G's JPEG": "quality 85, 4:2:0"}
     assert machine_info(tmp_path / "elsewhere")["generator precision"] == "unknown"  # an evaluation from before runtime.json

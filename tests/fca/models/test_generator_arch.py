@@ -171,3 +171,25 @@ def test_edge_sharpness_reads_the_direction_of_a_blur():
         k = torch.as_tensor(anisotropic_gaussian(13, 3.0, 0.8, degrees)).float()
         e = edge_sharpness(conv_per_sample(x, k.expand(2, -1, -1)), 2).view(2, 4, 2)
         assert sign * float(e[:, 2].mean() - e[:, 0].mean()) > 0.3
+
+
+def test_g_ends_with_its_jpeg_round_trip_saved_with_the_weights_and_gradients_pass_straight_through():
+    from fca.jpeg import JpegSetting, jpeg_round_trip
+    from fca.models.generator_arch import Generator
+
+    torch.manual_seed(0)
+    g = Generator(scale=4.0, estimator="paper", kernel_size=5, channels=4, dense_blocks=1, res_blocks=1)
+    x = torch.rand(2, 3, 64, 64).requires_grad_(True)
+    k = torch.full((2, 5, 5), 1 / 25)
+    blurred, out = g.degrade_parts(x, k)
+    assert out is blurred and g.jpeg_setting() is None  # no JPEG: G(x) as it was
+    g.set_jpeg(JpegSetting(60, "4:2:0", "pixels"))
+    blurred, out = g.degrade_parts(x, k)
+    torch.testing.assert_close(out, jpeg_round_trip(blurred.detach(), 60, "4:2:0"), atol=1e-6, rtol=0)
+    assert float((out - blurred).abs().mean()) > 1e-3  # the round trip changed it
+    (grad_out,) = torch.autograd.grad(out.sum(), x)
+    (grad_blurred,) = torch.autograd.grad(g.degrade_parts(x, k)[0].sum(), x)
+    torch.testing.assert_close(grad_out, grad_blurred)  # straight through
+    loaded = Generator(scale=4.0, estimator="paper", kernel_size=5, channels=4, dense_blocks=1, res_blocks=1)
+    loaded.load_state_dict(g.state_dict())
+    assert loaded.jpeg_setting() == JpegSetting(60, "4:2:0", "weights")

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from fca.kernels import effective_sigma
-from fca.noise import NoiseConfig, apply_patch_noise, collect_noise_bank, fit_noise_level
+from fca.noise import NoiseConfig, apply_patch_noise, collect_noise_bank, fit_noise_level, flat_crops
 from fca.train.checkpoint import load_checkpoint
 from fca.train.generator import load_generator, train_generator
 from tests.fca.train.test_generator import CPU, TINY, ConvComparator, _blurred, _weights, photo_patches  # noqa: F401
 
-NOISY = dataclasses.replace(TINY, noise="patches", noise_bank=32, noise_max_std=0.03)
+NOISY = dataclasses.replace(TINY, noise="patches", noise_bank=32)
 
 
 def _noisy(patches: torch.Tensor) -> torch.Tensor:
@@ -26,12 +26,12 @@ def test_the_trained_generator_holds_the_real_images_noise_bank(photo_patches, t
     real = _noisy(photo_patches)
     cfg = dataclasses.replace(NOISY, steps=2, noise_scale=noise_scale)
     gen, _ = train_generator(cfg, real, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
-    level = fit_noise_level(real, 16, 0.03, TINY.spectral_bins) if noise_scale == "brightness" else None
-    torch.testing.assert_close(gen.noise_bank, collect_noise_bank(real, 16, 32, 0.03, NOISY.seed, level=level, detrend_sigma=NOISY.noise_detrend),
-                               atol=0, rtol=0)
+    found = flat_crops(real, 16, NOISY.noise_detrend, NOISY.noise_flat_ratio, TINY.spectral_bins)
+    level = fit_noise_level(found) if noise_scale == "brightness" else None
+    torch.testing.assert_close(gen.noise_bank, collect_noise_bank(found, 32, NOISY.seed, level=level), atol=0, rtol=0)
     with torch.no_grad():
         added = gen.noise_for(torch.full((4, 3, 32, 32), 0.5))
-    assert 0.018 < float(added.std()) < 0.026  # the domain's noise, sigma 0.02 (a threshold just above it: little structure)
+    assert 0.018 < float(added.std()) < 0.026  # the domain's noise, sigma 0.02
     loaded = load_generator(tmp_path / "last.pt")
     assert loaded.noise == "patches" and torch.equal(loaded.noise_bank, gen.noise_bank)
     assert torch.equal(loaded.noise_level, gen.noise_level)
@@ -75,7 +75,7 @@ def test_on_a_noisy_domain_the_signal_fit_finds_the_blur_of_the_noise_free_domai
     # The same blurred scenes with and without camera noise. Fitted on the total density, the
     # noise (white at every pixel pitch) asks for a sharper LR than the scenes' blur gives and
     # the Gaussian collapses towards a delta; fitted on the signal (R less the bank's white
-    # power, G(x) before its noise draw) it lands where the noise-free domain puts it.
+    # spectrum, G(x) before its noise draw) it lands where the noise-free domain puts it.
     clean = _blurred(photo_patches, 2.0)
     noisy = _noisy(photo_patches)
     cfg = dataclasses.replace(NOISY, kernel_param="gaussian", steps=60)
@@ -90,17 +90,36 @@ def test_on_a_noisy_domain_the_signal_fit_finds_the_blur_of_the_noise_free_domai
 def test_the_spectral_floor_follows_the_domains_noise(photo_patches):
     # On the signal target the floor sits above the noise subtraction's error, which grows with
     # the noise: twice the noise std, about four times the floor. Elsewhere it is spectral_floor.
-    from fca.train.generator import _spectral_floor
+    from fca.train.generator import _spectral_floor, noise_bank
 
     cfg = dataclasses.replace(NOISY, spectral_floor=1e-4, spectral_noise_floor=0.15)
     blurred = _blurred(photo_patches, 2.0)
     floors = []
     for sigma in (0.02, 0.04):
         real = apply_patch_noise(blurred, [f"p{i}" for i in range(len(blurred))], NoiseConfig(type="gaussian", sigma=sigma), 0, "hr")
-        level = fit_noise_level(real, 16, 2.5 * sigma, cfg.spectral_bins)
-        floors.append(_spectral_floor(cfg, real, 16, level))
-        assert _spectral_floor(dataclasses.replace(cfg, noise_fit="total"), real, 16, level) == 1e-4
-        assert _spectral_floor(dataclasses.replace(cfg, spectral_noise_floor=0.0), real, 16, level) == 1e-4
+        spectrum = noise_bank(cfg, real, 16)[1]
+        floors.append(_spectral_floor(cfg, real, 16, spectrum))
+        assert _spectral_floor(dataclasses.replace(cfg, noise_fit="total"), real, 16, spectrum) == 1e-4
+        assert _spectral_floor(dataclasses.replace(cfg, spectral_noise_floor=0.0), real, 16, spectrum) == 1e-4
     assert floors[0] > 1e-4
     assert floors[1] / floors[0] == pytest.approx(4.0, rel=0.35)
     assert _spectral_floor(dataclasses.replace(cfg, noise="none"), blurred, 16, None) == 1e-4
+
+
+def test_g_takes_the_real_images_jpeg_from_their_files_else_from_their_pixels(photo_patches, tmp_path):
+    from fca.jpeg import JpegSetting, jpeg_round_trip
+    from fca.train.generator import jpeg_setting
+
+    clean = _blurred(photo_patches, 2.0)
+    compressed = jpeg_round_trip(clean, 70, "4:2:0")
+    cfg = dataclasses.replace(TINY, steps=1)
+    gen, _ = train_generator(cfg, compressed, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+    assert load_generator(tmp_path / "last.pt").jpeg_setting() == JpegSetting(70, "4:2:0", "weights")
+    files = JpegSetting(90, "4:4:4", "files")
+    assert jpeg_setting(cfg, compressed, files) == files  # the files' own tables win
+    assert jpeg_setting(cfg, clean, None) is None  # no JPEG history: none
+    assert jpeg_setting(dataclasses.replace(cfg, jpeg="off"), compressed, files) is None
+    x = compressed[:2]
+    with torch.no_grad():
+        lr, k = gen(x)
+    torch.testing.assert_close(lr, jpeg_round_trip(gen.degrade_parts(x, k)[0], 70, "4:2:0"), atol=1e-6, rtol=0)
