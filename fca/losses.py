@@ -83,7 +83,7 @@ def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float =
 
     noise: the noise bank's spectrum (`fca.noise.NoiseSpectrum`), or None. Given, the target is
     the density of the tiles' *signal*: each tile's rings lose the noise's ring power at the
-    tile's channel brightness (`NoiseSpectrum.ring_power`) and are divided by the tile's
+    tile's pixels' brightness (`NoiseSpectrum.ring_power`) and are divided by the tile's
     remaining positive power; the tiles' mean is cut at 0 and renormalised. (Cutting each
     tile at 0 instead would leave a bias in the rings that hold noise alone: a ring's power
     fluctuates around the noise level, and only the upward half would survive.) Flat means the
@@ -97,8 +97,10 @@ def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float =
         if noise is None:
             total += radial_density(chunk, bins).sum(0)
         else:
-            signal = radial_power(chunk, bins) - noise.ring_power(chunk.mean((2, 3)))
-            total += (signal / (signal.clamp_min(0.0).sum(1, keepdim=True) + 1e-12)).sum(0)
+            signal = radial_power(chunk, bins) - noise.ring_power(chunk)
+            positive = signal.clamp_min(0.0).sum(1, keepdim=True)
+            # a tile with no power left above the noise's holds no signal to share out: it counts as none
+            total += torch.where(positive > 0, signal / positive.clamp_min(1e-30), torch.zeros_like(signal)).sum(0)
     if noise is None:
         return (total / tiles.shape[0]).float()
     total = total.clamp_min(0.0)
@@ -113,7 +115,7 @@ def _target_tiles(patches: torch.Tensor, side: int, min_std: float, noise: Noise
     if noise is None:
         keep = luma.std(1) >= min_std
     else:
-        keep = luma.var(1).double() - noise.luma_variance(tiles.mean((2, 3)).double()) >= min_std**2
+        keep = luma.var(1).double() - noise.luma_variance(tiles) >= min_std**2
     if not bool(keep.any()):
         raise ValueError(f"no {side}x{side} tile of the real patches has luma std >= {min_std}"
                          + (" above the noise" if noise is not None else ""))
@@ -129,7 +131,7 @@ def noise_share(patches: torch.Tensor, side: int, bins: int, min_std: float, noi
     for start in range(0, tiles.shape[0], batch):
         chunk = tiles[start : start + batch].double()
         power = radial_power(chunk, bins).sum(1, keepdim=True)
-        total += (noise.ring_power(chunk.mean((2, 3))) / (power + 1e-12)).sum(0)
+        total += (noise.ring_power(chunk) / (power + 1e-12)).sum(0)
     return (total / tiles.shape[0]).float()
 
 

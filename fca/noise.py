@@ -326,8 +326,8 @@ class NoiseSpectrum:
     the luma ring power (`radial_power`) and luma variance of the bank's noise at that brightness.
 
     cross [3, 3, bins]: the bank's mean channel cross-spectra (`radial_cross_power`); cov [3, 3]:
-    its mean channel covariance. At a tile with channel stds s (`level`), the noise's luma ring
-    power is sum_cc' w_c w_c' s_c s_c' cross[c, c'] (w: luma weights).
+    its mean channel covariance. At a tile with channel noise stds s (`level`), the noise's luma
+    ring power is sum_cc' w_c w_c' s_c s_c' cross[c, c'] (w: luma weights).
 
     Why the measured spectrum and not white noise of the measured level: a camera's noise is
     demosaiced, sharpened and compressed, so its power is not flat over the rings; subtracting a
@@ -338,18 +338,23 @@ class NoiseSpectrum:
     cross: torch.Tensor
     cov: torch.Tensor
 
-    def _scaled(self, means: torch.Tensor) -> torch.Tensor:
-        """luma weight times noise std per channel at each tile: [M, 3] float64."""
-        return _LUMA.to(means.device) * self.level.of_means(means.cpu()).sqrt().to(means.device)
+    def _scaled(self, tiles: torch.Tensor) -> torch.Tensor:
+        """luma weight times the noise std per channel of each tile [M, 3, h, w]: [M, 3] float64. The
+        std is the root of the level's variance averaged over the tile's pixels, a clipped pixel
+        (0 or 1) counting as none: a tile's brightness varies, and a camera's clipped highlights
+        and shadows hold no noise."""
+        x = tiles.detach().double().cpu()
+        var = self.level.variance(x) * ((x > 0) & (x < 1))
+        return (_LUMA * var.mean((2, 3)).sqrt()).to(tiles.device)
 
-    def ring_power(self, means: torch.Tensor) -> torch.Tensor:
-        """[M, 3] channel means -> [M, bins] the noise's luma ring power."""
-        a = self._scaled(means)
+    def ring_power(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Tiles [M, 3, h, w] -> [M, bins] the noise's luma ring power in each."""
+        a = self._scaled(tiles)
         return torch.einsum("mc,md,cdb->mb", a, a, self.cross.to(a))
 
-    def luma_variance(self, means: torch.Tensor) -> torch.Tensor:
-        """[M, 3] channel means -> [M] the noise's luma variance."""
-        a = self._scaled(means)
+    def luma_variance(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Tiles [M, 3, h, w] -> [M] the noise's luma variance in each."""
+        a = self._scaled(tiles)
         return torch.einsum("mc,md,cd->m", a, a, self.cov.to(a))
 
 

@@ -87,7 +87,7 @@ def test_the_noise_share_is_the_noises_part_of_each_tiles_power():
     # units, windowed, without DC), so the shares add up to 1.
     g = torch.Generator().manual_seed(6)
     level = _white(0.03)
-    pure = 0.03 * torch.randn(16, 3, 64, 64, generator=g)
+    pure = 0.5 + 0.03 * torch.randn(16, 3, 64, 64, generator=g)  # mid-grey: no pixel clipped
     assert float(noise_share(pure, 32, 8, 0.0, level).sum()) == pytest.approx(1.0, abs=0.1)
     # The same noise on a blurred domain: a small part of the tiles' power, about the same in every
     # ring (white), while the blurred signal's density falls by orders of magnitude towards the top.
@@ -172,3 +172,15 @@ def test_the_signal_target_takes_out_correlated_noise_by_the_banks_measured_spec
     white = target_density(noisy, 32, 8, noise=_white(0.03))
     assert (measured - truth).abs().sum() < 0.3 * (white - truth).abs().sum()
     assert (measured - truth).abs().sum() < 0.1 * (target_density(noisy, 32, 8) - truth).abs().sum()
+
+
+def test_tiles_with_no_power_above_the_noise_count_as_none_in_the_signal_target():
+    # A tile whose every ring is below the noise's (an over-estimated noise, or a tile of noise
+    # alone that passed the flatness test) shares out no signal: the target is the other tiles'.
+    textured = _blur(_images(8, 64), 1.0)
+    quiet = 0.5 + 0.001 * torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    loud = _white(0.03)  # far above the quiet tiles' power in every ring
+    alone = target_density(textured, 32, 8, min_std=0.0, noise=loud)
+    both = target_density(torch.cat([textured, quiet]), 32, 8, min_std=0.0, noise=loud)
+    assert bool(torch.isfinite(both).all())
+    torch.testing.assert_close(both, alone)
