@@ -175,11 +175,13 @@ def test_the_signal_target_takes_out_correlated_noise_by_the_banks_measured_spec
 
 
 def test_tiles_with_no_power_above_the_noise_count_as_none_in_the_signal_target():
-    # A tile whose every ring is below the noise's (an over-estimated noise, or a tile of noise
-    # alone that passed the flatness test) shares out no signal: the target is the other tiles'.
+    # A tile whose every ring is below the noise's that still passed the flatness test (which
+    # reads the bank's covariance, not its spectrum) shares out no signal: the target is the
+    # other tiles'. Here the flatness test sees almost no noise and the rings a lot.
     textured = _blur(_images(8, 64), 1.0)
     quiet = 0.5 + 0.001 * torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    loud = _white(0.03)  # far above the quiet tiles' power in every ring
+    white = _white(0.03)
+    loud = NoiseSpectrum(white.level, white.cross, 1e-6 * white.cov)
     alone = target_density(textured, 32, 8, min_std=0.0, noise=loud)
     both = target_density(torch.cat([textured, quiet]), 32, 8, min_std=0.0, noise=loud)
     assert bool(torch.isfinite(both).all())
