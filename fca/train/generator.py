@@ -489,7 +489,11 @@ def train_generator(
     spectrum = None
     if bank is not None:  # the noise bank: flat LR-sized crops of the real training images, detrended
         gen.set_noise_bank(bank[0], bank[1].level if config.noise_scale == "brightness" else None)
-        spectrum = bank[1]
+        spectrum = None if bank[1].negligible else bank[1]  # 8-bit rounding alone: the blur is fitted as without noise
+        if dist.is_main:
+            log.info("train_generator: noise bank of %d crops, %s", config.noise_bank, "below one 8-bit level: the blur is fitted as "
+                     "without noise" if spectrum is None else "the blur is fitted on the signal" if config.noise_fit == "signal" else
+                     "the blur is fitted on the total")
     jpeg = jpeg_setting(config, patches, jpeg_files)
     gen.set_jpeg(jpeg)
     if dist.is_main:
