@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-generator": ("pipeline.train_generator", "train the adaptation generator (kernel estimator) against the FDC / spectral loss"),
     "degrade": ("pipeline.degrade", "degrade any folder of images with a trained generator"),
     "evaluate": ("pipeline.evaluate", "the referee: oracle kernel, density gaps, kernel error, SR trained three ways"),
-    "train-sr": ("pipeline.train_sr", "train an EDSR-style SR model on the FCA pairs (and one on bicubic pairs to compare)"),
+    "train-sr": ("pipeline.train_sr", "train an EDSR-style SR model on our pairs (and one on bicubic pairs to compare)"),
     "upscale": ("pipeline.upscale", "super-resolve a folder of photos (any size) with a trained SR model"),
     "report": ("pipeline.report", "figures and reports/README.md from the evaluation"),
     "compare": ("pipeline.compare", "run generator.loss = fdc / spectral / both as DVC experiments and compare them"),

@@ -1,4 +1,4 @@
-"""Stage `train_sr`: an SR model trained on the domain's FCA pairs, and one on bicubic pairs to compare."""
+"""Stage `train_sr`: an SR model trained on our pairs (HR patch, G(patch)), and one on bicubic pairs to compare."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ Both are judged on the validation patches: input the true real-world LR image (t
 clean patch downscaled, then blurred by its known kernel), target the real HR patch;
 PSNR/SSIM on Y with an s-pixel border cropped, PSNR pooled over the patches
 (--metrics). Also written: the per-step training losses (--curve) and a figure of a
-few validation images, bicubic upscaling vs SR(bicubic pairs) vs SR(FCA pairs)
+few validation images, bicubic upscaling vs SR(bicubic pairs) vs SR(our pairs)
 (--figure). On real photos without a known kernel (patches.blur.type: none) there is no
 true LR image and no target: the figure then shows the validation photos themselves
 upscaled by each, and --metrics holds no PSNR. The models are what `fca upscale --model` takes.
@@ -46,7 +46,7 @@ def build() -> argparse.ArgumentParser:
     p = stage.parser("train-sr", DESCRIPTION)
     p.add_argument("--patches", type=Path, required=True, help="the patches stage's output folder")
     p.add_argument("--generator", type=Path, required=True, help="trained generator (.pt) from train-generator; makes the LR side and gives the scale")
-    p.add_argument("--out-ours", type=Path, required=True, help="SR model trained on FCA pairs (.pt)")
+    p.add_argument("--out-ours", type=Path, required=True, help="SR model trained on our pairs (.pt)")
     p.add_argument("--out-bicubic", type=Path, required=True, help="SR model trained on bicubic pairs (.pt)")
     p.add_argument("--curve", type=Path, required=True, help="training loss of both models per step (.csv)")
     p.add_argument("--metrics", type=Path, required=True, help="validation PSNR/SSIM (.json)")
@@ -82,7 +82,7 @@ def _hwc(x: torch.Tensor) -> np.ndarray:
 
 def comparison_figure(lr: torch.Tensor, outputs: dict[str, torch.Tensor], hr: torch.Tensor | None, scale: int):
     """One row per validation image: the LR input (pixels enlarged), the upscalings, the HR target (none for real photos)."""
-    columns = ["LR input (real)", "bicubic upscaling", "SR, bicubic pairs", "SR, FCA pairs (ours)"] + (["HR (real)"] if hr is not None else [])
+    columns = ["LR input (real)", "bicubic upscaling", "SR, bicubic pairs", "SR, our pairs"] + (["HR (real)"] if hr is not None else [])
     rows = []
     for i in range(lr.shape[0]):
         nearest = lr[i].repeat_interleave(scale, -1).repeat_interleave(scale, -2)
@@ -145,7 +145,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
     if "psnr_y_ours" not in metrics:
         print(f"train_sr: no known kernel, so no score; the validation photos upscaled by each model: {args.figure}")
         return
-    print("train_sr: validation PSNR-Y (pooled) bicubic upscaling {:.2f} dB, SR on bicubic pairs {:.2f} dB, SR on FCA pairs {:.2f} dB"
+    print("train_sr: validation PSNR-Y (pooled) bicubic upscaling {:.2f} dB, SR on bicubic pairs {:.2f} dB, SR on our pairs {:.2f} dB"
           .format(metrics["psnr_y_upscaling"], metrics["psnr_y_bicubic"], metrics["psnr_y_ours"]))
 
 

@@ -13,7 +13,7 @@ from pipeline import stage
 
 DESCRIPTION = """\
 Super-resolve every image in --input (a folder, not its sub-folders, or one image
-file) with a trained SR model (--model: models/sr_ours.pt, trained on FCA pairs, or
+file) with a trained SR model (--model: models/sr_ours.pt, trained on our pairs, or
 models/sr_bicubic.pt, from the train_sr stage) into --output/<name>.png, where
 <name> is the input's file name without its suffix. The scale is the model's.
 
