@@ -488,11 +488,14 @@ def train_generator(
     bank = noise_bank(config, patches, lr_side(config))
     spectrum = None
     if bank is not None:  # the noise bank: flat LR-sized crops of the real training images, detrended
-        gen.set_noise_bank(bank[0], bank[1].level if config.noise_scale == "brightness" else None)
-        spectrum = None if bank[1].negligible else bank[1]  # 8-bit rounding alone: the blur is fitted as without noise
+        spectrum = None if bank[1].negligible else bank[1]
+        if spectrum is None:  # 8-bit rounding alone: G adds no noise and the blur is fitted as without noise
+            gen.set_noise_bank(torch.zeros_like(bank[0]), None)
+        else:
+            gen.set_noise_bank(bank[0], bank[1].level if config.noise_scale == "brightness" else None)
         if dist.is_main:
-            log.info("train_generator: noise bank of %d crops, %s", config.noise_bank, "below one 8-bit level: the blur is fitted as "
-                     "without noise" if spectrum is None else "the blur is fitted on the signal" if config.noise_fit == "signal" else
+            log.info("train_generator: noise bank of %d crops, %s", config.noise_bank, "below one 8-bit level (the photos' rounding): "
+                     "G adds none" if spectrum is None else "the blur is fitted on the signal" if config.noise_fit == "signal" else
                      "the blur is fitted on the total")
     jpeg = jpeg_setting(config, patches, jpeg_files)
     gen.set_jpeg(jpeg)

@@ -125,12 +125,19 @@ def test_g_takes_the_real_images_jpeg_from_their_files_else_from_their_pixels(ph
     torch.testing.assert_close(lr, jpeg_round_trip(gen.degrade_parts(x, k)[0], 70, "4:2:0"), atol=1e-6, rtol=0)
 
 
-def test_a_bank_of_8_bit_rounding_alone_leaves_the_blur_fit_as_without_noise(photo_patches):
-    # On a noise-free domain saved in 8 bits the flat crops hold the rounding (std ~0.001): the
-    # bank keeps it, but the blur is fitted on R's density as it is, not on a "signal" with the
-    # rounding taken out of the top rings (that emptied them and widened the kernel).
+def test_a_bank_of_8_bit_rounding_alone_leaves_g_as_without_noise(photo_patches, tmp_path):
+    # On a noise-free domain saved in 8 bits the flat crops hold the rounding (std ~0.001): G adds
+    # none, and the blur is fitted on R's density as it is, not on a "signal" with the rounding
+    # taken out of the top rings (that emptied them and widened the kernel).
     from fca.train.generator import noise_bank
 
     eight_bit = (_blurred(photo_patches, 2.0) * 255).round() / 255
     assert noise_bank(NOISY, eight_bit, 16)[1].negligible
     assert not noise_bank(NOISY, _noisy(photo_patches), 16)[1].negligible
+    gen, _ = train_generator(dataclasses.replace(NOISY, steps=1), eight_bit, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+    assert not bool(gen.noise_bank.any())
+    plain, _ = train_generator(dataclasses.replace(NOISY, steps=1, noise="none"), eight_bit, None, device=CPU,
+                               checkpoint_dir=tmp_path / "plain", progress=False)
+    x = eight_bit[:2]
+    with torch.no_grad():
+        torch.testing.assert_close(gen(x)[0], plain(x)[0], atol=0, rtol=0)  # the same generator as without noise
