@@ -90,7 +90,7 @@ class GeneratorConfig:
                                         help="noise: patches, noise_fit: signal: the floor is at least this share of the noise power the "
                                              "signal target took out of its top bin (fca.losses.noise_share), where the subtraction's own "
                                              "error lives; 0: spectral_floor alone")
-    noise: str = param("none", choices=NOISE_OPTIONS, help="none, or patches: add noise patches from flat crops of the real images to G(x) (fca.noise)")
+    noise: str = param("patches", choices=NOISE_OPTIONS, help="patches: add noise patches from flat crops of the real images to G(x) (fca.noise; none when they are below one 8-bit level), or none")
     noise_bank: int = param(256, ge=1, le=65_536, help="noise: patches: the bank's size (LR-sized patches, saved with the weights)")
     noise_flat_ratio: float = param(FLAT_RATIO, ge=1, le=100,
                                     help="noise: patches: a crop is flat (noise only) when its variance over its white part is at most "
