@@ -24,9 +24,16 @@ $(STAMP): requirements.lock pyproject.toml
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) plots-js
 	@touch $(STAMP)
 
-install: $(STAMP)  ## only create .venv from requirements.lock (e.g. before `dvc pull`)
+# `.venv/bin/dvc repro` (or snakemake) with the venv not active: the stages call `fca` from PATH, so
+# every Python of the venv puts the venv's bin/ first on PATH for the commands it starts (a .pth line).
+PATH_HOOK := $(VENV)/.path-hook
+$(PATH_HOOK): $(STAMP)
+	@$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "fca_venv_path.pth").write_text("import os, sys; b = os.path.dirname(sys.executable); p = os.environ.get(\"PATH\", \"\"); os.environ[\"PATH\"] = p if p.split(os.pathsep)[0] == b else b + os.pathsep + p\n")'
+	@touch $@
 
-run: $(STAMP)  ## run the whole pipeline (dvc repro) on the params in params.yaml
+install: $(PATH_HOOK)  ## only create .venv from requirements.lock (e.g. before `dvc pull`)
+
+run: $(PATH_HOOK)  ## run the whole pipeline (dvc repro) on the params in params.yaml
 	dvc repro
 	@echo
 	@echo "Report:    reports/README.md (figures in reports/figures/, numbers in reports/metrics.json, reports/fdc.json)"
@@ -40,7 +47,7 @@ run: $(STAMP)  ## run the whole pipeline (dvc repro) on the params in params.yam
 # tests/test_browser.py runs it (make -f <this Makefile> -C <a temporary project> plots-page) and
 # opens the page in headless Chromium.
 PLOTS_DIR ?= dvc_plots
-plots: $(STAMP)  ## draw dvc.yaml's plots into dvc_plots/index.html, viewable offline
+plots: $(PATH_HOOK)  ## draw dvc.yaml's plots into dvc_plots/index.html, viewable offline
 	@$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) plots-page
 
 plots-page:
@@ -58,16 +65,16 @@ plots-js:
 
 # One pytest worker per CPU (-n auto), each test module on one worker (--dist loadscope: a module's
 # shared fixtures, such as a trained model, are built once); the end-to-end runs start first (tests/conftest.py).
-test: $(STAMP)  ## run the test suite
+test: $(PATH_HOOK)  ## run the test suite
 	$(BIN)/python -m pytest -q -n auto --dist loadscope
 
-bench: $(STAMP)  ## speed and memory benchmarks (not part of the tests)
+bench: $(PATH_HOOK)  ## speed and memory benchmarks (not part of the tests)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
-compare: $(STAMP)  ## generator.loss = fdc, spectral, both as DVC experiments; table + plot in reports/compare/
+compare: $(PATH_HOOK)  ## generator.loss = fdc, spectral, both as DVC experiments; table + plot in reports/compare/
 	fca compare
 
-mlflow-ui: $(STAMP)  ## open the local MLflow UI on 127.0.0.1:5000 (the link it prints opens the "Model training" view)
+mlflow-ui: $(PATH_HOOK)  ## open the local MLflow UI on 127.0.0.1:5000 (the link it prints opens the "Model training" view)
 	@echo "Open $$($(BIN)/python -m pipeline.tracking link 2>/dev/null || echo http://127.0.0.1:5000)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
@@ -75,7 +82,7 @@ mlflow-ui: $(STAMP)  ## open the local MLflow UI on 127.0.0.1:5000 (the link it 
 # (MLFLOW_BACKEND_STORE_URI, not the command line that make echoes and `ps` shows) and is
 # printed with the password masked (pipeline.tracking.mask_uri).
 mlflow-server: export MLFLOW_BACKEND_STORE_URI = $(MLFLOW_BACKEND)
-mlflow-server: $(STAMP)  ## shared MLflow server on $(MLFLOW_HOST):$(MLFLOW_PORT) (database store, proxied artifacts); then export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+mlflow-server: $(PATH_HOOK)  ## shared MLflow server on $(MLFLOW_HOST):$(MLFLOW_PORT) (database store, proxied artifacts); then export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)
 	@mkdir -p $(CURDIR)/mlflow-server $(MLFLOW_ARTIFACTS)
 	@echo "MLflow server: backend $$($(BIN)/python -c 'import os; from pipeline.tracking import mask_uri; print(mask_uri(os.environ["MLFLOW_BACKEND_STORE_URI"]))'), artifacts $(MLFLOW_ARTIFACTS)"
 	@echo "Runs go there with: export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)"
