@@ -74,7 +74,7 @@ bench: $(PATH_HOOK)  ## speed and memory benchmarks (not part of the tests)
 compare: $(PATH_HOOK)  ## generator.loss = fdc, spectral, both as DVC experiments; table + plot in reports/compare/
 	fca compare
 
-mlflow-ui: $(PATH_HOOK)  ## open the local MLflow UI on 127.0.0.1:5000 (the link it prints opens the "Model training" view)
+mlflow-ui: $(STAMP)  ## open the local MLflow UI on 127.0.0.1:5000 (the link it prints opens the "Model training" view)
 	@echo "Open $$($(BIN)/python -m pipeline.tracking link 2>/dev/null || echo http://127.0.0.1:5000)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
@@ -82,7 +82,7 @@ mlflow-ui: $(PATH_HOOK)  ## open the local MLflow UI on 127.0.0.1:5000 (the link
 # (MLFLOW_BACKEND_STORE_URI, not the command line that make echoes and `ps` shows) and is
 # printed with the password masked (pipeline.tracking.mask_uri).
 mlflow-server: export MLFLOW_BACKEND_STORE_URI = $(MLFLOW_BACKEND)
-mlflow-server: $(PATH_HOOK)  ## shared MLflow server on $(MLFLOW_HOST):$(MLFLOW_PORT) (database store, proxied artifacts); then export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+mlflow-server: $(STAMP)  ## shared MLflow server on $(MLFLOW_HOST):$(MLFLOW_PORT) (database store, proxied artifacts); then export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)
 	@mkdir -p $(CURDIR)/mlflow-server $(MLFLOW_ARTIFACTS)
 	@echo "MLflow server: backend $$($(BIN)/python -c 'import os; from pipeline.tracking import mask_uri; print(mask_uri(os.environ["MLFLOW_BACKEND_STORE_URI"]))'), artifacts $(MLFLOW_ARTIFACTS)"
 	@echo "Runs go there with: export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)"
