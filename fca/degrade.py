@@ -332,9 +332,9 @@ def degrade_image(
     if noise is not None:
         out += noise[0].permute(1, 2, 0).float().cpu().numpy()
     # Then its JPEG round trip (the real images'), as G(x) ends with.
-    compress = getattr(source, "compress", None)
-    if callable(compress) and getattr(source, "jpeg_setting", lambda: None)() is not None:
-        out = compress(torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0))[0].permute(1, 2, 0).float().cpu().numpy()
+    jpeg_setting = getattr(source, "jpeg_setting", None)
+    if callable(jpeg_setting) and jpeg_setting() is not None:
+        out = source.compress(torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0))[0].permute(1, 2, 0).float().cpu().numpy()
     return out
 
 

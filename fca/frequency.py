@@ -15,7 +15,7 @@ import functools
 import torch
 
 # ITU-R BT.601 luma weights, as in most SR evaluation code.
-_LUMA = (0.299, 0.587, 0.114)
+LUMA = (0.299, 0.587, 0.114)
 _EPS = 1e-12
 
 
@@ -25,7 +25,7 @@ def to_luma(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected [B, 1|3, H, W], got {tuple(x.shape)}")
     if x.shape[1] == 1:
         return x[:, 0]
-    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(1)
 
 

@@ -20,6 +20,8 @@ from os import PathLike
 import numpy as np
 import torch
 
+from fca.frequency import LUMA
+
 SUBSAMPLINGS = ("4:4:4", "4:2:2", "4:2:0")
 _PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
@@ -82,16 +84,24 @@ def jpeg_quality(path: str | PathLike) -> int | None:
     (table 0: luminance, table 1: chrominance when present); None for a file that is not a JPEG.
 
     A file that does not exist is an error (FileNotFoundError), not None."""
-    from PIL import Image, UnidentifiedImageError
+    found = _file_jpeg(path)
+    return None if found is None else found[0]
+
+
+def _file_jpeg(path: str | PathLike) -> tuple[int, str] | None:
+    """(quality, chroma subsampling) of the JPEG file at `path`, read in one opening; None for a file
+    that is not a JPEG (an unknown sampling reads as 4:2:0, libjpeg's default)."""
+    from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             tables = getattr(img, "quantization", None)
+            if not tables or 0 not in tables:
+                return None
+            sampling = {0: "4:4:4", 1: "4:2:2"}.get(JpegImagePlugin.get_sampling(img), "4:2:0")
     except UnidentifiedImageError:
         return None
-    if not tables or 0 not in tables:
-        return None
-    return quality_from_tables(tables[0], tables.get(1))
+    return quality_from_tables(tables[0], tables.get(1)), sampling
 
 
 def to_8bit(x: torch.Tensor) -> torch.Tensor:
@@ -143,11 +153,13 @@ class JpegSetting:
     dip: float = 0.0  # "pixels": the re-compression error at `quality` over its neighbours' (below GHOST_RATIO)
 
     def describe(self) -> str:
-        return f"JPEG quality {self.quality}, {self.subsampling} (from the {'files' if self.source == 'files' else 'pixels'})"
+        """"quality 85, 4:2:0", with where it was found when that is the files or the pixels."""
+        where = f" (from the {self.source})" if self.source in ("files", "pixels") else ""
+        return f"quality {self.quality}, {self.subsampling}{where}"
 
 
 def _luma_u8(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return a.astype(np.float64) @ np.array(LUMA)
 
 
 def estimate_jpeg(images: torch.Tensor, count: int = GHOST_IMAGES) -> JpegSetting | None:
@@ -195,21 +207,10 @@ def estimate_jpeg(images: torch.Tensor, count: int = GHOST_IMAGES) -> JpegSettin
 
 def files_jpeg(paths: list[str | PathLike]) -> JpegSetting | None:
     """The JPEG round trip a set of image files went through, read from their quantisation tables
-    (`jpeg_quality`) and sampling factors: the median quality and the most common subsampling of
+    and sampling factors (`jpeg_quality`): the median quality and the most common subsampling of
     those that are JPEG files, when they are at least half of them; else None."""
-    from PIL import Image, JpegImagePlugin, UnidentifiedImageError
-
-    qualities, samplings = [], []
-    for path in paths:
-        quality = jpeg_quality(path)
-        if quality is None:
-            continue
-        qualities.append(quality)
-        try:
-            with Image.open(path) as img:
-                samplings.append({0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}.get(JpegImagePlugin.get_sampling(img), "4:2:0"))
-        except (UnidentifiedImageError, OSError):
-            samplings.append("4:2:0")
-    if not qualities or 2 * len(qualities) < len(paths):
+    found = [f for f in map(_file_jpeg, paths) if f is not None]
+    if not found or 2 * len(found) < len(paths):
         return None
-    return JpegSetting(int(np.median(qualities)), max(SUBSAMPLINGS, key=samplings.count), "files")
+    samplings = [sub for _, sub in found]
+    return JpegSetting(int(np.median([q for q, _ in found])), max(SUBSAMPLINGS, key=samplings.count), "files")

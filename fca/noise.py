@@ -14,11 +14,13 @@ pixel grid, with the same per-pixel model (a camera that produces the LR image d
 each patch drawing from a torch.Generator of its own seeded by (patches.seed, file name,
 view) (`patch_generator`), so L_true is the same whenever it is computed.
 
-The generator's noise option (`generator.noise: patches`, Real-SR style): `collect_noise_bank`
-cuts LR-sized crops from the real training images, keeps the flat ones and takes out their
-smooth part (`detrend`); `fca.models.generator_arch.Generator` adds randomly drawn ones to its output, scaled
+The generator's noise option (`generator.noise: patches`, Real-SR style): `flat_crops` cuts
+LR-sized crops from the real training images, keeps those that hold noise alone and takes out
+their smooth part (`detrend`); `collect_noise_bank` draws the bank from them, and
+`fca.models.generator_arch.Generator` adds randomly drawn ones to its output, scaled per channel
 to each pixel's brightness by the domain's noise level (`fit_noise_level`,
-`generator.noise_scale: brightness`) or as they are (`constant`).
+`generator.noise_scale: brightness`) or as they are (`constant`). `NoiseSpectrum` is what the
+bank's noise puts into the spectral target's rings.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import ClassVar
 import torch
 
 from fca.config import param
-from fca.frequency import radial_cross_power, to_luma, white_noise_variance
+from fca.frequency import LUMA, radial_cross_power, tiles_of, to_luma, white_noise_variance
 from fca.jpeg import jpeg_round_trip
 from fca.kernels import conv_per_sample, gaussian
 
@@ -137,17 +139,6 @@ class PatchNoise:
 FLAT_RATIO = 1.25  # generator.noise_flat_ratio's default
 LEVEL_KNOTS = 6  # brightness knots of a NoiseLevel (per channel)
 CLIPPED_SHARE = 0.005  # a crop with more of a channel's pixels at 0 or 1 is clipped (`flat_crops`)
-_LUMA = torch.tensor((0.299, 0.587, 0.114), dtype=torch.float64)
-
-
-def grid_crops(images: torch.Tensor, side: int) -> torch.Tensor:
-    """The side x side crops of images [N, C, H, W] on a non-overlapping grid: [N * ny * nx, C, side, side],
-    in image then raster order."""
-    n, c, h, w = images.shape
-    if h < side or w < side:
-        raise ValueError(f"images of {h}x{w} are smaller than a {side}-pixel noise crop")
-    ny, nx = h // side, w // side
-    return images[:, :, : ny * side, : nx * side].reshape(n, c, ny, side, nx, side).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, side, side)
 
 
 def channel_white_variance(x: torch.Tensor, bins: int = 16) -> torch.Tensor:
@@ -168,7 +159,7 @@ def flat_crops(images: torch.Tensor, side: int, detrend_sigma: float = 0.0, flat
                bins: int = 16) -> FlatCrops:
     """The crops of images [N, 3, H, W] in [0, 1] that hold noise and little else, found from the data.
 
-    Every side x side grid crop (`grid_crops`) loses its channel means and is detrended (`detrend`
+    Every side x side crop on a non-overlapping grid (`tiles_of`) loses its channel means and is detrended (`detrend`
     at `detrend_sigma` px). Its *excess* is its luma variance over its white luma variance
     (`white_noise_variance`, the upper half of the rings): for noise it is a property of the
     noise's spectrum (about 1 for white noise, below 1 for sharpened noise), for any structure
@@ -181,16 +172,14 @@ def flat_crops(images: torch.Tensor, side: int, detrend_sigma: float = 0.0, flat
     user does not know; on a simulated camera whose noise std is 0.05, a 0.05 threshold kept 32
     of 5392 crops, the least noisy, and G's noise came out 0.6-0.9 of the camera's."""
     bins = min(bins, side // 2)  # a side-pixel crop fills side / 2 rings
-    x = images.float()
-    crops = grid_crops(x, side)
+    crops = tiles_of(images.float(), side).flatten(0, 1)
     clipped = ((crops <= 0) | (crops >= 1)).flatten(2).float().mean(2).amax(1) > CLIPPED_SHARE
     means = crops.mean((2, 3))
     crops = detrend(crops - means[..., None, None], detrend_sigma)
     luma_white = white_noise_variance(crops, bins)
     usable = ~clipped & (luma_white > 1e-12)
-    empty = FlatCrops(crops[:0], means[:0], torch.zeros(0, 3, dtype=torch.float64))
     if not bool(usable.any()):
-        return empty
+        return FlatCrops(crops[:0], means[:0], torch.zeros(0, 3, dtype=torch.float64))
     excess = to_luma(crops).flatten(1).double().var(1) / luma_white.clamp_min(1e-30)
     limit = flat_ratio * float(torch.quantile(excess[usable], 0.05))
     keep = usable & (excess <= limit)
@@ -356,7 +345,7 @@ class NoiseSpectrum:
         and shadows hold no noise."""
         x = tiles.detach().double().cpu()
         var = self.level.variance(x) * ((x > 0) & (x < 1))
-        return (_LUMA * var.mean((2, 3)).sqrt()).to(tiles.device)
+        return (torch.tensor(LUMA, dtype=torch.float64) * var.mean((2, 3)).sqrt()).to(tiles.device)
 
     def ring_power(self, tiles: torch.Tensor) -> torch.Tensor:
         """Tiles [M, 3, h, w] -> [M, bins] the noise's luma ring power in each."""

@@ -88,15 +88,15 @@ def trained_with(checkpoint: Path) -> dict[str, str]:
     """What the generator in `checkpoint` was trained in and on: its precision (fp32, bf16, fp16)
     and the CPU its training stage recorded ("unknown" for a checkpoint that stores neither), and
     the JPEG round trip its LR ends with."""
-    from fca.jpeg import SUBSAMPLINGS
+    from fca.models.generator_arch import jpeg_of_buffer
     from fca.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint, map_location="cpu")
     precision, runtime = state.get("precision") or {}, state.get("runtime") or {}
-    quality, sub = (int(v) for v in (state.get("generator") or {}).get("jpeg", (0, 0)))
+    jpeg = jpeg_of_buffer(torch.as_tensor((state.get("generator") or {}).get("jpeg", (0, 0))))
     return {"generator_precision": str(precision.get("precision", "unknown")), "generator_cpu": str(runtime.get("cpu", "unknown")),
             "generator_cpu_flags": str(runtime.get("cpu_flags", "unknown")),
-            "generator_jpeg": f"quality {quality}, {SUBSAMPLINGS[sub]}" if quality > 0 else "none"}
+            "generator_jpeg": jpeg.describe() if jpeg is not None else "none"}
 
 
 def print_no_reference(metrics: dict[str, Any]) -> None:

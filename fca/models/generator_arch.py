@@ -358,6 +358,12 @@ def build_estimator(estimator: str = "spectral", **kwargs) -> nn.Module:
     return SpectralKernelEstimator(**common, **{k: kwargs[k] for k in ("tile", "radial_bins", "angular_bins", "hidden", "edge_channels") if k in kwargs})
 
 
+def jpeg_of_buffer(buffer: torch.Tensor) -> JpegSetting | None:
+    """A generator's `jpeg` buffer (quality, index in SUBSAMPLINGS; quality 0: none) as a JpegSetting."""
+    quality, sub = (int(v) for v in buffer.tolist())
+    return JpegSetting(quality, SUBSAMPLINGS[sub], "weights") if quality > 0 else None
+
+
 class Generator(nn.Module):
     """G(x) = bicubic_down(x, s) (*) k(x) [+ n]: x_hr [B, 3, H, W] -> (lr [B, 3, H/s, W/s], kernels [B, K, K]).
 
@@ -426,8 +432,7 @@ class Generator(nn.Module):
 
     def jpeg_setting(self) -> JpegSetting | None:
         """The JPEG round trip G's LR images end with, or None."""
-        quality, sub = (int(v) for v in self.jpeg.tolist())
-        return JpegSetting(quality, SUBSAMPLINGS[sub], "weights") if quality > 0 else None
+        return jpeg_of_buffer(self.jpeg)
 
     def compress(self, lr: torch.Tensor) -> torch.Tensor:
         """lr [n, 3, h, w] through G's JPEG round trip (clipped to [0, 1], 8 bits, encoded and decoded),

@@ -39,7 +39,7 @@ from fca.progress import progress_bar
 from fca.config import param
 from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params
 from fca.jpeg import JpegSetting, estimate_jpeg
-from fca.noise import FLAT_RATIO, NoiseSpectrum, collect_noise_bank, fit_noise_level, flat_crops, noise_spectrum
+from fca.noise import FLAT_RATIO, NoiseLevel, NoiseSpectrum, collect_noise_bank, fit_noise_level, flat_crops, noise_spectrum
 from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, noise_share, target_density
 from fca.models.generator_arch import ESTIMATORS, NOISE_OPTIONS, Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
@@ -306,18 +306,33 @@ def jpeg_setting(config: GeneratorConfig, patches: torch.Tensor, from_files: Jpe
     return from_files if from_files is not None else estimate_jpeg(patches)
 
 
-def noise_bank(config: GeneratorConfig, patches: torch.Tensor, side: int) -> tuple[torch.Tensor, NoiseSpectrum] | None:
+@dataclass(frozen=True, eq=False)
+class NoiseBank:
+    """What `noise_bank` gives the generator: the bank and its level (`Generator.set_noise_bank`), and
+    the bank's spectrum for the spectral target (None: fit the blur as without noise)."""
+
+    bank: torch.Tensor
+    level: NoiseLevel | None
+    spectrum: NoiseSpectrum | None
+
+
+def noise_bank(config: GeneratorConfig, patches: torch.Tensor, side: int) -> NoiseBank | None:
     """The noise bank (`collect_noise_bank`, from the real images' flat crops, unit-level with
-    noise_scale = brightness) and its spectrum (`noise_spectrum`), or None with noise = none."""
+    noise_scale = brightness) and its spectrum (`noise_spectrum`); None with noise = none. A bank
+    below one 8-bit level (`NoiseSpectrum.negligible`: the photos' rounding) becomes zeros with no
+    spectrum: G adds no noise and the blur is fitted as without noise."""
     if config.noise != "patches":
         return None
     found = flat_crops(patches, side, config.noise_detrend, config.noise_flat_ratio, config.spectral_bins)
     if len(found.crops) == 0:
-        raise ValueError(f"generator.noise: patches: no flat {side}-pixel crops (unclipped, not constant) in the "
-                         f"{patches.shape[0]} real training patches")
+        raise ValueError(f"generator.noise: patches: no {side}-pixel crop of the {patches.shape[0]} real training patches "
+                         "holds noise alone (every one is clipped at 0 or 1, constant, or textured): set generator.noise: none")
     level = fit_noise_level(found) if config.noise_scale == "brightness" else None
     bank = collect_noise_bank(found, config.noise_bank, config.seed, level=level)
-    return bank, noise_spectrum(bank, level, config.spectral_bins)
+    spectrum = noise_spectrum(bank, level, config.spectral_bins)
+    if spectrum.negligible:
+        return NoiseBank(torch.zeros_like(bank), None, None)
+    return NoiseBank(bank, level, spectrum)
 
 
 def _spectral_target(config: GeneratorConfig, patches: torch.Tensor, side: int, noise: NoiseSpectrum | None) -> torch.Tensor:
@@ -486,21 +501,16 @@ def train_generator(
         # Feature standardisation from the training patches (deterministic: the first 256, top-left crops).
         gen.estimator.calibrate(patches[:256, :, : config.patch_size, : config.patch_size])
     bank = noise_bank(config, patches, lr_side(config))
-    spectrum = None
+    spectrum = bank.spectrum if bank is not None else None
     if bank is not None:  # the noise bank: flat LR-sized crops of the real training images, detrended
-        spectrum = None if bank[1].negligible else bank[1]
-        if spectrum is None:  # 8-bit rounding alone: G adds no noise and the blur is fitted as without noise
-            gen.set_noise_bank(torch.zeros_like(bank[0]), None)
-        else:
-            gen.set_noise_bank(bank[0], bank[1].level if config.noise_scale == "brightness" else None)
+        gen.set_noise_bank(bank.bank, bank.level)
         if dist.is_main:
             log.info("train_generator: noise bank of %d crops, %s", config.noise_bank, "below one 8-bit level (the photos' rounding): "
-                     "G adds none" if spectrum is None else "the blur is fitted on the signal" if config.noise_fit == "signal" else
-                     "the blur is fitted on the total")
+                     "G adds none" if spectrum is None else f"the blur is fitted on the {config.noise_fit}")
     jpeg = jpeg_setting(config, patches, jpeg_files)
     gen.set_jpeg(jpeg)
     if dist.is_main:
-        log.info("train_generator: G's LR ends with %s", jpeg.describe() if jpeg is not None
+        log.info("train_generator: G's LR ends with %s", f"JPEG {jpeg.describe()}" if jpeg is not None
                  else "no JPEG (generator.jpeg: off)" if config.jpeg == "off" else "no JPEG (the real images show no JPEG history)")
     gen = gen.to(device)
     disc = WaveletDiscriminator(3, config.wd_channels).to(device)

@@ -22,7 +22,7 @@ TINY = GeneratorConfig(
     wd_channels=4, loss="spectral", w_wd=0.0, spectral_bins=8, batch_size=4, steps=40, lr=1e-3, lr_prior=0.1,
     checkpoint_every=1000, image_every=1000, seed=0, estimator_bins=(8, 4), estimator_hidden=16, consistency_batch=4,
     cpu_bf16="off",  # bit-identity tests pin their precision: auto would train in bf16 on an AMX CPU
-    noise="none",  # the blur fit alone; the noise bank has its tests (test_generator_noise.py)
+    noise="none", jpeg="off",  # the blur fit alone; the noise bank and JPEG have their tests (test_generator_noise.py)
 )  # fmt: skip
 
 

@@ -97,7 +97,7 @@ def test_the_spectral_floor_follows_the_domains_noise(photo_patches):
     floors = []
     for sigma in (0.02, 0.04):
         real = apply_patch_noise(blurred, [f"p{i}" for i in range(len(blurred))], NoiseConfig(type="gaussian", sigma=sigma), 0, "hr")
-        spectrum = noise_bank(cfg, real, 16)[1]
+        spectrum = noise_bank(cfg, real, 16).spectrum
         floors.append(_spectral_floor(cfg, real, 16, spectrum))
         assert _spectral_floor(dataclasses.replace(cfg, noise_fit="total"), real, 16, spectrum) == 1e-4
         assert _spectral_floor(dataclasses.replace(cfg, spectral_noise_floor=0.0), real, 16, spectrum) == 1e-4
@@ -112,7 +112,7 @@ def test_g_takes_the_real_images_jpeg_from_their_files_else_from_their_pixels(ph
 
     clean = _blurred(photo_patches, 2.0)
     compressed = jpeg_round_trip(clean, 70, "4:2:0")
-    cfg = dataclasses.replace(TINY, steps=1)
+    cfg = dataclasses.replace(TINY, steps=1, jpeg="auto")
     gen, _ = train_generator(cfg, compressed, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
     assert load_generator(tmp_path / "last.pt").jpeg_setting() == JpegSetting(70, "4:2:0", "weights")
     files = JpegSetting(90, "4:4:4", "files")
@@ -132,8 +132,8 @@ def test_a_bank_of_8_bit_rounding_alone_leaves_g_as_without_noise(photo_patches,
     from fca.train.generator import noise_bank
 
     eight_bit = (_blurred(photo_patches, 2.0) * 255).round() / 255
-    assert noise_bank(NOISY, eight_bit, 16)[1].negligible
-    assert not noise_bank(NOISY, _noisy(photo_patches), 16)[1].negligible
+    assert noise_bank(NOISY, eight_bit, 16).spectrum is None  # negligible
+    assert noise_bank(NOISY, _noisy(photo_patches), 16).spectrum is not None
     gen, _ = train_generator(dataclasses.replace(NOISY, steps=1), eight_bit, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
     assert not bool(gen.noise_bank.any())
     plain, _ = train_generator(dataclasses.replace(NOISY, steps=1, noise="none"), eight_bit, None, device=CPU,
