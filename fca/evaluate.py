@@ -34,7 +34,8 @@ verdict.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,6 +142,11 @@ def _check_batches(**batches: torch.Tensor) -> None:
     for name, t in batches.items():
         if t.dim() != 4 or t.shape[1] != 3 or t.shape[0] == 0:
             raise ValueError(f"referee: {name} must be a non-empty [N, 3, H, W] batch, got {tuple(t.shape)}")
+
+
+def _check_lr(lr: torch.Tensor, down: torch.Tensor) -> None:
+    if lr.shape != down.shape:
+        raise ValueError(f"referee: the generator returned LR {tuple(lr.shape)}, expected {tuple(down.shape)}")
 
 
 def _check_density_bins(real: torch.Tensor, scale: float, config: EvaluateConfig) -> None:
@@ -336,25 +342,355 @@ def sr_intervals(mse: dict[str, np.ndarray], resamples: int, rng: np.random.Gene
     return paired_bootstrap(mse, statistic, resamples, rng)
 
 
+# --------------------------------------------------------------------------- the referee's phases
+
+
+@dataclass(frozen=True)
+class _Split:
+    """One split of the patches (validation or training) as the referee sees it: images [N, 3, H, W]
+    float32 and their LR views [N, 3, h, w]."""
+
+    clean: torch.Tensor  # I
+    real: torch.Tensor  # R
+    k_gt: torch.Tensor  # each image's known kernel [N, K, K], float64
+    noise: PatchNoise | None  # the domain's camera noise; None on a noise-free domain (an inactive model too)
+    camera: PatchCamera | None  # a simulated camera (R = camera(I)), or None
+    down: torch.Tensor  # down(R)
+    true: torch.Tensor  # L_true
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the images carry a camera's noise: a noise model's, or a simulated camera's own."""
+        return self.noise is not None or self.camera is not None
+
+    def with_noise(self, lr: torch.Tensor, view: str) -> torch.Tensor:
+        """A kernel's LR images with the domain's noise model (fresh draws for `view`), so that the
+        kernel's answer is blur and noise as L_true is; unchanged on a noise-free domain."""
+        return lr if self.noise is None else self.noise(lr, view)
+
+
+def _split(clean: torch.Tensor, real: torch.Tensor, k_gt: torch.Tensor, noise: PatchNoise | None, camera: PatchCamera | None,
+           scale: int) -> _Split:
+    """A split's images as float32 with their views down(R) and L_true (`real_lr_views`). Whether the
+    domain is noisy is decided here, once: an inactive noise model is no noise."""
+    clean, real = clean.float(), real.float()
+    noise = noise if noise is not None and noise.config.active else None
+    return _Split(clean, real, k_gt, noise, camera, *real_lr_views(clean, real, k_gt, scale, noise, camera))
+
+
+def _known_kernels(k_gt: torch.Tensor, k_train: torch.Tensor | None, n_val: int, n_train: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each validation and training image's known kernel [N, K, K] float64; k_train None: k_gt's, which
+    must then be one kernel for all."""
+    if k_train is None:
+        if k_gt.dim() != 2:
+            raise ValueError("referee: per-image validation kernels need the training images' kernels too (k_train)")
+        k_train = k_gt
+    return _as_per_image(k_gt, n_val, "k_gt"), _as_per_image(k_train, n_train, "k_train")
+
+
+@dataclass(frozen=True)
+class _Case:
+    """What the referee judges on: the synthetic domain's two splits, the integer scale s and the settings."""
+
+    val: _Split
+    train: _Split
+    scale: int
+    config: EvaluateConfig
+
+    @property
+    def mixed(self) -> bool:
+        """A mixed-kernel domain: the images' known kernels differ, so each image gets its own oracle."""
+        return kernels_differ(self.val.k_gt) or kernels_differ(self.train.k_gt)
+
+    @property
+    def samples(self) -> int:
+        """How many validation images' crops go to the report."""
+        return min(self.config.samples, self.val.real.shape[0])
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One section of the referee's metrics, the 95 % intervals of its numbers (None: it has none) and
+    the arrays the report draws from it."""
+
+    metrics: dict[str, float]
+    intervals: dict[str, list[float]] | None
+    arrays: dict[str, np.ndarray]
+
+
+class _Stopwatch:
+    """Wall seconds per phase (the result's `timings_s`)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def record(self, phase: str) -> None:
+        """`phase`'s seconds: those since the watch last started."""
+        self.seconds[phase] = time.perf_counter() - self._start
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Times the block as `name`."""
+        self._start = time.perf_counter()
+        yield
+        self.record(name)
+
+
+@dataclass(frozen=True)
+class _Ours:
+    """The generator's answer: its LR images G(R) of both splits and its kernels for the validation images."""
+
+    lr_val: torch.Tensor
+    k_val: torch.Tensor  # [N_val, K', K'] float64
+    lr_train: torch.Tensor
+
+
+def _run_generator(case: _Case, degrade_fn: DegradeFn, clock: _Stopwatch) -> _Ours:
+    """G on both splits; its seconds count from the watch's start (the views before it included)."""
+    lr_val, k_val = apply_degrade(degrade_fn, case.val.real, case.config.batch_size)
+    clock.record("lr_fca_val")
+    lr_train, _ = apply_degrade(degrade_fn, case.train.real, case.config.batch_size)
+    _check_lr(lr_val, case.val.down)
+    clock.record("degrade")
+    return _Ours(lr_val, k_val, lr_train)
+
+
+@dataclass(frozen=True)
+class _Oracle:
+    """The known answer: the oracle kernels and the LR images they make."""
+
+    k_global: torch.Tensor  # the best single kernel for the training images [K, K]
+    k_val: torch.Tensor  # each validation image's exact least-squares oracle [N_val, K, K] (k_global on a one-kernel domain)
+    k_val_smooth: torch.Tensor  # its smooth twin (SMOOTH_ORACLE): what kernel shapes are judged against
+    lr_val: torch.Tensor
+    lr_train: torch.Tensor
+
+
+def _fit_oracle(case: _Case, size: int) -> _Oracle:
+    """The oracle kernels of `size` (G's kernel size: the oracle is G's best answer): one fitted on the
+    training patches when every image shares a kernel, one per image on a mixed-kernel domain; and
+    their LR images with the true noise model, or for a simulated camera the camera's own LR photos."""
+    val, train = case.val, case.train
+    # the one best kernel for the training set, and its smooth twin (one build of the normal equations)
+    k_global, k_global_smooth = fit_oracle_kernels(train.down, train.true, size, (0.0, SMOOTH_ORACLE))
+    if case.mixed:
+        k_val, k_val_smooth = fit_oracle_kernels_per_image(val.down, val.true, size, (0.0, SMOOTH_ORACLE))
+        (k_train,) = fit_oracle_kernels_per_image(train.down, train.true, size)
+    else:
+        n_val = val.real.shape[0]
+        k_val, k_val_smooth = k_global.expand(n_val, -1, -1), k_global_smooth.expand(n_val, -1, -1)
+        k_train = k_global.expand(train.real.shape[0], -1, -1)
+    if val.camera is not None and train.camera is not None:  # the oracle pairs are the camera's own: (camera(down(X)), camera(X))
+        lr_val, lr_train = (split.camera(downscale(split.clean, case.scale), "oracle").to(split.true.dtype) for split in (val, train))
+    else:  # the known answer: the oracle kernel and the true noise model
+        lr_val = val.with_noise(conv_per_sample(val.down, k_val), "oracle")
+        lr_train = train.with_noise(conv_per_sample(train.down, k_train), "oracle")
+    return _Oracle(k_global, k_val, k_val_smooth, lr_val, lr_train)
+
+
+def _density_check(case: _Case, ours: _Ours, oracle: _Oracle) -> _Section:
+    """The `density` section: frequency densities (cycles/pixel, so HR and LR share the axis) of the
+    LR images, their distances to R's and the share of bicubic's gap to L_true's that G closes."""
+    val, config = case.val, case.config
+    bins = config.density_bins
+    dens = {
+        "real": mean_density(val.real, bins),
+        "bicubic": mean_density(val.down, bins),
+        "fca": mean_density(ours.lr_val, bins),
+        "oracle": mean_density(oracle.lr_val, bins),
+        "l_true": mean_density(val.true, bins),  # L_true: what the density check judges against
+    }
+    gap = {k: float(log_l1(dens[k], dens["real"])) for k in PAIR_KINDS}
+    skl = {k: float(symmetric_kl(dens[k], dens["real"])) for k in PAIR_KINDS}
+    density = {f"gap_{k}": v for k, v in gap.items()} | {f"skl_{k}": v for k, v in skl.items()}
+    density["gap_true"] = float(log_l1(dens["l_true"], dens["real"]))
+    density["gap_reduction"] = 1.0 - gap["fca"] / gap["bicubic"] if gap["bicubic"] > 0 else float("nan")
+    # The ceiling: even the right answer (the oracle) does not reach R's density exactly,
+    # because L_true itself differs from R in the top bins (noise, aliasing, truncation).
+    density["gap_reduction_oracle"] = 1.0 - gap["oracle"] / gap["bicubic"] if gap["bicubic"] > 0 else float("nan")
+    # The same question with the ceiling removed: the gap to L_true's density, i.e. to the true LR
+    # of the *same* images, so content cancels and the right answer scores 1 (up to its noise draw).
+    views = {"bicubic": val.down, "fca": ours.lr_val, "oracle": oracle.lr_val, "true": val.true}
+    per_image = {k: image_densities(v, bins).numpy() for k, v in views.items()}
+    density |= _true_gap_reductions(per_image)
+    intervals = paired_bootstrap(per_image, _true_gap_reductions, config.bootstrap, np.random.default_rng(config.seed), axes=1)
+    return _Section(density, intervals, {"density_bins": bin_centres(bins).numpy(), **{f"density_{k}": v.numpy() for k, v in dens.items()}})
+
+
+def _kernel_check(case: _Case, ours: _Ours, oracle: _Oracle) -> _Section:
+    """The `kernel` section: G's kernels against the oracle's, and the LR images against L_true."""
+    val, config = case.val, case.config
+    kernel = {
+        "cov_rel_error": _mean(cov_rel_error(ours.k_val, oracle.k_val)),
+        "shape_error": _mean(shape_error(ours.k_val, oracle.k_val_smooth)),
+        "shape_error_exact": _mean(shape_error(ours.k_val, oracle.k_val)),
+        "psnr": kernel_psnr(ours.k_val, oracle.k_val_smooth),
+        "sigma_pred": _mean(effective_sigma(ours.k_val)),
+        "sigma_oracle": _mean(effective_sigma(oracle.k_val)),
+        "sigma_true": _mean(effective_sigma(val.k_gt)),
+        "lr_psnr_bicubic": pooled_psnr(val.down, val.true),
+        "lr_psnr_fca": pooled_psnr(ours.lr_val, val.true),
+        "lr_psnr_oracle": pooled_psnr(oracle.lr_val, val.true),
+    }
+    kernel["lr_psnr_gain_db"] = kernel["lr_psnr_fca"] - kernel["lr_psnr_bicubic"]
+    views = {"bicubic": val.down, "fca": ours.lr_val, "true": val.true}
+    intervals = kernel_intervals(ours.k_val, oracle.k_val, oracle.k_val_smooth, views, config.bootstrap, np.random.default_rng(config.seed))
+    arrays = {"kernel_oracle": oracle.k_global.numpy(), "kernel_oracle_smooth": oracle.k_val_smooth[0].numpy(),
+              "kernel_true": val.k_gt[0].numpy(), "kernels_pred": ours.k_val.numpy()}
+    return _Section(kernel, intervals, arrays)
+
+
+def _adaptation(case: _Case, ours: _Ours, oracle: _Oracle, kernel: dict[str, float], kernel_fn: KernelFn) -> _Section:
+    """The `adapt` section (mixed-kernel domains): does G read each image's blur? Its kernels against
+    the per-image oracles; its LR images against the best *single* kernel's (fitted jointly on the
+    validation set: what a non-adapting estimator could at best do) and, with evaluate.baseline_steps,
+    against a non-learned per-image density fit. `kernel`: the kernel section's metrics."""
+    val, config = case.val, case.config
+    size = ours.k_val.shape[-1]
+    k_global_val = fit_oracle_kernel(val.down, val.true, size)  # the best single kernel for the validation set
+    global_val = val.with_noise(conv_per_sample(val.down, k_global_val), "global")  # as the oracle: with the true noise
+    adapt = kernel_agreement(ours.k_val, oracle.k_val) | {
+        "lr_psnr_fca": kernel["lr_psnr_fca"],
+        "lr_psnr_global": pooled_psnr(global_val, val.true),
+        "lr_psnr_oracle": kernel["lr_psnr_oracle"],
+        "seconds_per_image_fca": seconds_per_image(kernel_fn, val.real, config.batch_size),
+    }
+    adapt["gain_db"] = adapt["lr_psnr_fca"] - adapt["lr_psnr_global"]
+    intervals = adapt_intervals(ours.k_val, oracle.k_val, {"fca": ours.lr_val, "global": global_val, "true": val.true},
+                                config.bootstrap, np.random.default_rng(config.seed))
+    arrays: dict[str, np.ndarray] = {}
+    if config.baseline_steps > 0:
+        baseline, k_baseline = _density_fit_baseline(case, oracle, size, adapt["seconds_per_image_fca"])
+        adapt |= baseline
+        arrays["kernels_baseline"] = k_baseline.numpy()
+    arrays |= {"kernels_true": val.k_gt.numpy(), "kernels_oracle": oracle.k_val.numpy(), "kernel_global": k_global_val.numpy()}
+    return _Section(adapt, intervals, arrays)
+
+
+def _density_fit_baseline(case: _Case, oracle: _Oracle, size: int, seconds_fca: float) -> tuple[dict[str, float], torch.Tensor]:
+    """The non-learned per-image density fit (`fca.baseline`) judged as G is: (its `baseline_*` adapt
+    metrics, its kernels [N_val, K, K]). seconds_fca: G's seconds per image, for the speed-up."""
+    val = case.val
+    k_baseline, seconds = fit_kernels_by_density(val.real, case.scale, size, steps=case.config.baseline_steps)
+    lr = val.with_noise(conv_per_sample(val.down, k_baseline), "baseline")
+    metrics = {f"baseline_{k}": v for k, v in kernel_agreement(k_baseline, oracle.k_val).items() if k != "angle_images"}
+    metrics["baseline_lr_psnr"] = pooled_psnr(lr, val.true)
+    metrics["seconds_per_image_baseline"] = seconds / val.real.shape[0]
+    metrics["speedup_over_baseline"] = metrics["seconds_per_image_baseline"] / max(seconds_fca, 1e-9)
+    return metrics, k_baseline
+
+
+def _pairs_lr(case: _Case, ours: _Ours, oracle: _Oracle) -> dict[str, torch.Tensor]:
+    """The LR side of each kind of the SR probe's training pairs (the HR side is the training images R)."""
+    train, config = case.train, case.config
+    lr = {"bicubic": train.down, "fca": ours.lr_train, "oracle": oracle.lr_train}
+    if case.mixed:  # the best single kernel's, with the true noise as the oracle's
+        lr["global"] = train.with_noise(conv_per_sample(train.down, oracle.k_global), "global")
+    if config.blind:  # the practitioners' baseline: random degradations, one draw per training image
+        lr["blind"] = blind_degrade(train.real, case.scale, BlindConfig(), np.random.default_rng(config.seed))
+    return lr
+
+
+@dataclass(frozen=True)
+class _SRTraining:
+    """How and where the SR probe's nets train, besides their pairs and seed (`train_sr`)."""
+
+    progress: bool
+    on_step: Callable[[str, int, dict[str, float]], None] | None
+    device: torch.device
+    dist: Dist
+
+
+def _sr_nets(case: _Case, kind: str, lr: torch.Tensor, training: _SRTraining) -> tuple[np.ndarray, list[float], torch.Tensor, list[float]]:
+    """The SR probe on one kind of pairs (lr, R): a net per seed, each tested on the validation images
+    (input L_true, target R). Returns each seed's per-crop Y MSE [seeds, crops], each seed's mean
+    SSIM-Y, and the first seed's SR images and loss curve (on_step sees that seed's steps)."""
+    config, s, val = case.config, case.scale, case.val
+    mse: list[np.ndarray] = []
+    ssim: list[float] = []
+    for i in range(config.sr_seeds):
+        seed = config.seed + i
+        curve: list[float] = []
+
+        def _log(step: int, m: dict[str, float], curve: list[float] = curve, first: bool = i == 0) -> None:
+            curve.append(m["loss"])
+            if training.on_step is not None and first:
+                training.on_step(kind, step, m)
+
+        net = train_sr(config.sr, lr, case.train.real, s, seed=seed, progress=training.progress, on_step=_log,
+                       desc=f"sr[{kind}, seed {seed}]", device=training.device, dist=training.dist)
+        out = sr_predict(net, val.true, config.batch_size)
+        mse.append(mse_y(out, val.real, s).numpy())
+        ssim.append(_mean(ssim_y(out, val.real, s)))
+        if i == 0:
+            first_out, first_curve = out, curve
+    return np.stack(mse), ssim, first_out, first_curve
+
+
+def _sr_probe(case: _Case, pairs_lr: dict[str, torch.Tensor], training: _SRTraining, clock: _Stopwatch) -> _Section:
+    """The `sr` section. Downstream SR: the same net, budget and seeds for every kind of pairs; only the
+    LR side of the pairs differs (`pairs_lr`: kind -> the training images' LR)."""
+    config, s, val = case.config, case.scale, case.val
+    mse, ssim, outputs, losses = {}, {}, {}, {}
+    for kind, lr in pairs_lr.items():
+        with clock.phase(f"sr_{kind}"):
+            mse[kind], ssim[kind], outputs[kind], losses[kind] = _sr_nets(case, kind, lr, training)
+    sr: dict[str, float] = {}
+    for kind in pairs_lr:
+        sr[f"psnr_{kind}"] = float(np.mean([-10 * np.log10(m.mean()) for m in mse[kind]]))
+        sr[f"ssim_{kind}"] = float(np.mean(ssim[kind]))
+    bicubic_up = upscale(val.true, s).clamp(0, 1)
+    sr["psnr_bicubic_upsampling"] = float(-10 * np.log10(float(mse_y(bicubic_up, val.real, s).mean())))
+    sr["ssim_bicubic_upsampling"] = _mean(ssim_y(bicubic_up, val.real, s))
+    headroom = sr["psnr_oracle"] - sr["psnr_bicubic"]
+    # Undefined when oracle pairs do not beat bicubic pairs (no gain to recover).
+    sr["gain_fraction"] = (sr["psnr_fca"] - sr["psnr_bicubic"]) / headroom if headroom > 1e-6 else float("nan")
+    sr |= relative_gains({k: sr[f"psnr_{k}"] for k in pairs_lr})
+    sr["seeds"] = config.sr_seeds
+    n = case.samples
+    arrays = {"sample_sr_bicubic_upsampling": bicubic_up[:n].numpy(), **{f"sample_sr_{k}": v[:n].numpy() for k, v in outputs.items()},
+              **{f"sr_loss_{k}": np.asarray(v) for k, v in losses.items()}}
+    return _Section(sr, sr_intervals(mse, config.bootstrap, np.random.default_rng(config.seed)), arrays)
+
+
+def _noise_check(case: _Case, degrade_fn: DegradeFn, ours: _Ours) -> _Section:
+    """The `noise` section (a noisy domain): G's noise against the camera's (`noise_section`), from a
+    second draw of G on the validation images. It runs last: G's second draw here must not change the
+    draws the pairs above were made with."""
+    val, s = case.val, case.scale
+    second = apply_degrade(degrade_fn, val.real, case.config.batch_size)[0]
+    if val.camera is not None:  # the camera's noise: two draws of camera(down(I)), binned by its noise-free output
+        lr_clean = downscale(val.clean, s)
+        signal, draws = val.camera.signal(lr_clean), (lambda _, view: val.camera(lr_clean, view))
+    else:
+        signal, draws = real_lr_views(val.clean, val.real, val.k_gt, s, None)[1], val.noise
+    metrics, arrays = noise_section(signal, draws, (ours.lr_val, second))
+    return _Section(metrics, None, arrays)
+
+
+def _sample_crops(case: _Case, ours: _Ours, oracle: _Oracle) -> dict[str, np.ndarray]:
+    """The first validation images and their LR views, for the report's crops."""
+    val, n = case.val, case.samples
+    return {"sample_hr_real": val.real[:n].numpy(), "sample_lr_true": val.true[:n].numpy(), "sample_lr_bicubic": val.down[:n].numpy(),
+            "sample_lr_fca": ours.lr_val[:n].numpy(), "sample_lr_oracle": oracle.lr_val[:n].float().numpy()}
+
+
+def _result(sections: dict[str, _Section], crops: dict[str, np.ndarray], timings: dict[str, float]) -> dict:
+    """`referee`'s result from its sections (in the order they appear), the sample crops and the timings."""
+    return {"metrics": {name: section.metrics for name, section in sections.items()},
+            "intervals": {name: section.intervals for name, section in sections.items() if section.intervals is not None},
+            "arrays": crops | {key: a for section in sections.values() for key, a in section.arrays.items()},
+            "timings_s": timings}
+
+
 def referee(
-    clean_val: torch.Tensor,
-    real_val: torch.Tensor,
-    k_gt: torch.Tensor,
-    scale: float,
-    degrade_fn: DegradeFn,
-    clean_train: torch.Tensor,
-    real_train: torch.Tensor,
-    config: EvaluateConfig,
-    progress: bool = False,
-    on_step: Callable[[str, int, dict[str, float]], None] | None = None,
-    device: torch.device = torch.device("cpu"),
-    dist: Dist = Dist(),
-    k_train: torch.Tensor | None = None,
-    kernel_fn: KernelFn | None = None,
-    noise_val: PatchNoise | None = None,
-    noise_train: PatchNoise | None = None,
-    camera_val: PatchCamera | None = None,
-    camera_train: PatchCamera | None = None,
+    clean_val: torch.Tensor, real_val: torch.Tensor, k_gt: torch.Tensor, scale: float, degrade_fn: DegradeFn,
+    clean_train: torch.Tensor, real_train: torch.Tensor, config: EvaluateConfig, progress: bool = False,
+    on_step: Callable[[str, int, dict[str, float]], None] | None = None, device: torch.device = torch.device("cpu"),
+    dist: Dist = Dist(), k_train: torch.Tensor | None = None, kernel_fn: KernelFn | None = None,
+    noise_val: PatchNoise | None = None, noise_train: PatchNoise | None = None,
+    camera_val: PatchCamera | None = None, camera_train: PatchCamera | None = None,
 ) -> dict:
     """Judge a trained degradation against the known answer.
 
@@ -393,203 +729,22 @@ def referee(
       lag1_{camera,fca}.
     """
     _check_inputs(clean_val, real_val, clean_train, real_train, scale, config)
-    s = int(scale)
-    n_val, n_train = real_val.shape[0], real_train.shape[0]
-    if k_train is None:
-        if k_gt.dim() != 2:
-            raise ValueError("referee: per-image validation kernels need the training images' kernels too (k_train)")
-        k_train = k_gt
-    k_val_each = _as_per_image(k_gt, n_val, "k_gt")
-    k_train_each = _as_per_image(k_train, n_train, "k_train")
-    mixed = kernels_differ(k_val_each) or kernels_differ(k_train_each)
-    timings: dict[str, float] = {}
-    clean_val, real_val = clean_val.float(), real_val.float()
-    clean_train, real_train = clean_train.float(), real_train.float()
-
-    t0 = time.perf_counter()
-    down_val, true_val = real_lr_views(clean_val, real_val, k_val_each, s, noise_val, camera_val)
-    down_train, true_train = real_lr_views(clean_train, real_train, k_train_each, s, noise_train, camera_train)
-    fca_val, kernels_val = apply_degrade(degrade_fn, real_val, config.batch_size)
-    timings["lr_fca_val"] = time.perf_counter() - t0
-    fca_train, _ = apply_degrade(degrade_fn, real_train, config.batch_size)
-    if fca_val.shape != down_val.shape:
-        raise ValueError(f"referee: the generator returned LR {tuple(fca_val.shape)}, expected {tuple(down_val.shape)}")
-    timings["degrade"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    size = kernels_val.shape[-1]  # the oracle gets the generator's kernel size: it is G's best answer
-    # the one best kernel for the training set, and its smooth twin (one build of the normal equations)
-    k_global, k_global_smooth = fit_oracle_kernels(down_train, true_train, size, (0.0, SMOOTH_ORACLE))
-    if mixed:
-        oracle_val_k, smooth_val_k = fit_oracle_kernels_per_image(down_val, true_val, size, (0.0, SMOOTH_ORACLE))
-        (oracle_train_k,) = fit_oracle_kernels_per_image(down_train, true_train, size)
-    else:
-        oracle_val_k = k_global.expand(n_val, -1, -1)
-        oracle_train_k = k_global.expand(n_train, -1, -1)
-        smooth_val_k = k_global_smooth.expand(n_val, -1, -1)
-    oracle_val = conv_per_sample(down_val, oracle_val_k)
-    oracle_train = conv_per_sample(down_train, oracle_train_k)
-    if noise_val is not None and noise_val.config.active:  # the known answer: the oracle kernel and the true noise model
-        oracle_val = noise_val(oracle_val, "oracle")
-    if noise_train is not None and noise_train.config.active:
-        oracle_train = noise_train(oracle_train, "oracle")
-    if camera_val is not None and camera_train is not None:  # the oracle pairs are the camera's own: (camera(down(X)), camera(X))
-        oracle_val = camera_val(downscale(clean_val, s), "oracle").to(true_val.dtype)
-        oracle_train = camera_train(downscale(clean_train, s), "oracle").to(true_train.dtype)
-    timings["oracle"] = time.perf_counter() - t0
-
-    # Frequency densities (cycles/pixel, so HR and LR share the axis), distances to R's.
-    t0 = time.perf_counter()
-    bins = config.density_bins
-    dens = {
-        "real": mean_density(real_val, bins),
-        "bicubic": mean_density(down_val, bins),
-        "fca": mean_density(fca_val, bins),
-        "oracle": mean_density(oracle_val, bins),
-        "l_true": mean_density(true_val, bins),  # L_true: what the density check judges against
-    }
-    gap = {k: float(log_l1(dens[k], dens["real"])) for k in PAIR_KINDS}
-    skl = {k: float(symmetric_kl(dens[k], dens["real"])) for k in PAIR_KINDS}
-    density = {f"gap_{k}": v for k, v in gap.items()} | {f"skl_{k}": v for k, v in skl.items()}
-    density["gap_true"] = float(log_l1(dens["l_true"], dens["real"]))
-    density["gap_reduction"] = 1.0 - gap["fca"] / gap["bicubic"] if gap["bicubic"] > 0 else float("nan")
-    # The ceiling: even the right answer (the oracle) does not reach R's density exactly,
-    # because L_true itself differs from R in the top bins (noise, aliasing, truncation).
-    density["gap_reduction_oracle"] = 1.0 - gap["oracle"] / gap["bicubic"] if gap["bicubic"] > 0 else float("nan")
-    # The same question with the ceiling removed: the gap to L_true's density, i.e. to the true LR
-    # of the *same* images, so content cancels and the right answer scores 1 (up to its noise draw).
-    views = {"bicubic": down_val, "fca": fca_val, "oracle": oracle_val, "true": true_val}
-    per_image = {k: image_densities(v, bins).numpy() for k, v in views.items()}
-    density |= _true_gap_reductions(per_image)
-    density_intervals = paired_bootstrap(per_image, _true_gap_reductions, config.bootstrap, np.random.default_rng(config.seed), axes=1)
-
-    kernel = {
-        "cov_rel_error": _mean(cov_rel_error(kernels_val, oracle_val_k)),
-        "shape_error": _mean(shape_error(kernels_val, smooth_val_k)),
-        "shape_error_exact": _mean(shape_error(kernels_val, oracle_val_k)),
-        "psnr": kernel_psnr(kernels_val, smooth_val_k),
-        "sigma_pred": _mean(effective_sigma(kernels_val)),
-        "sigma_oracle": _mean(effective_sigma(oracle_val_k)),
-        "sigma_true": _mean(effective_sigma(k_val_each)),
-        "lr_psnr_bicubic": pooled_psnr(down_val, true_val),
-        "lr_psnr_fca": pooled_psnr(fca_val, true_val),
-        "lr_psnr_oracle": pooled_psnr(oracle_val, true_val),
-    }
-    kernel["lr_psnr_gain_db"] = kernel["lr_psnr_fca"] - kernel["lr_psnr_bicubic"]
-    intervals = {"density": density_intervals,
-                 "kernel": kernel_intervals(kernels_val, oracle_val_k, smooth_val_k, {"bicubic": down_val, "fca": fca_val, "true": true_val},
-                                            config.bootstrap, np.random.default_rng(config.seed))}
-    timings["density_kernel"] = time.perf_counter() - t0
-
-    metrics: dict[str, dict] = {"density": density, "kernel": kernel}
-    arrays: dict[str, np.ndarray] = {}
-    train_lr = {"bicubic": down_train, "fca": fca_train, "oracle": oracle_train}
-    if mixed:
-        t0 = time.perf_counter()
-        k_global_val = fit_oracle_kernel(down_val, true_val, size)  # the best single kernel for the validation set
-        global_val = conv_per_sample(down_val, k_global_val)
-        if noise_val is not None and noise_val.config.active:  # as the oracle: the kernel's LR image with the true noise
-            global_val = noise_val(global_val, "global")
-        adapt = kernel_agreement(kernels_val, oracle_val_k) | {
-            "lr_psnr_fca": kernel["lr_psnr_fca"],
-            "lr_psnr_global": pooled_psnr(global_val, true_val),
-            "lr_psnr_oracle": kernel["lr_psnr_oracle"],
-            "seconds_per_image_fca": seconds_per_image(kernel_fn or (lambda hr: degrade_fn(hr)[1]), real_val, config.batch_size),
-        }
-        adapt["gain_db"] = adapt["lr_psnr_fca"] - adapt["lr_psnr_global"]
-        intervals["adapt"] = adapt_intervals(kernels_val, oracle_val_k, {"fca": fca_val, "global": global_val, "true": true_val},
-                                             config.bootstrap, np.random.default_rng(config.seed))
-        if config.baseline_steps > 0:
-            base_k, seconds = fit_kernels_by_density(real_val, s, size, steps=config.baseline_steps)
-            base_val = conv_per_sample(down_val, base_k)
-            if noise_val is not None and noise_val.config.active:
-                base_val = noise_val(base_val, "baseline")
-            adapt |= {f"baseline_{k}": v for k, v in kernel_agreement(base_k, oracle_val_k).items() if k != "angle_images"}
-            adapt["baseline_lr_psnr"] = pooled_psnr(base_val, true_val)
-            adapt["seconds_per_image_baseline"] = seconds / n_val
-            adapt["speedup_over_baseline"] = adapt["seconds_per_image_baseline"] / max(adapt["seconds_per_image_fca"], 1e-9)
-            arrays["kernels_baseline"] = base_k.numpy()
-        metrics["adapt"] = adapt
-        arrays |= {"kernels_true": k_val_each.numpy(), "kernels_oracle": oracle_val_k.numpy(), "kernel_global": k_global_val.numpy()}
-        train_lr["global"] = conv_per_sample(down_train, k_global)
-        if noise_train is not None and noise_train.config.active:
-            train_lr["global"] = noise_train(train_lr["global"], "global")
-        timings["adapt"] = time.perf_counter() - t0
-
-    if config.blind:  # the practitioners' baseline: random degradations, one draw per training image
-        train_lr["blind"] = blind_degrade(real_train, s, BlindConfig(), np.random.default_rng(config.seed))
-    # Downstream SR: same net, budget and seeds; only the LR side of the pairs differs.
-    t0 = time.perf_counter()
-    kinds = list(train_lr)
-    mse: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
-    ssim: dict[str, list[float]] = {k: [] for k in kinds}
-    losses: dict[str, list[float]] = {}
-    sr_out: dict[str, torch.Tensor] = {}
-    for kind in kinds:
-        for i in range(config.sr_seeds):
-            seed = config.seed + i
-            curve: list[float] = []
-
-            def _log(step: int, m: dict[str, float], kind: str = kind, curve: list[float] = curve, first: bool = i == 0) -> None:
-                curve.append(m["loss"])
-                if on_step is not None and first:
-                    on_step(kind, step, m)
-
-            net = train_sr(config.sr, train_lr[kind], real_train, s, seed=seed, progress=progress, on_step=_log,
-                           desc=f"sr[{kind}, seed {seed}]", device=device, dist=dist)
-            out = sr_predict(net, true_val, config.batch_size)
-            mse[kind].append(mse_y(out, real_val, s).numpy())
-            ssim[kind].append(_mean(ssim_y(out, real_val, s)))
-            if i == 0:
-                sr_out[kind], losses[kind] = out, curve
-        timings[f"sr_{kind}"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-    mse_arr = {k: np.stack(v) for k, v in mse.items()}  # [seeds, crops]
-    sr: dict[str, float] = {}
-    for kind in kinds:
-        sr[f"psnr_{kind}"] = float(np.mean([-10 * np.log10(m.mean()) for m in mse_arr[kind]]))
-        sr[f"ssim_{kind}"] = float(np.mean(ssim[kind]))
-    bicubic_up = upscale(true_val, s).clamp(0, 1)
-    sr["psnr_bicubic_upsampling"] = float(-10 * np.log10(float(mse_y(bicubic_up, real_val, s).mean())))
-    sr["ssim_bicubic_upsampling"] = _mean(ssim_y(bicubic_up, real_val, s))
-    headroom = sr["psnr_oracle"] - sr["psnr_bicubic"]
-    # Undefined when oracle pairs do not beat bicubic pairs (no gain to recover).
-    sr["gain_fraction"] = (sr["psnr_fca"] - sr["psnr_bicubic"]) / headroom if headroom > 1e-6 else float("nan")
-    sr |= relative_gains({k: sr[f"psnr_{k}"] for k in kinds})
-    sr["seeds"] = config.sr_seeds
-    metrics["sr"] = sr
-    rng = np.random.default_rng(config.seed)
-    intervals["sr"] = sr_intervals(mse_arr, config.bootstrap, rng)
-
-    if (noise_val is not None and noise_val.config.active) or camera_val is not None:
-        # Last: G's second draw here must not change the draws the pairs above were made with.
-        second_val = apply_degrade(degrade_fn, real_val, config.batch_size)[0]
-        if camera_val is not None:  # the camera's noise: two draws of camera(down(I)), binned by its noise-free output
-            lr_clean = downscale(clean_val, s)
-            signal_val, draws = camera_val.signal(lr_clean), (lambda _, view: camera_val(lr_clean, view))
-        else:
-            signal_val, draws = real_lr_views(clean_val, real_val, k_val_each, s, None)[1], noise_val
-        metrics["noise"], noise_arrays = noise_section(signal_val, draws, (fca_val, second_val))
-        arrays |= noise_arrays
-
-    n = min(config.samples, n_val)
-    arrays |= {
-        "density_bins": bin_centres(bins).numpy(),
-        **{f"density_{k}": v.numpy() for k, v in dens.items()},
-        "kernel_oracle": oracle_val_k[0].numpy() if not mixed else k_global.numpy(),
-        "kernel_oracle_smooth": smooth_val_k[0].numpy(),
-        "kernel_true": k_val_each[0].numpy(),
-        "kernels_pred": kernels_val.numpy(),
-        "sample_hr_real": real_val[:n].numpy(),
-        "sample_lr_true": true_val[:n].numpy(),
-        "sample_lr_bicubic": down_val[:n].numpy(),
-        "sample_lr_fca": fca_val[:n].numpy(),
-        "sample_lr_oracle": oracle_val[:n].float().numpy(),
-        "sample_sr_bicubic_upsampling": bicubic_up[:n].numpy(),
-        **{f"sample_sr_{k}": v[:n].numpy() for k, v in sr_out.items()},
-        **{f"sr_loss_{k}": np.asarray(v) for k, v in losses.items()},
-    }
-    return {"metrics": metrics, "intervals": intervals, "arrays": arrays, "timings_s": timings}
+    s, clock = int(scale), _Stopwatch()
+    k_val, k_train = _known_kernels(k_gt, k_train, real_val.shape[0], real_train.shape[0])
+    val = _split(clean_val, real_val, k_val, noise_val, camera_val, s)
+    case = _Case(val, _split(clean_train, real_train, k_train, noise_train, camera_train, s), s, config)
+    ours = _run_generator(case, degrade_fn, clock)
+    with clock.phase("oracle"):
+        oracle = _fit_oracle(case, ours.k_val.shape[-1])
+    with clock.phase("density_kernel"):
+        sections = {"density": _density_check(case, ours, oracle), "kernel": _kernel_check(case, ours, oracle)}
+    if case.mixed:
+        with clock.phase("adapt"):
+            sections["adapt"] = _adaptation(case, ours, oracle, sections["kernel"].metrics, kernel_fn or (lambda hr: degrade_fn(hr)[1]))
+    sections["sr"] = _sr_probe(case, _pairs_lr(case, ours, oracle), _SRTraining(progress, on_step, device, dist), clock)
+    if val.noisy:  # last: G's second draw must not change the draws the pairs above were made with
+        sections["noise"] = _noise_check(case, degrade_fn, ours)
+    return _result(sections, _sample_crops(case, ours, oracle), clock.seconds)
 
 
 NOISE_BINS = 6  # brightness bins of the noise check, equally populated
@@ -707,8 +862,7 @@ def referee_no_reference(
     t0 = time.perf_counter()
     down_val = downscale(real_val, scale)
     fca_val, kernels_val = apply_degrade(degrade_fn, real_val, config.batch_size)
-    if fca_val.shape != down_val.shape:
-        raise ValueError(f"referee: the generator returned LR {tuple(fca_val.shape)}, expected {tuple(down_val.shape)}")
+    _check_lr(fca_val, down_val)
     timings["degrade"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
