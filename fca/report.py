@@ -273,15 +273,9 @@ def noref_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, s
     return "\n".join(lines)
 
 
-def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, str]) -> str:
-    """The report page. `figures` maps a figure's role to its path relative to the page.
-    Without a known kernel (metrics hold `noref`) it is `noref_markdown`'s page."""
-    if "noref" in metrics:
-        return noref_markdown(metrics, figures, run_info)
-    m = lambda k: lookup(metrics, k)  # noqa: E731
-    mixed = "adapt" in metrics
-    blind = not math.isnan(m("sr.psnr_blind"))
-    lines = [
+def _known_kernel_intro(mixed: bool, run_info: dict[str, str]) -> list[str]:
+    """Markdown lines: the page's title, what the synthetic domain is, and the run's line."""
+    return [
         "# FCA run report",
         "",
         "Synthetic real domain with a known answer: clean patches I, blurred by a known kernel k_gt, give",
@@ -293,9 +287,20 @@ def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, 
         "",
         " | ".join(f"{k}: {v}" for k, v in run_info.items()),
         "",
+    ]
+
+
+def _verdict_lines(metrics: dict, mixed: bool, blind: bool) -> list[str]:
+    """Markdown lines: the verdict, the checks against their targets (the adapt targets on a mixed-kernel
+    domain; no blind-recipe check without blind nets, evaluate.blind: false), and what the density check compares."""
+    m = lambda k: lookup(metrics, k)  # noqa: E731
+    targets = ADAPT_TARGETS + [t for t in TARGETS if t[0] not in ("kernel.cov_rel_error", "sr.gain_fraction")] if mixed else TARGETS
+    targets = [t for t in targets if blind or t[0] != "sr.gain_db_over_blind"]
+    verdicts = [verdict(m(key), target, m(key + '_lo'), m(key + '_hi')) for key, _, target in targets]
+    return [
         "## Verdict",
         "",
-        "VERDICT_LINE",
+        verdict_line(verdicts),
         "",
         "Numbers in brackets are 95 % intervals (paired bootstrap: over the SR seeds and the test crops for SR numbers,",
         "over the validation images for densities and kernels, over the held-out patches for the FDC); a check passes",
@@ -304,16 +309,7 @@ def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, 
         "",
         "| check | value | target | verdict |",
         "|---|---|---|---|",
-    ]
-    targets = ADAPT_TARGETS + [t for t in TARGETS if t[0] not in ("kernel.cov_rel_error", "sr.gain_fraction")] if mixed else TARGETS
-    targets = [t for t in targets if blind or t[0] != "sr.gain_db_over_blind"]  # evaluate.blind: false trains no blind nets
-    verdicts = []
-    for key, what, target in targets:
-        v = m(key)
-        verdicts.append(verdict(v, target, m(key + '_lo'), m(key + '_hi')))
-        lines.append(f"| {what} (`{key}`) | {with_interval(metrics, key)} | {target[0]} {target[1]} | {verdicts[-1]} |")
-    lines[lines.index("VERDICT_LINE")] = verdict_line(verdicts)
-    lines += [
+        *(f"| {what} (`{key}`) | {with_interval(metrics, key)} | {target[0]} {target[1]} | {v} |" for (key, what, target), v in zip(targets, verdicts)),
         "",
         f"The density check compares G(x) with L_true, the true LR of the same images, so the scenes' content cancels: "
         f"the oracle closes {with_interval(metrics, 'density.gap_reduction_true_oracle')} of that gap "
@@ -322,7 +318,13 @@ def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, 
         f"{_fmt(m('density.gap_reduction_oracle'))} (`density.gap_reduction_oracle`): L_true's density is not R's (a scene "
         "shrunk by s is not the same scene, and noise is white at every pitch), so against R no kernel reaches 0.9.",
         "",
-        *(adapt_section(metrics, figures) if mixed else []),
+    ]
+
+
+def _density_lines(metrics: dict, figures: dict[str, str]) -> list[str]:
+    """Markdown lines: the LR images' frequency densities against the real domain R's."""
+    m = lambda k: lookup(metrics, k)  # noqa: E731
+    return [
         "## Frequency density",
         "",
         f"![frequency density]({figures['density']})",
@@ -331,11 +333,16 @@ def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, 
         "",
         "| LR images | log-density L1 | sym. KL |",
         "|---|---|---|",
-    ]
-    for kind, label in (("bicubic", "down(R), bicubic"), ("fca", "G(R), ours"), ("oracle", "down(R) (*) k_or, oracle")):
-        lines.append(f"| {label} | {_fmt(m(f'density.gap_{kind}'))} | {_fmt(m(f'density.skl_{kind}'), 4)} |")
-    lines += [
+        *(f"| {label} | {_fmt(m(f'density.gap_{kind}'))} | {_fmt(m(f'density.skl_{kind}'), 4)} |"
+          for kind, label in (("bicubic", "down(R), bicubic"), ("fca", "G(R), ours"), ("oracle", "down(R) (*) k_or, oracle"))),
         "",
+    ]
+
+
+def _kernel_lines(metrics: dict, figures: dict[str, str]) -> list[str]:
+    """Markdown lines: G's kernel against the true and the oracle kernel, and the LR images' PSNR against L_true."""
+    m = lambda k: lookup(metrics, k)  # noqa: E731
+    return [
         "## Kernels",
         "",
         f"![kernels]({figures['kernels']})",
@@ -359,6 +366,13 @@ def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, 
         f"| G(R), ours | {_fmt(m('kernel.lr_psnr_fca'), 2)} |",
         f"| down(R) (*) k_or, oracle | {_fmt(m('kernel.lr_psnr_oracle'), 2)} |",
         "",
+    ]
+
+
+def _sr_probe_lines(metrics: dict, figures: dict[str, str], mixed: bool, blind: bool) -> list[str]:
+    """Markdown lines: the SR probe, one small net per kind of training pairs, tested on L_true -> R."""
+    m = lambda k: lookup(metrics, k)  # noqa: E731
+    return [
         "## Downstream super-resolution",
         "",
         f"One small SR network per kind of pairs and seed ({_fmt(m('sr.seeds'), 0)} seeds), the same budget for all, tested on",
@@ -382,6 +396,23 @@ def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, 
         "",
         f"![SR crops]({figures['crops']})",
         "",
+    ]
+
+
+def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, str]) -> str:
+    """The report page. `figures` maps a figure's role to its path relative to the page.
+    Without a known kernel (metrics hold `noref`) it is `noref_markdown`'s page."""
+    if "noref" in metrics:
+        return noref_markdown(metrics, figures, run_info)
+    mixed = "adapt" in metrics
+    blind = not math.isnan(lookup(metrics, "sr.psnr_blind"))
+    lines = [
+        *_known_kernel_intro(mixed, run_info),
+        *_verdict_lines(metrics, mixed, blind),
+        *(adapt_section(metrics, figures) if mixed else []),
+        *_density_lines(metrics, figures),
+        *_kernel_lines(metrics, figures),
+        *_sr_probe_lines(metrics, figures, mixed, blind),
         *(noise_section(metrics, figures) if "noise" in metrics else []),
         *_page_tail(metrics, figures),
     ]
