@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from fca.config import param
-from fca.data.images import DEFAULT_MAX_PIXELS, BadImageError, load_rgb, printable, save_npy, save_png, scan_images
+from fca.data.images import DEFAULT_MAX_PIXELS, BadImageError, FolderScan, load_rgb, printable, save_npy, save_png, scan_images
 from fca.frequency import to_luma
 from fca.fsutil import atomic_dir, check_replaceable
 from fca.kernels import conv_per_sample, effective_sigma
@@ -420,6 +420,110 @@ def _kernel_png(kernel: np.ndarray) -> np.ndarray:
     return kernel_image(kernel, zoom=8)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where degrade_folder puts an input's outputs: under its path relative to the input folder (lr/,
+    kernels/), or with pairs under its pair_name in a flat HR/LR training set."""
+
+    pairs: bool
+    scale: int  # the pairs' whole-number scale s (0 without pairs)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return PAIRS_COLUMNS if self.pairs else MANIFEST_COLUMNS
+
+    @property
+    def lr_dir(self) -> str:
+        return f"lr_x{self.scale}" if self.pairs else "lr"
+
+    def stem(self, rel: Path) -> str:
+        """The name of an input's outputs in their folders, without the suffix."""
+        return pair_name(rel)[: -len(".png")] if self.pairs else rel.with_suffix("").as_posix()
+
+    def manifest_row(self, rel: Path, status: str, reason: str) -> dict:
+        """The manifest row of the entry at `rel`, its other columns empty."""
+        return dict.fromkeys(self.columns) | {"file": printable(rel.as_posix()), "status": status, "reason": reason}
+
+
+def _check_folders(input_dir: Path, output_dir: Path, scale: float, pairs: bool, overwrite: bool) -> None:
+    """What makes degrade_folder refuse before reading any image (see its docstring)."""
+    if not input_dir.is_dir():
+        raise NotADirectoryError(f"{input_dir}: not a folder of images")
+    src, dst = input_dir.resolve(), output_dir.resolve()
+    if _is_within(dst, src) or _is_within(src, dst):
+        raise ValueError(f"output folder {output_dir} and input folder {input_dir} must not contain one another")
+    if pairs and not scale.is_integer():
+        raise ValueError(f"pairs (--pairs) need a whole-number scale, so that every HR image is exactly scale x its LR image; "
+                         f"this generator's scale is {scale:g}")
+    if not overwrite and output_dir.is_dir() and not output_dir.is_symlink() and any(output_dir.iterdir()):
+        raise FileExistsError(f"{output_dir}: exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+    check_replaceable(output_dir, overwrite)
+
+
+def _scan_inputs(input_dir: Path, pairs: bool) -> tuple[FolderScan, list[Path]]:
+    """The input folder's scan and its images' paths relative to it. A folder without images, or two
+    inputs whose outputs would have the same name, is an error."""
+    scan = scan_images(input_dir, recursive=True)
+    if not scan.images:
+        found = f"; not read: {len(scan.ignored)} entries, e.g. {printable(scan.ignored[0][0])}: {scan.ignored[0][1]}" if scan.ignored else ""
+        raise ValueError(f"{input_dir}: no image files found (formats: fca.data.images.IMAGE_SUFFIXES){found}")
+    rels = [p.relative_to(input_dir) for p in scan.images]
+    clash = _pair_clashes(rels) if pairs else _output_clashes(rels)
+    if clash is not None:
+        a, b, out = clash
+        raise ValueError(f"{input_dir}: {printable(a)} and {printable(b)} would both be written as {printable(out)}; rename one")
+    return scan, rels
+
+
+def _read_and_degrade(source: KernelSource, path: Path, config: DegradeConfig, layout: _Layout, max_pixels: int | None,
+                      row: dict) -> tuple[torch.Tensor, np.ndarray, np.ndarray | None]:
+    """An input's kernel, its LR image and, with pairs, its mod-cropped HR image (without pairs the HR
+    image is dropped here, before the next one is decoded). `row` gets the input's size first, so that a
+    skipped image's row has it too. Raises BadImageError or ImageTooSmallError for an image it cannot degrade."""
+    image = load_rgb(path, uint8=True, max_pixels=max_pixels)  # converted to float per block: bounded memory
+    h, w = image.shape[:2]
+    row.update(width=w, height=h)
+    if layout.pairs:  # mod-crop: HR = s x LR exactly, as paired loaders require
+        hh, hw = h - h % layout.scale, w - w % layout.scale
+        image = image[:hh, :hw]  # a view, no copy
+        _check_size(path, hh, hw, source, cropped_from=(h, w) if (hh, hw) != (h, w) else None)
+    else:
+        _check_size(path, h, w, source)
+    kernel = estimate_image_kernel(source, image, config)
+    lr = degrade_image(source, image, kernel, config)
+    _check_finite(path, kernel, lr)  # never an "ok" row or a black image for a broken generator
+    return kernel, lr, image if layout.pairs else None
+
+
+def _degrade_entry(source: KernelSource, path: Path, rel: Path, config: DegradeConfig, layout: _Layout, out: Path,
+                   max_pixels: int | None) -> dict:
+    """Degrade the input at `path` (`rel` in the input folder) into the folder `out`; returns its manifest
+    row, "skipped" with the reason for a bad image when config.on_bad_image is "skip"."""
+    row = layout.manifest_row(rel, "ok", "")
+    try:
+        kernel, lr, hr = _read_and_degrade(source, path, config, layout, max_pixels, row)
+    except (BadImageError, ImageTooSmallError) as e:
+        if config.on_bad_image == "error":
+            raise
+        return row | {"status": "skipped", "reason": e.reason}
+    stem = layout.stem(rel)
+    if hr is not None:
+        save_png(out / "hr" / f"{stem}.png", hr)
+        row.update(hr_file=f"hr/{stem}.png", hr_width=hr.shape[1], hr_height=hr.shape[0])
+    save_png(out / layout.lr_dir / f"{stem}.png", lr)
+    save_npy(out / "kernels" / f"{stem}.npy", kernel.numpy().astype(np.float32))
+    save_png(out / "kernels" / f"{stem}.png", _kernel_png(kernel.numpy()))
+    return row | {"lr_width": lr.shape[1], "lr_height": lr.shape[0], "kernel_sigma": float(effective_sigma(kernel.double())),
+                  "lr_file": f"{layout.lr_dir}/{stem}.png", "kernel_file": f"kernels/{stem}.npy"}
+
+
+def _write_meta_info(out: Path, rows: list[dict]) -> None:
+    """The pairs' lists for paired loaders, sorted by HR file: BasicSR's meta_info.txt and Real-ESRGAN's."""
+    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["hr_file"])
+    (out / "meta_info.txt").write_text("".join(f"{r['hr_file'][len('hr/'):]} ({r['hr_height']},{r['hr_width']},3)\n" for r in ok), encoding="utf-8")
+    # Real-ESRGAN's paired dataset reads `gt, lq` paths relative to its two roots (both OUT).
+    (out / "meta_info_realesrgan.txt").write_text("".join(f"{r['hr_file']}, {r['lr_file']}\n" for r in ok), encoding="utf-8")
+
 def degrade_folder(
     source: KernelSource,
     input_dir: str | os.PathLike,
@@ -469,89 +573,23 @@ def degrade_folder(
     degraded image.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if not input_dir.is_dir():
-        raise NotADirectoryError(f"{input_dir}: not a folder of images")
-    src, dst = input_dir.resolve(), output_dir.resolve()
-    if _is_within(dst, src) or _is_within(src, dst):
-        raise ValueError(f"output folder {output_dir} and input folder {input_dir} must not contain one another")
     scale = float(source.scale)
-    if pairs and not scale.is_integer():
-        raise ValueError(f"pairs (--pairs) need a whole-number scale, so that every HR image is exactly scale x its LR image; "
-                         f"this generator's scale is {scale:g}")
-    if not overwrite and output_dir.is_dir() and not output_dir.is_symlink() and any(output_dir.iterdir()):
-        raise FileExistsError(f"{output_dir}: exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-    check_replaceable(output_dir, overwrite)
-    scan = scan_images(input_dir, recursive=True)
-    paths = scan.images
-    if not paths:
-        found = f"; not read: {len(scan.ignored)} entries, e.g. {printable(scan.ignored[0][0])}: {scan.ignored[0][1]}" if scan.ignored else ""
-        raise ValueError(f"{input_dir}: no image files found (formats: fca.data.images.IMAGE_SUFFIXES){found}")
-    rels = [p.relative_to(input_dir) for p in paths]
-    clash = _pair_clashes(rels) if pairs else _output_clashes(rels)
-    if clash is not None:
-        a, b, out = clash
-        raise ValueError(f"{input_dir}: {printable(a)} and {printable(b)} would both be written as {printable(out)}; rename one")
-    columns = PAIRS_COLUMNS if pairs else MANIFEST_COLUMNS
-    s = int(scale) if pairs else 0
-    lr_dir = f"lr_x{s}" if pairs else "lr"
-
+    _check_folders(input_dir, output_dir, scale, pairs, overwrite)
+    scan, rels = _scan_inputs(input_dir, pairs)
+    layout = _Layout(pairs, int(scale) if pairs else 0)
     with atomic_dir(output_dir, replace=overwrite) as tmp:
-        rows = []
-        for path, why in scan.ignored:  # not images: named with the reason, never passed over in silence
-            rows.append(dict.fromkeys(columns) | {"file": printable(path.relative_to(input_dir).as_posix()), "status": "ignored", "reason": why})
-        for i, (path, rel) in enumerate(track(list(zip(paths, rels)), desc="degrade", enabled=progress, unit="img")):
-            row: dict = dict.fromkeys(columns)
-            row.update(file=printable(rel.as_posix()), status="ok", reason="")
+        # not images: named with the reason, never passed over in silence
+        rows = [layout.manifest_row(path.relative_to(input_dir), "ignored", why) for path, why in scan.ignored]
+        for i, (path, rel) in enumerate(track(list(zip(scan.images, rels)), desc="degrade", enabled=progress, unit="img")):
             t0 = time.perf_counter()
-            hr = None
-            try:
-                image = load_rgb(path, uint8=True, max_pixels=max_pixels)  # converted to float per block: bounded memory
-                h, w = image.shape[:2]
-                row.update(width=w, height=h)
-                if pairs:  # mod-crop: HR = s x LR exactly, as paired loaders require
-                    hh, hw = h - h % s, w - w % s
-                    image = image[:hh, :hw]  # a view, no copy
-                    _check_size(path, hh, hw, source, cropped_from=(h, w) if (hh, hw) != (h, w) else None)
-                else:
-                    _check_size(path, h, w, source)
-                kernel = estimate_image_kernel(source, image, config)
-                lr = degrade_image(source, image, kernel, config)
-                _check_finite(path, kernel, lr)  # never an "ok" row or a black image for a broken generator
-                if pairs:
-                    hr = image
-            except (BadImageError, ImageTooSmallError) as e:
-                if config.on_bad_image == "error":
-                    raise
-                row.update(status="skipped", reason=e.reason)
-                rows.append(row)
-                continue
-            finally:
-                image = None  # drop the HR image before the next one is decoded
-            if pairs:
-                name = pair_name(rel)
-                stem = name[: -len(".png")]
-                save_png(tmp / "hr" / name, hr)
-                row.update(hr_file=f"hr/{name}", hr_width=hr.shape[1], hr_height=hr.shape[0])
-                hr = None
-            else:
-                stem = rel.with_suffix("").as_posix()
-            save_png(tmp / lr_dir / f"{stem}.png", lr)
-            save_npy(tmp / "kernels" / f"{stem}.npy", kernel.numpy().astype(np.float32))
-            save_png(tmp / "kernels" / f"{stem}.png", _kernel_png(kernel.numpy()))
-            sigma = float(effective_sigma(kernel.double()))
-            row.update(
-                lr_width=lr.shape[1], lr_height=lr.shape[0], kernel_sigma=sigma,
-                lr_file=f"{lr_dir}/{stem}.png", kernel_file=f"kernels/{stem}.npy",
-            )
+            row = _degrade_entry(source, path, rel, config, layout, tmp, max_pixels)
             rows.append(row)
-            if on_step is not None:
-                on_step(i, {"seconds": time.perf_counter() - t0, "hr_megapixels": h * w / 1e6, "kernel_sigma": sigma})
+            if on_step is not None and row["status"] == "ok":
+                on_step(i, {"seconds": time.perf_counter() - t0, "hr_megapixels": row["height"] * row["width"] / 1e6,
+                            "kernel_sigma": row["kernel_sigma"]})
         rows.sort(key=lambda r: r["file"])
-        manifest = pd.DataFrame(rows, columns=list(columns))
+        manifest = pd.DataFrame(rows, columns=list(layout.columns))
         manifest.to_csv(tmp / "manifest.csv", index=False)
         if pairs:
-            ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["hr_file"])
-            (tmp / "meta_info.txt").write_text("".join(f"{r['hr_file'][len('hr/'):]} ({r['hr_height']},{r['hr_width']},3)\n" for r in ok), encoding="utf-8")
-            # Real-ESRGAN's paired dataset reads `gt, lq` paths relative to its two roots (both OUT).
-            (tmp / "meta_info_realesrgan.txt").write_text("".join(f"{r['hr_file']}, {r['lr_file']}\n" for r in ok), encoding="utf-8")
+            _write_meta_info(tmp, rows)
     return manifest
