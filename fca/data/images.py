@@ -249,6 +249,60 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _link_problem(path: Path, root: Path) -> str | None:
+    """Why a symbolic link in the input folder is not followed (broken, out of the folder, to a folder), or None."""
+    target = path.resolve()
+    if not target.exists():
+        return f"broken symbolic link (to {printable(os.readlink(path))})"
+    if root != target and root not in target.parents:
+        return f"symbolic link to {printable(target)}, outside the input folder: not followed"
+    if target.is_dir():
+        return "symbolic link to a folder: not followed"
+    return None
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a file (or a link's target) is not an image to read, or None: it cannot be stat-ed, it is
+    not a regular file, or its suffix is not a format that is decoded here."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if not stat.S_ISREG(mode):
+        return f"{_kind(mode)}, not an image file"
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return None
+    if suffix in UNDECODED_SUFFIXES:
+        return f"{suffix} files cannot be decoded without external programs; convert it to PNG or TIFF"
+    return f"not an image file: suffix {suffix!r} is not a format this tool reads" if suffix else "not an image file: no file suffix"
+
+
+_IMAGE, _FOLDER, _IGNORED = "image", "folder", "ignored"
+
+
+def _sort_entry(entry: os.DirEntry, root: Path, recursive: bool) -> tuple[str, str]:
+    """Where scan_images puts a folder entry: (_IMAGE, ""), (_FOLDER, "") for a sub-folder to search,
+    or (_IGNORED, the reason)."""
+    name = entry.name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return _IGNORED, "file name is not valid UTF-8: rename it"
+    try:
+        is_link = entry.is_symlink()
+        is_dir = entry.is_dir(follow_symlinks=False)
+    except OSError as e:
+        return _IGNORED, f"cannot be read ({e.strerror or e})"
+    if name.startswith(".") or name == "__MACOSX":
+        return _IGNORED, (("hidden folder (name starts with '.'), not searched" if name.startswith(".") else "macOS metadata folder, not searched")
+                          if is_dir else "hidden file (name starts with '.')")
+    if is_dir:
+        return (_FOLDER, "") if recursive else (_IGNORED, "a sub-folder (not searched)")
+    path = Path(entry.path)
+    problem = (_link_problem(path, root) if is_link else None) or _file_problem(path)
+    return (_IGNORED, problem) if problem else (_IMAGE, "")
+
 def scan_images(folder: str | os.PathLike, recursive: bool = False, skip: Collection[str] = ()) -> FolderScan:
     """Sort the entries of `folder` into image files to read and entries not read (with the reason).
 
@@ -279,57 +333,16 @@ def scan_images(folder: str | os.PathLike, recursive: bool = False, skip: Collec
             ignored.append((current, f"folder cannot be read ({e.strerror or e})"))
             continue
         for entry in entries:
-            p = Path(entry.path)
-            name = entry.name
-            if (name == MARKER or name in skip) and current == folder:
+            if (entry.name == MARKER or entry.name in skip) and current == folder:
                 continue
-            try:
-                name.encode("utf-8")
-            except UnicodeEncodeError:
-                ignored.append((p, "file name is not valid UTF-8: rename it"))
-                continue
-            try:
-                is_link = entry.is_symlink()
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError as e:
-                ignored.append((p, f"cannot be read ({e.strerror or e})"))
-                continue
-            if name.startswith(".") or name == "__MACOSX":
-                ignored.append((p, ("hidden folder (name starts with '.'), not searched" if name.startswith(".") else "macOS metadata folder, not searched")
-                                if is_dir else "hidden file (name starts with '.')"))
-                continue
-            if is_dir:
-                if recursive:
-                    pending.append(p)
-                else:
-                    ignored.append((p, "a sub-folder (not searched)"))
-                continue
-            if is_link:
-                target = p.resolve()
-                if not target.exists():
-                    ignored.append((p, f"broken symbolic link (to {printable(os.readlink(p))})"))
-                    continue
-                if root != target and root not in target.parents:
-                    ignored.append((p, f"symbolic link to {printable(target)}, outside the input folder: not followed"))
-                    continue
-                if target.is_dir():
-                    ignored.append((p, "symbolic link to a folder: not followed"))
-                    continue
-            try:
-                mode = p.stat().st_mode
-            except OSError as e:
-                ignored.append((p, f"cannot be read ({e.strerror or e})"))
-                continue
-            if not stat.S_ISREG(mode):
-                ignored.append((p, f"{_kind(mode)}, not an image file"))
-                continue
-            suffix = p.suffix.lower()
-            if suffix in IMAGE_SUFFIXES:
-                images.append(p)
-            elif suffix in UNDECODED_SUFFIXES:
-                ignored.append((p, f"{suffix} files cannot be decoded without external programs; convert it to PNG or TIFF"))
+            where, reason = _sort_entry(entry, root, recursive)
+            path = Path(entry.path)
+            if where == _FOLDER:
+                pending.append(path)
+            elif where == _IMAGE:
+                images.append(path)
             else:
-                ignored.append((p, f"not an image file: suffix {suffix!r} is not a format this tool reads" if suffix else "not an image file: no file suffix"))
+                ignored.append((path, reason))
     return FolderScan(sorted(images), sorted(ignored))
 
 
