@@ -7,14 +7,15 @@ params.yaml. Settings are environment variables: `MLFLOW_TRACKING_URI` (default
 `sqlite:///mlflow.db`), `FCA_TRACKING=off`, `FCA_EXPERIMENT` (default `fca`; `fca degrade` by hand
 logs to `<that>-degrade`), `FCA_MLFLOW_ARTIFACTS` (where new experiments keep artifacts; default
 `mlruns/` beside a SQLite store file, or the server's choice), `FCA_PIPELINE_ID` (default: the
-`dvc repro` / `snakemake` process above the stage). If the server goes away mid-run, training goes
-on: one warning says tracking stopped and the run's later calls are dropped (a spool that kept them
-had no measured need). A server down at the start leaves the stage untracked, with a warning.
+`dvc repro` / `snakemake` process above the stage; pipeline/invocation.py). If the server goes away
+mid-run, training goes on: one warning says tracking stopped and the run's later calls are dropped
+(a spool that kept them had no measured need). A server down at the start leaves the stage
+untracked, with a warning.
 """
 
 from __future__ import annotations
 
-import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -22,25 +23,23 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import unquote
 
-import psutil
-import yaml
 from filelock import FileLock
+
+from pipeline import dataset, invocation
 
 log = logging.getLogger("fca.tracking")
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-_ENGINES = ("dvc", "snakemake")
 KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"  # the MLflow 3 UI's "Model training" (not GenAI)
-PATCHES = "data/patches"
 _SECTION_OF = {"train_fdc": "fdc", "train_generator": "generator"}  # stages whose params section has another name
 
 # scheme://user:password@host... (the password ends at the first '@', as SQLAlchemy reads it)
@@ -66,38 +65,7 @@ def tracking_asked() -> bool:
 
 def in_project() -> bool:
     """Whether the current folder is a pipeline project (dvc.yaml or a Snakefile), or an engine runs this process."""
-    return Path("dvc.yaml").is_file() or Path("Snakefile").is_file() or pipeline_id() is not None
-
-
-def _engine_ancestor() -> str | None:
-    """'<engine>-<pid>-<start time>' of the nearest `dvc` or `snakemake` ancestor process."""
-    with contextlib.suppress(psutil.Error):
-        for proc in psutil.Process().parents():
-            names = {Path(a).name for a in proc.cmdline()[:3]}
-            for engine in _ENGINES:
-                if engine in names:  # the start time tells a reused pid apart
-                    return f"{engine}-{proc.pid}-{int(proc.create_time() * 100)}"
-    return None
-
-
-def pipeline_id() -> str | None:
-    return os.environ.get("FCA_PIPELINE_ID") or _engine_ancestor()
-
-
-def _git(*args: str) -> str | None:
-    """`git args` in the current folder: its stdout, or None outside a repository or without git."""
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
-def _git_dirty() -> bool:
-    """Tracked files changed since the commit, besides what a pipeline run writes (dvc.lock, reports/)
-    and params.yaml (whose changes the parent run's name lists)."""
-    out = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock", ":(exclude)params.yaml", ":(exclude)reports")
-    return bool(out and out.strip())
+    return Path("dvc.yaml").is_file() or Path("Snakefile").is_file() or invocation.pipeline_id() is not None
 
 
 class NullRun:
@@ -109,22 +77,19 @@ class NullRun:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None: ...
     def log_figure(self, figure: Any, name: str) -> None: ...
-    def log_image(self, image: Any, name: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
-    def flush(self) -> None: ...
 
 
 class MlflowRun(NullRun):
-    """One MLflow run. Metrics and params go through MLflow's async queue (batched, off the training
-    thread); a failed call, sent or queued, stops tracking for the run with one warning."""
+    """One MLflow run. Metrics, params and tags go through MLflow's async queue (batched, off the
+    training thread); a failed call, sent or queued, stops tracking for the run with one warning."""
 
     def __init__(self, client: Any, run_id: str, parent: str | None = None) -> None:
         self.client, self.run_id, self.parent = client, run_id, parent  # the parent run ends with this one
-        self.stopped = False
-        self._queued: collections.deque[Any] = collections.deque()  # RunOperations of queued calls, oldest first
+        self.stopped, self._lock = False, threading.Lock()
+        self._queued: list[concurrent.futures.Future] = []  # of the queued calls not yet sent
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        self._check()
         if self.stopped:
             return None
         try:
@@ -134,26 +99,26 @@ class MlflowRun(NullRun):
             return None
 
     def _stop(self, e: BaseException) -> None:
-        if not self.stopped:
-            self.stopped = True
+        with self._lock:  # a queued call fails on MLflow's thread, a direct one on the stage's
+            said, self.stopped = self.stopped, True
+        if not said:
             log.warning("MLflow tracking stopped for run %s (%s: %s); the stage goes on untracked",
                         self.run_id, type(e).__name__, mask_uri(str(e))[:300])
-
-    def _check(self, wait: bool = False) -> None:
-        """A failed queued call stops the run. RunOperations only has a blocking wait(): whether it is
-        done is read from its futures; the queue sends in order, so the oldest are checked first."""
-        while self._queued and (wait or all(f.done() for f in self._queued[0]._operation_futures)):
-            try:
-                self._queued.popleft().wait()
-            except Exception as e:  # noqa: BLE001
-                self._stop(e)
 
     def _queue(self, metrics: Any = (), params: Any = (), tags: Any = ()) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         ops = self._call("log_batch", metrics=[Metric(*m) for m in metrics], params=[Param(*p) for p in params],
                          tags=[RunTag(*t) for t in tags], synchronous=False)
-        self._queued.extend([ops] if ops is not None else [])
+        self._queued = [f for f in self._queued if not f.done()]
+        # RunOperations offers only a blocking wait(): its futures tell the run of a failure as it happens.
+        for future in ops._operation_futures if ops is not None else ():
+            self._queued.append(future)
+            future.add_done_callback(self._sent)
+
+    def _sent(self, future: concurrent.futures.Future) -> None:
+        if future.exception() is not None:
+            self._stop(future.exception())
 
     def log_params(self, params: dict[str, Any]) -> None:
         self._queue(params=[(str(k), str(v)[:6000]) for k, v in params.items()])
@@ -170,18 +135,9 @@ class MlflowRun(NullRun):
     def log_figure(self, figure: Any, name: str) -> None:
         self._call("log_figure", figure, name)
 
-    def log_image(self, image: Any, name: str) -> None:
-        import numpy as np
-
-        arr = np.asarray(image)
-        self._call("log_image", np.clip(arr, 0.0, 1.0) if arr.dtype.kind == "f" else arr, name)
-
-    def flush(self) -> None:
-        self._check(wait=True)
-
     def close(self, status: str) -> None:
         """Wait for the queued calls, then end the run and its parent (which ends as its latest stage)."""
-        self.flush()
+        concurrent.futures.wait(self._queued)
         self._call("set_terminated", status)
         if self.parent and not self.stopped:
             with contextlib.suppress(Exception):
@@ -214,7 +170,7 @@ def _client() -> Any:
 def experiment_name(stage: str | None = None, standalone: bool = False) -> str:
     """FCA_EXPERIMENT (default `fca`); a standalone command run outside the pipeline gets `<that>-<stage>`."""
     base = os.environ.get("FCA_EXPERIMENT", "fca")
-    return f"{base}-{stage}" if standalone and stage and not pipeline_id() else base
+    return f"{base}-{stage}" if standalone and stage and not invocation.pipeline_id() else base
 
 
 def _local_store_dir() -> Path | None:
@@ -281,43 +237,15 @@ def section_prefixed(stage: str, params: dict[str, Any]) -> dict[str, Any]:
     return {f"{section}.{k}" if str(k).split(".", 1)[0] in fields - set(SECTIONS) else str(k): v for k, v in params.items()}
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, str]:
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): json.dumps(tree) if isinstance(tree, list) else str(tree)} if prefix else {}
-    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-
-
-def changed_params() -> list[tuple[str, str]]:
-    """(key, value) of ./params.yaml's values that differ from the committed params.yaml; [] when unknown."""
-    committed = _git("show", "HEAD:./params.yaml")
-    try:
-        before = _flat(yaml.safe_load(committed)) if committed is not None else None
-    except yaml.YAMLError:
-        return []
-    return [] if before is None else [(k, v) for k, v in _flat(_yaml_file("params.yaml")).items() if before.get(k) != v]
-
-
-def parent_name(engine: str, commit: str, dirty: bool, changed: list[tuple[str, str]], when: float) -> str:
-    """`dvc 655cdf0+dirty gen.loss=spectral 05-14 10:22`: what tells pipeline runs apart first, the date
-    last, as the UI cuts names at about 40 characters."""
-    shown = [f"{engine} {commit[:7] if commit != 'unknown' else 'no-git'}{'+dirty' if dirty else ''}"]
-    for i, (key, value) in enumerate(changed):
-        section, _, rest = key.partition(".")
-        item = f"{section[:3]}.{rest}={value[:12]}" if rest else f"{key}={value[:12]}"
-        if i and len(" ".join(shown[1:])) + len(item) > 26:  # the rest only as a count
-            shown.append(f"+{len(changed) - i}")
-            break
-        shown.append(item)
-    return " ".join([*shown, time.strftime("%m-%d %H:%M", time.localtime(when))])
-
-
 def _run_tags(entry: str, engine: str | None, commit: str, tags: dict[str, str]) -> dict[str, str]:
-    """`tags` and MLflow's own context tags (user, source, git) for the UI's Source and User columns; the
-    source says the project (`<folder>:<entry>`) under an engine, `fca <command>` by hand."""
+    """`tags` and MLflow's own context tags (the user) for the UI's Source and User columns; the source
+    says the project (`<folder>:<entry>`) under an engine, `fca <command>` by hand. MLflow's own source
+    and git commit are those of sys.argv[0], the venv's `fca` script: its path, and no commit (measured
+    in a fresh repository), so both are set here from the project folder."""
     from mlflow.tracking.context.registry import resolve_tags
     from mlflow.utils import mlflow_tags as t
 
-    tags = tags | {t.MLFLOW_GIT_COMMIT: commit, t.MLFLOW_RUN_NAME: tags.get(t.MLFLOW_RUN_NAME, entry)}
+    tags = tags | {t.MLFLOW_GIT_COMMIT: commit}
     if engine:
         tags |= {t.MLFLOW_SOURCE_TYPE: "PROJECT", t.MLFLOW_SOURCE_NAME: str(Path.cwd()), t.MLFLOW_PROJECT_ENTRY_POINT: entry}
     else:
@@ -325,40 +253,16 @@ def _run_tags(entry: str, engine: str | None, commit: str, tags: dict[str, str])
     return resolve_tags(tags)
 
 
-def _yaml_file(path: str) -> dict[str, Any]:
-    try:
-        return yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
-def patches_digest() -> tuple[str, str] | None:
-    """(digest, where from) of ./data/patches: DVC's md5 from dvc.lock when the lock describes the folder
-    as it is (same file count and bytes; stale after a Snakemake run), else the md5 of its index.csv."""
-    folder = Path(PATCHES)
-    if not folder.is_dir():
-        return None
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    outs = [o for s in (_yaml_file("dvc.lock").get("stages") or {}).values() for o in s.get("outs") or []]
-    for out in outs:
-        if isinstance(out, dict) and out.get("path") == PATCHES and out.get("nfiles") == len(files) \
-                and out.get("size") == sum(p.stat().st_size for p in files):
-            return str(out["md5"]).removesuffix(".dir"), "dvc.lock"
-    index = folder / "index.csv"
-    return (hashlib.md5(index.read_bytes()).hexdigest(), "index.csv") if index.is_file() else None
-
-
 def _log_dataset(client: Any, stage: str, run_id: str) -> None:
-    """data/patches as the run's dataset, for a stage that reads it (dvc.yaml's deps)."""
+    """data/patches as the run's dataset, for a stage that reads it (pipeline/dataset.py)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    deps = ((_yaml_file("dvc.yaml").get("stages") or {}).get(stage) or {}).get("deps") or []
-    found = patches_digest() if PATCHES in deps else None
+    found = dataset.patches_digest() if dataset.read_by(stage) else None
     if found is not None:
-        source = json.dumps({"uri": str(Path(PATCHES).resolve()), "digest_from": found[1]})
+        source = json.dumps({"uri": str(Path(dataset.PATCHES).resolve()), "digest_from": found[1]})
         context = InputTag(MLFLOW_DATASET_CONTEXT, "training" if stage.startswith("train") else stage)
-        client.log_inputs(run_id, [DatasetInput(Dataset(PATCHES, found[0], "local", source), [context])])
+        client.log_inputs(run_id, [DatasetInput(Dataset(dataset.PATCHES, found[0], "local", source), [context])])
 
 
 def _parent_run(client: Any, experiment_id: str, pid: str, commit: str) -> str:
@@ -369,19 +273,20 @@ def _parent_run(client: Any, experiment_id: str, pid: str, commit: str) -> str:
     found = client.search_runs([experiment_id], filter_string=query, max_results=1)
     if found:
         return found[0].info.run_id
-    engine, changed = pid.split("-")[0], changed_params()
-    name = parent_name(engine, commit, _git_dirty(), changed, time.time())
-    tags = {"fca.pipeline_id": pid, "fca.git_commit": commit, "fca.kind": "pipeline", "mlflow.runName": name,
+    engine, changed = pid.split("-")[0], invocation.changed_params()
+    name = invocation.parent_name(engine, commit, invocation.dirty(), changed, time.time())
+    tags = {"fca.pipeline_id": pid, "fca.kind": "pipeline",
             "fca.changed_params": ", ".join(f"{k}={v}" for k, v in changed)[:5000] or "none"}
     run_id = client.create_run(experiment_id, run_name=name, tags=_run_tags(engine, engine, commit, tags)).info.run_id
     # The whole params.yaml, keyed as the stage runs' params: parent runs compare side by side.
-    client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in _flat(_yaml_file("params.yaml")).items()])
+    client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in invocation.params().items()])
     return run_id
 
 
 def _pipeline_lock(pid: str | None) -> Any:
     """Stages of one pipeline started at once (snakemake -j) would each search, find no parent run, and
-    make one; and each would set up a new SQLite store, which MLflow's migrations do not survive."""
+    make one (without this lock the test that starts two at once found two parents); and each would
+    set up a new SQLite store, which MLflow's migrations do not survive."""
     key = hashlib.sha1(f"{_tracking_uri()}\n{pid}".encode()).hexdigest()[:16]
     return FileLock(Path(tempfile.gettempdir()) / f"fca-tracking-{key}.lock", timeout=300) if pid else contextlib.nullcontext()
 
@@ -389,9 +294,9 @@ def _pipeline_lock(pid: str | None) -> Any:
 def _open_stage_run(stage: str, params: dict[str, Any], standalone: bool) -> NullRun:
     """The stage's MLflow run (under its pipeline's parent run) with its params; a NullRun, with a
     warning, when MLflow cannot be reached."""
-    commit, pid = (_git("rev-parse", "HEAD") or "").strip() or "unknown", pipeline_id()
+    commit, pid = invocation.commit(), invocation.pipeline_id()
     try:
-        tags = {"fca.stage": stage, "fca.git_commit": commit, "fca.kind": "stage", "mlflow.runName": stage}
+        tags = {"fca.stage": stage, "fca.kind": "stage"}
         parent = None
         with _pipeline_lock(pid):
             client = _client()  # it sets up a new SQLite store at once
@@ -430,10 +335,8 @@ class _DeferredRun(NullRun):
         return self._run
 
     def __getattribute__(self, name: str) -> Any:
-        if name in ("log_params", "log_metrics", "log_artifact", "log_figure", "log_image", "set_tags"):
+        if name in ("log_params", "log_metrics", "log_artifact", "log_figure", "set_tags"):
             return getattr(self.started(), name)
-        if name == "flush":
-            return self._run.flush if self._run is not None else lambda: None
         return super().__getattribute__(name)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tracking
+from pipeline import invocation, tracking
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +74,7 @@ def test_stage_run_is_logged_to_a_real_server_and_read_back(mlflow_server, tmp_p
     assert got.info.status == "FINISHED"
     assert got.data.params == {"patches.size": "128", "patches.blur.type": "gaussian"}
     assert got.data.tags["fca.stage"] == "patches"
-    assert "fca.git_commit" in got.data.tags
+    assert got.data.tags["mlflow.source.git.commit"]
     history = client.get_metric_history(run_id, "loss")
     assert [m.step for m in history] == [0, 1, 2, 3, 4]
     assert history[-1].value == pytest.approx(0.2)
@@ -154,10 +154,10 @@ def test_a_failing_server_stops_tracking_once_and_the_stage_goes_on(caplog):
 
 def test_pipeline_id_comes_from_the_env_or_the_engine(monkeypatch):
     monkeypatch.setenv("FCA_PIPELINE_ID", "abc")
-    assert tracking.pipeline_id() == "abc"
+    assert invocation.pipeline_id() == "abc"
     monkeypatch.delenv("FCA_PIPELINE_ID")
     # Run under a process whose argv names an engine: the child sees it as its ancestor.
-    code = "from pipeline.tracking import pipeline_id; print(pipeline_id())"
+    code = "from pipeline.invocation import pipeline_id; print(pipeline_id())"
     out = subprocess.run(["bash", "-c", f"exec -a snakemake bash -c '{sys.executable} -c \"{code}\"; true'"],
                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], env=dict(os.environ))
     assert out.stdout.strip().startswith("snakemake-"), out.stdout + out.stderr
@@ -246,7 +246,7 @@ def project(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     for var in ("FCA_TRACKING", "FCA_PIPELINE_ID", "FCA_EXPERIMENT", "FCA_MLFLOW_ARTIFACTS"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(tracking, "_engine_ancestor", lambda: None)  # pytest may run under anything
+    monkeypatch.setattr(invocation, "_engine_ancestor", lambda: None)  # pytest may run under anything
     return root
 
 
@@ -329,8 +329,15 @@ def test_parent_runs_are_named_by_engine_commit_and_changed_params(project, monk
 
 RACE = """
 import sys, time
-from pipeline import tracking
-tracking._engine_ancestor = lambda: None
+from mlflow.tracking import MlflowClient
+from pipeline import invocation, tracking
+invocation._engine_ancestor = lambda: None
+search = MlflowClient.search_runs
+def slow_search(self, *args, **kwargs):  # both look for the parent before either makes it, unless the lock orders them
+    found = search(self, *args, **kwargs)
+    time.sleep(2)
+    return found
+MlflowClient.search_runs = slow_search
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # both stages start at the same moment
 with tracking.stage_run("patches", {"size": 64}) as run:
     print(run.run_id)
@@ -338,7 +345,9 @@ with tracking.stage_run("patches", {"size": 64}) as run:
 
 
 def test_stages_started_at_once_make_one_parent_run(project):
-    """Two stages of one pipeline invocation start together: both find or make the same parent run."""
+    """Two stages of one pipeline invocation start together: both find or make the same parent run.
+    Each one's search for the parent is slowed, so that without the pipeline's lock both find none
+    and make one each (this test then fails: two parent runs)."""
     with tracking.stage_run("patches", {}):  # the store and experiment exist: only the parent run is raced for
         pass
     env = dict(os.environ, FCA_PIPELINE_ID="dvc-race-1", PYTHONPATH=str(ROOT))

@@ -52,7 +52,7 @@ def _install():
         return {"/".join(filter(None, [prefix, path.name])): path.stat().st_size}
 
     cls = tracking.MlflowRun
-    orig = {n: getattr(cls, n) for n in ("__init__", "log_params", "log_metrics", "log_artifact", "log_figure", "log_image")}
+    orig = {n: getattr(cls, n) for n in ("__init__", "log_params", "log_metrics", "log_artifact", "log_figure")}
 
     def __init__(self, client, run_id, *a, **k):
         orig["__init__"](self, client, run_id, *a, **k)
@@ -73,10 +73,6 @@ def _install():
     def log_figure(self, figure, name):
         write(self, "artifacts", files={name: None})
         return orig["log_figure"](self, figure, name)
-
-    def log_image(self, image, name):
-        write(self, "artifacts", files={name: None})
-        return orig["log_image"](self, image, name)
 
     for n, f in list(locals().items()):
         if n in orig:
