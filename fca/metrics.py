@@ -76,11 +76,18 @@ def psnr_y(a: torch.Tensor, b: torch.Tensor, border: int = 0) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4)
-def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+def _gaussian_taps(size: int, sigma: float) -> torch.Tensor:
+    """The 1-D Gaussian [size] whose outer product with itself is SSIM's window."""
     r = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-0.5 * (r / sigma) ** 2)
-    g = g / g.sum()
-    return torch.outer(g, g).view(1, 1, size, size)
+    return g / g.sum()
+
+
+def _window_mean(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """x [N, 1, H, W] filtered by the separable window outer(taps, taps), valid region: a column
+    pass then a row pass, 2K multiplies a pixel instead of K^2 (5.5x fewer at K = 11)."""
+    k = taps.numel()
+    return F.conv2d(F.conv2d(x, taps.view(1, 1, k, 1)), taps.view(1, 1, 1, k))
 
 
 def ssim_y(a: torch.Tensor, b: torch.Tensor, border: int = 0) -> torch.Tensor:
@@ -95,13 +102,13 @@ def ssim_gray(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torc
         raise ValueError(f"expected equal [N, H, W] images, got {tuple(a.shape)} and {tuple(b.shape)}")
     if min(a.shape[-2:]) < _SSIM_SIZE:
         raise ValueError(f"SSIM needs images of at least {_SSIM_SIZE}x{_SSIM_SIZE} pixels, got {tuple(a.shape[-2:])}")
-    win = _gaussian_window(_SSIM_SIZE, _SSIM_SIGMA).to(a.device)
+    taps = _gaussian_taps(_SSIM_SIZE, _SSIM_SIGMA).to(a.device)
     x, y = a.double().unsqueeze(1), b.double().unsqueeze(1)
-    mu_x, mu_y = F.conv2d(x, win), F.conv2d(y, win)
+    mu_x, mu_y = _window_mean(x, taps), _window_mean(y, taps)
     # Population (not sample) moments under the window, as use_sample_covariance=False.
-    var_x = F.conv2d(x * x, win) - mu_x * mu_x
-    var_y = F.conv2d(y * y, win) - mu_y * mu_y
-    cov = F.conv2d(x * y, win) - mu_x * mu_y
+    var_x = _window_mean(x * x, taps) - mu_x * mu_x
+    var_y = _window_mean(y * y, taps) - mu_y * mu_y
+    cov = _window_mean(x * y, taps) - mu_x * mu_y
     c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.flatten(1).mean(1)

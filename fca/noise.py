@@ -236,7 +236,13 @@ class NoiseLevel:
 
     def as_tensor(self) -> torch.Tensor:
         """[2, 3, LEVEL_KNOTS]: knots then values (the generator's `noise_level` buffer)."""
-        return torch.stack([self.knots, self.values]).float()
+        # Filled by copies, not torch.stack: load_generator builds a skeleton under
+        # `torch.device("meta")`, where stack goes through torch._refs and imports torch._dynamo
+        # (measured 1.4 s of every command that loads a generator).
+        out = torch.empty(2, *self.knots.shape)
+        out[0].copy_(self.knots)
+        out[1].copy_(self.values)
+        return out
 
     @classmethod
     def from_tensor(cls, t: torch.Tensor) -> "NoiseLevel":
@@ -246,8 +252,10 @@ class NoiseLevel:
     @classmethod
     def constant(cls, variance: float = 1.0) -> "NoiseLevel":
         """The same variance at every brightness and channel ((1.0): a bank's crops as they are)."""
-        knots = torch.linspace(0, 1, LEVEL_KNOTS, dtype=torch.float64).repeat(3, 1)
-        return cls(knots, torch.full((3, LEVEL_KNOTS), float(variance), dtype=torch.float64))
+        # On the CPU whatever the default device: under load_generator's `torch.device("meta")`
+        # linspace would import torch's symbolic shapes (1 s) to make a tensor with no values.
+        knots = torch.linspace(0, 1, LEVEL_KNOTS, dtype=torch.float64, device="cpu").repeat(3, 1)
+        return cls(knots, torch.full((3, LEVEL_KNOTS), float(variance), dtype=torch.float64, device="cpu"))
 
     def is_constant_one(self) -> bool:
         return bool((self.values == 1.0).all())
