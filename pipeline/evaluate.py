@@ -93,7 +93,8 @@ def trained_with(checkpoint: Path) -> dict[str, str]:
 
     state = load_checkpoint(checkpoint, map_location="cpu")
     precision, runtime = state.get("precision") or {}, state.get("runtime") or {}
-    jpeg = jpeg_of_buffer(torch.as_tensor((state.get("generator") or {}).get("jpeg", (0, 0))))
+    weights = state.get("model") or state.get("generator") or {}  # "generator": the one-file checkpoints of earlier versions
+    jpeg = jpeg_of_buffer(torch.as_tensor(weights.get("jpeg", (0, 0))))
     return {"generator_precision": str(precision.get("precision", "unknown")), "generator_cpu": str(runtime.get("cpu", "unknown")),
             "generator_cpu_flags": str(runtime.get("cpu_flags", "unknown")),
             "generator_jpeg": jpeg.describe() if jpeg is not None else "none"}

@@ -11,6 +11,7 @@ import pandas as pd
 
 from fca.data.patches import load_patch_set
 from fca.fsutil import atomic_file, write_json
+from fca.train.checkpoint import net_path
 from fca.train.fdc import train_fdc
 from pipeline import stage
 from pipeline.params import Params
@@ -54,7 +55,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         with atomic_file(args.curve) as tmp:
             pd.DataFrame(history).to_csv(tmp, index=False)
         with atomic_file(args.out) as tmp:
-            stage.publish_checkpoint(ckpt / "last.pt", tmp, stage.runtime(device, dist))
+            stage.publish_checkpoint(net_path(ckpt, cfg.steps), tmp, stage.runtime(device, dist))
         run.log_artifact(args.curve)
         run.log_artifact(args.out, "model")
     shutil.rmtree(ckpt, ignore_errors=True)  # finished: the output is the model now

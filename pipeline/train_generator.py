@@ -14,6 +14,7 @@ import torch
 from fca.data.patches import load_domain, load_files_jpeg, load_patch_set
 from fca.fsutil import atomic_file
 from fca.plots import image_grid, kernel_gallery
+from fca.train.checkpoint import net_path
 from fca.train.fdc import load_fdc
 from fca.train.generator import train_generator
 from pipeline import stage
@@ -69,7 +70,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
             pd.DataFrame(history).to_csv(tmp, index=False)
         with atomic_file(args.out) as tmp:
             # The domain it learned: `fca degrade` warns when it is a synthetic camera (the demo's).
-            stage.publish_checkpoint(ckpt / "last.pt", tmp, stage.runtime(device, dist), domain=load_domain(args.patches))
+            stage.publish_checkpoint(net_path(ckpt, cfg.steps), tmp, stage.runtime(device, dist), domain=load_domain(args.patches))
         run.log_artifact(args.curve)
         run.log_artifact(args.out, "model")
     shutil.rmtree(ckpt, ignore_errors=True)

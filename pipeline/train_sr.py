@@ -18,9 +18,9 @@ from fca.metrics import mean_ssim_y, pooled_psnr_y
 from fca.noise import PatchNoise
 from fca.plots import image_grid, save_figure
 from fca.resample import downscale, upscale
-from fca.train.checkpoint import load_checkpoint
+from fca.train.checkpoint import load_checkpoint, net_path
 from fca.train.generator import load_generator
-from fca.train.sr import final_weights, sr_predict, train_sr_model
+from fca.train.sr import sr_predict, train_sr_model
 from pipeline import stage
 from pipeline.params import Params
 
@@ -134,7 +134,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         n = min(cfg.samples, val_lr.shape[0])
         save_figure(comparison_figure(val_lr[:n], {k: v[:n] for k, v in outputs.items()}, val_hr[:n] if val_hr is not None else None, scale), args.figure)
         for kind in KINDS:
-            publish(final_weights(ckpt_root / kind, cfg.steps), outs[kind],
+            publish(net_path(ckpt_root / kind, cfg.steps), outs[kind],
                     {"runtime": stage.runtime(device, dist), "validation": dict(scores[kind])})
         run.log_metrics({f"val.{k}": v for k, v in metrics.items()})
         for path in (args.metrics, args.curve, args.figure):

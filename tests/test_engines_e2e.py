@@ -112,8 +112,8 @@ def _tensors(obj, prefix: str = ""):
 
 
 def numbers_of(repo: Path) -> dict[str, str]:
-    """sha256 of the metrics files' bytes and of every tensor in the model files (weights,
-    optimiser moments, RNG states: the .pt files also hold a history with wall times)."""
+    """sha256 of the metrics files' bytes and of every tensor in the model files (the weights
+    and their records; the training state stays in the checkpoints a finished stage deletes)."""
     import torch
 
     out = {f: hashlib.sha256((repo / f).read_bytes()).hexdigest() for f in ("reports/metrics.json", "reports/fdc.json")}

@@ -11,15 +11,17 @@ import pytest
 import torch
 import yaml
 
+from fca.train.checkpoint import latest_pair
 from tests.test_engines_e2e import BIN, _env, checkout, run
 
 
 def _checkpoint_step(repo: Path) -> int:
     """The step of the newest train_fdc checkpoint on disk (0 if none can be read yet)."""
-    for path in (repo / "checkpoints" / "train_fdc").glob("*/last.pt"):
+    for folder in (repo / "checkpoints" / "train_fdc").glob("*"):
         try:
-            return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
-        except Exception:  # being replaced right now (atomic rename): look again
+            found = latest_pair(folder)
+            return int(torch.load(found[1], map_location="cpu", weights_only=True)["step"]) if found else 0
+        except Exception:  # being replaced right now (atomic rename, older pair removed): look again
             return 0
     return 0
 
@@ -52,5 +54,5 @@ def test_dvc_repro_after_kill_9_resumes_train_fdc(tmp_path):
     assert int(resumed.group(1)) == killed_at
     assert (repo / "models" / "fdc.pt").is_file()
     assert torch.load(repo / "models" / "fdc.pt", weights_only=True)["step"] == 120
-    assert not list((repo / "checkpoints" / "train_fdc").glob("*/last.pt"))  # finished: cleaned up
+    assert not list((repo / "checkpoints" / "train_fdc").glob("*/*.pt"))  # finished: cleaned up
     assert "Data and pipelines are up to date" in run([dvc, "status", "train_fdc"], repo, tmp_path)

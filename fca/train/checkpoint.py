@@ -1,19 +1,33 @@
-"""Training checkpoints: atomic save/load and the RNG states a bit-exact resume needs.
+"""Training checkpoints: the folder layout, atomic save/load, and the seeding of a run's build.
 
-A checkpoint is one `torch.save`d dict (model / optimiser / scheduler state dicts,
-the step, RNG states, anything else the trainer wants). It is written to a
-temporary file in the same folder, flushed to disk, then renamed over the old one
-with `os.replace`, so a crash at any moment leaves either the old or the new file,
-never a partial one. Everything stored is tensors, numbers, strings, lists, tuples
-and dicts, so it loads with `weights_only=True` (no pickled code runs on load).
+One layout for every trainer (`fca.train.loop`): each checkpoint is a pair of files in the
+run's folder,
+
+- `net_<step>.pt`: the product, what `load_fdc` / `load_generator` / `load_sr_model` read and
+  the stage publishes under models/: {"config", "step", "model": the network's weights} and
+  the trainer's records (the precision it computed in; the SR net's scale and pairs);
+- `state_<step>.pt`: everything else a bit-exact resume needs: {"layout", "config", "step",
+  "optimizers", "schedulers", "scaler", "rng" (the run's data generator), "history",
+  "nets": the weights of networks trained alongside the product (the generator's
+  discriminator)}.
+
+The weights are written first, so a crash between the two leaves a net without its state,
+which `latest_pair` passes over for the pair before; once both are on disk the older pair
+is removed. Each file is written to a temporary file in the same folder, flushed to disk,
+then renamed over with `os.replace`, so a crash at any moment leaves either the old or the
+new file, never a partial one. Everything stored is tensors, numbers, strings, lists,
+tuples and dicts, so it loads with `weights_only=True` (no pickled code runs on load).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
+import re
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +37,12 @@ import torch
 from fca.config import ConfigError, build_config
 from fca.fsutil import file_mode
 
+# Stored in every state file: a checkpoint without it is an earlier version's, as is the
+# one-file LEGACY_NAME (weights and training state together) the FDC and generator wrote.
+LAYOUT = 1
+LEGACY_NAME = "last.pt"
+_NET = re.compile(r"^net_(\d{8})\.pt$")
+
 
 def seed_everything(seed: int) -> None:
     """Seed python's `random`, numpy's global RNG and torch (CPU and CUDA)."""
@@ -31,40 +51,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def capture_rng(data_generator: torch.Generator | None = None) -> dict[str, Any]:
-    """The global RNG states (torch CPU, CUDA if present, numpy, python) and an optional data-sampling generator."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "name": np_state[0],
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if data_generator is not None:
-        state["data"] = data_generator.get_state()
-    return state
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside: every global RNG seeded with `seed` (`seed_everything`), for a run's build (the
+    networks' initial weights). Afterwards the caller's python, numpy and torch CPU states are
+    back: the trainers draw their data from their own torch.Generator, so a library call
+    leaves its caller's random streams as it found them (CUDA's stays seeded, as
+    `torch.manual_seed` leaves it: reading its state back would start CUDA on a CPU run)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        seed_everything(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
-def restore_rng(state: dict[str, Any], data_generator: torch.Generator | None = None) -> None:
-    """Inverse of `capture_rng`."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if data_generator is not None:
-        if "data" not in state:
-            raise ValueError("checkpoint holds no data-sampling RNG state")
-        data_generator.set_state(state["data"])
+def plain_config(config: Any) -> dict[str, Any]:
+    """A config dataclass as checkpoint-safe plain values (tuples -> lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def net_path(folder: Path | str, step: int) -> Path:
+    """The weights file of the checkpoint at `step`: the model a finished run leaves (see the module docstring)."""
+    return Path(folder) / f"net_{step:08d}.pt"
+
+
+def state_path(folder: Path | str, step: int) -> Path:
+    """The training-state file of the checkpoint at `step`."""
+    return Path(folder) / f"state_{step:08d}.pt"
+
+
+def latest_pair(folder: Path | str) -> tuple[Path, Path] | None:
+    """The newest (net_<step>.pt, state_<step>.pt) pair in `folder`, None when there is none: a
+    crash between the two writes leaves a net without its state, which is passed over for the
+    previous pair."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    steps = sorted((int(m.group(1)) for p in folder.glob("net_*.pt") if (m := _NET.match(p.name))), reverse=True)
+    for step in steps:
+        if state_path(folder, step).is_file():
+            return net_path(folder, step), state_path(folder, step)
+    return None
+
+
+def save_pair(folder: Path | str, step: int, weights: dict[str, Any], state: dict[str, Any]) -> None:
+    """Write the checkpoint at `step` (weights first, then state), then remove every older pair."""
+    keep = (net_path(folder, step), state_path(folder, step))
+    save_checkpoint(keep[0], weights)
+    save_checkpoint(keep[1], state)
+    for old in [*Path(folder).glob("net_*.pt"), *Path(folder).glob("state_*.pt")]:
+        if old not in keep:
+            old.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:

@@ -38,10 +38,7 @@ same_mean the mean C(x', x) for same-scale pairs.
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -56,14 +53,11 @@ from fca.distributed import Dist
 from fca.kernels import conv_per_sample, gaussian
 from fca.models.fdc_arch import FDC, build_fdc
 from fca.resample import RESAMPLERS, resize, scaled_size
-from fca.train.checkpoint import TrainingDivergedError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, resolve_precision, to_device
+from fca.train.checkpoint import load_checkpoint, plain_config, seeded
+from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, to_device
+from fca.train.loop import Callback, Checkpoints, Periodic, Progress, Resume, Training, run_loop, run_precision
 
 TARGETS = {"down": 1.0, "same": 0.0, "up": -1.0}
-Callback = Callable[[int, dict[str, float]], None]
-
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -476,25 +470,21 @@ def _check_patches(name: str, patches: torch.Tensor, config: FDCConfig) -> None:
         )
 
 
-def _config_dict(config: FDCConfig) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
-
-
 def _train_step(config: FDCConfig, score: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer, precision: Precision,
-                train_patches: torch.Tensor, data_gen: torch.Generator, step: int, device: torch.device, dist: Dist) -> tuple[torch.Tensor, float, float]:
+                train_patches: torch.Tensor, rng: torch.Generator, step: int, device: torch.device, dist: Dist) -> tuple[torch.Tensor, float, float]:
     """One training step at 1-based `step`: this step's lr, the global batch's pairs drawn from
-    `data_gen` (each rank keeps its share), the loss and the optimiser step. Returns (loss, lr, scale)."""
+    `rng` (each rank keeps its share), the loss and the optimiser step. Returns (loss, lr, scale)."""
     lr = learning_rate(step, config)
     for group in opt.param_groups:
         group["lr"] = lr
     current = curriculum_scale(step, config)
-    idx = torch.randint(0, train_patches.shape[0], (config.batch_size,), generator=data_gen)
-    scales = _batch_scales(current, config, config.batch_size, data_gen)
+    idx = torch.randint(0, train_patches.shape[0], (config.batch_size,), generator=rng)
+    scales = _batch_scales(current, config, config.batch_size, rng)
     pairs = make_pairs(
         train_patches[idx],
         scales,
         config.patch_size,
-        data_gen,
+        rng,
         config.resamplers,
         anchor_jitter=config.anchor_jitter,
         augment=config.augment,
@@ -508,6 +498,21 @@ def _train_step(config: FDCConfig, score: Callable[[torch.Tensor], torch.Tensor]
     precision.step(loss, opt)
     precision.update()
     return loss, lr, current
+
+
+def _build(config: FDCConfig, device: torch.device, dist: Dist, resume: Resume | None,
+           on_precision: Callable[[PrecisionChoice], None] | None) -> Training:
+    """The comparator (seeded init), its Adam, the data generator and the precision (a resumed run
+    keeps the stored one). The step sets Adam's rate itself (`learning_rate`): no scheduler."""
+    with seeded(config.seed):
+        fdc = build_fdc(config.channels, config.normalize_input).to(device)
+    opt = torch.optim.Adam(fdc.parameters(), lr=config.lr, betas=tuple(config.betas))
+    # On CPU bf16 + channels_last or fp32, by cpu_bf16 and the CPU's flags.
+    precision, record = run_precision("train_fdc", device, config.cuda_amp, config.cpu_bf16, resume, dist, on_precision)
+    if device.type == "cpu" and precision.enabled:
+        fdc.to(memory_format=torch.channels_last)
+    return Training(fdc, {"comparator": opt}, {}, precision, torch.Generator().manual_seed(config.seed),
+                    records={"precision": record})
 
 
 def train_fdc(
@@ -529,8 +534,9 @@ def train_fdc(
     at least max(scale_start, eval_scales) * patch_size. on_step(step, {loss, scale,
     lr}) runs after every step, on_eval(step, evaluate_fdc metrics) every
     eval_every steps and at the end; history is the list of eval records
-    ({"step": ..., **metrics}). With `checkpoint_dir`, `last.pt` there is written
-    every checkpoint_every steps and at the end, and a run that finds it resumes
+    ({"step": ..., **metrics}). With `checkpoint_dir`, a checkpoint (`fca.train.checkpoint`:
+    net_<step>.pt, the comparator that `load_fdc` reads, and state_<step>.pt) is written
+    there every checkpoint_every steps and at the end, and a run that finds one resumes
     from it (bit-exact on CPU); a checkpoint made with another config is an error.
     device: where the comparator trains (pairs are made on the CPU and copied over).
     dist: this process's place in a torchrun job (fca.distributed): config.batch_size is
@@ -543,105 +549,38 @@ def train_fdc(
     _check_patches("train_patches", train_patches, config)
     _check_patches("val_patches", val_patches, config)
     dist.check_batch("fdc.batch_size", config.batch_size)
-    train_patches = train_patches.float()
-    val_patches = val_patches.float()
+    train_patches, val_patches = train_patches.float(), val_patches.float()
+    checkpoints = Checkpoints(checkpoint_dir, config.checkpoint_every, plain_config(config), "fdc", "comparator",
+                              resumable=("checkpoint_every",))
+    resume = checkpoints.find(device)
+    training = _build(config, device, dist, resume, on_precision)
+    fdc = training.model
+    # The module the step calls: the comparator's score, in DDP (global BatchNorm) when there are several ranks.
+    score = dist.parallel(Scorer(fdc), device)
 
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    data_gen = torch.Generator().manual_seed(config.seed)
-    fdc = build_fdc(config.channels, config.normalize_input).to(device)
-    opt = torch.optim.Adam(fdc.parameters(), lr=config.lr, betas=tuple(config.betas))
-    history: list[dict] = []
-    start = 0
-
-    ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-    state = None
-    if ckpt_path is not None and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        if state.get("config") != _config_dict(config):
-            raise ValueError(f"{ckpt_path}: checkpoint was made with another fdc config; delete it or restore the params ({state.get('config')})")
-
-    # Precision: on CPU bf16 + channels_last or fp32, by cpu_bf16 and the CPU's flags; a resumed run takes the stored choice.
-    choice = resolve_precision(device, config.cuda_amp, config.cpu_bf16, stored=state.get("precision") if state is not None else None,
-                               share=dist.from_main)
-    log.info("train_fdc: %s%s", choice.reason, " (stored in the checkpoint)" if state is not None else "")
-    if on_precision is not None and dist.is_main:
-        on_precision(choice)
-    precision = Precision(device, config.cuda_amp, choice.cpu_bf16)
-    channels_last = device.type == "cpu" and precision.enabled
-    if channels_last:
-        fdc.to(memory_format=torch.channels_last)
-
-    if state is not None:
-        fdc.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"], data_gen)
-        precision.load_state_dict(state.get("scaler", {}))
-        start = int(state["step"])
-        log.info("train_fdc: resuming from %s at step %d of %d", ckpt_path, start, config.steps)
-        history = list(state["history"])
-
-    def save(step: int) -> None:
-        if ckpt_path is None or not dist.is_main:
-            return
-        save_checkpoint(
-            ckpt_path,
-            {
-                "model": fdc.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "rng": capture_rng(data_gen),
-                "scaler": precision.state_dict(),
-                "precision": {"device": device.type, **choice.as_dict()},
-                "history": history,
-                "config": _config_dict(config),
-            },
-        )
+    def step_fn(step: int) -> dict[str, float]:
+        loss, lr, current = _train_step(config, score, training.optimizers["comparator"], training.precision, train_patches,
+                                        training.rng, step, device, dist)
+        return {"loss": dist.average({"loss": loss.item()})["loss"], "scale": current, "lr": lr}
 
     def evaluate(step: int) -> None:
-        if not dist.is_main:
-            return
-        metrics = evaluate_fdc(
-            fdc, val_patches, list(config.eval_scales), config.seed, patch_size=config.patch_size, repeats=config.eval_repeats
-        )
-        history.append({"step": step, **metrics})
+        metrics = evaluate_fdc(fdc, val_patches, list(config.eval_scales), config.seed, patch_size=config.patch_size,
+                               repeats=config.eval_repeats)
+        training.history.append({"step": step, **metrics})
         if on_eval is not None:
             on_eval(step, metrics)
 
-    bar = None
-    if progress and dist.is_main and start < config.steps:
-        from fca.progress import progress_bar
-
-        bar = progress_bar(total=config.steps, initial=start, desc="train_fdc", unit="step")
-    # The module the step calls: the comparator's score, in DDP (global BatchNorm) when there are several ranks.
-    score = dist.parallel(Scorer(fdc), device)
     fdc.train()
-    for step in range(start + 1, config.steps + 1):
-        loss, lr, current = _train_step(config, score, opt, precision, train_patches, data_gen, step, device, dist)
-        value = dist.average({"loss": loss.item()})["loss"]
-        if not math.isfinite(value):
-            raise TrainingDivergedError(step, "loss", value)
-        if on_step is not None and dist.is_main:
-            on_step(step, {"loss": value, "scale": current, "lr": lr})
-        if step % config.eval_every == 0 or step == config.steps:
-            evaluate(step)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save(step)
-            dist.barrier()  # no rank runs ahead of the checkpoint on disk
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}", s=f"{current:.2f}")
-    if bar is not None:
-        bar.close()
+    run_loop(training, step_fn, steps=config.steps, checkpoints=checkpoints, dist=dist, resume=resume, keep_steps=False,
+             on_step=on_step, periodic=[Periodic(config.eval_every, evaluate)],
+             progress=Progress("train_fdc", progress, postfix=lambda m: {"loss": f"{m['loss']:.3f}", "s": f"{m['scale']:.2f}"}))
     fdc.eval()
-    if channels_last:
-        fdc.to(memory_format=torch.contiguous_format)
-    return fdc, history
+    fdc.to(memory_format=torch.contiguous_format)
+    return fdc, training.history
 
 
 def load_fdc(path: Path | str) -> FDC:
-    """A frozen FDC (eval mode, no grads) from a `last.pt` written by train_fdc."""
+    """A frozen FDC (eval mode, no grads) from a checkpoint's weights file (`net_<step>.pt`, models/fdc.pt) written by train_fdc."""
     from fca.train.checkpoint import check_weights, checkpoint_config, load_weights
 
     state = load_checkpoint(path)

@@ -24,7 +24,6 @@ content, and reads the real images' blur the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -34,7 +33,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from fca.progress import progress_bar
 
 from fca.config import param
 from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params
@@ -45,17 +43,9 @@ from fca.models.generator_arch import ESTIMATORS, NOISE_OPTIONS, Generator
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
 from fca.resample import downscale, upscale
 from fca.distributed import Dist
-from fca.train.checkpoint import (
-    CheckpointError,
-    TrainingDivergedError,
-    capture_rng,
-    load_checkpoint,
-    load_weights,
-    restore_rng,
-    save_checkpoint,
-    seed_everything,
-)
-from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, resolve_precision, to_device
+from fca.train.checkpoint import TrainingDivergedError, load_checkpoint, plain_config, seeded
+from fca.train.hardware import Precision, PrecisionChoice, cpu_bf16_mode, to_device
+from fca.train.loop import Checkpoints, Periodic, Progress, Resume, Training, run_loop, run_precision
 
 
 log = logging.getLogger(__name__)
@@ -129,10 +119,26 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "cpu_bf16", cpu_bf16_mode(self.cpu_bf16, "generator.cpu_bf16"))
 
+    # Which losses a run computes: the training step and the checks before it read these.
+    @property
+    def use_fdc(self) -> bool:
+        return self.loss in ("fdc", "both") and self.w_fdc > 0
+
+    @property
+    def use_spectral(self) -> bool:
+        return self.loss in ("spectral", "both") and self.w_spectral > 0
+
+    @property
+    def use_wd(self) -> bool:
+        return self.w_wd > 0
+
+    @property
+    def use_consistency(self) -> bool:
+        return self.w_consistency > 0
+
 
 # Keys that may change between a run and its resume (they do not change the numbers).
 _RESUMABLE_CHANGES = ("checkpoint_every", "image_every")
-CHECKPOINT_NAME = "last.pt"
 
 
 def build_generator(config: GeneratorConfig) -> Generator:
@@ -367,17 +373,13 @@ def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision
                 rng: torch.Generator, dist: Dist, device: torch.device, n: int) -> dict[str, torch.Tensor]:
     """One training step (module docstring): draw the batch from `rng`, step D, then G; n is the
     1-based step for error messages. Returns the losses (zero for a disabled one) and the kernels."""
-    use_fdc = config.loss in ("fdc", "both") and config.w_fdc > 0
-    use_spectral = config.loss in ("spectral", "both") and config.w_spectral > 0
-    use_wd = config.w_wd > 0
-    use_consistency = config.w_consistency > 0
     gen, disc = nets.gen, nets.disc
     patches, side = inputs.patches, inputs.side
     # This rank's share of the global batch (all of it in a single process).
     x = to_device(_sample(patches, config.batch_size, config.patch_size, rng, dist), device)
-    real_lr = to_device(_sample(patches, config.batch_size, side, rng, dist), device) if use_wd else None
-    refs = _fdc_references(x, side, inputs.fdc_scale, rng, dist) if use_fdc else None
-    z, z_params = _consistency_batch(patches, config, rng, dist) if use_consistency else (None, None)
+    real_lr = to_device(_sample(patches, config.batch_size, side, rng, dist), device) if config.use_wd else None
+    refs = _fdc_references(x, side, inputs.fdc_scale, rng, dist) if config.use_fdc else None
+    z, z_params = _consistency_batch(patches, config, rng, dist) if config.use_consistency else (None, None)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with precision.autocast():
@@ -386,7 +388,7 @@ def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision
     # 1) discriminator, on detached fakes
     zero = torch.zeros((), device=device)
     loss_d = zero
-    if use_wd:
+    if config.use_wd:
         with precision.autocast():
             loss_d = lsgan_d_loss(*nets.critic_step(real_lr, fake.detach()))
         _check(n, "loss_d", loss_d)
@@ -394,22 +396,22 @@ def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision
 
     # 2) generator, discriminator frozen
     loss_fdc = loss_spec = loss_wd = loss_cons = zero
-    if use_fdc:
+    if config.use_fdc:
         with precision.autocast():
             judged = blurred if config.noise_fit == "signal" else fake
             loss_fdc = fdc_generator_loss(inputs.fdc, centre_crop(judged, refs[0].shape[-1]), *refs)
         _check(n, "loss_fdc", loss_fdc)
-    if use_spectral:
+    if config.use_spectral:
         fitted = blurred if config.noise_fit == "signal" else fake  # the target was made to match (`_spectral_target`)
         loss_spec = density_loss(fitted, inputs.target, config.spectral_bins, inputs.floor, batch_mean=dist.mean)
         _check(n, "loss_spectral", loss_spec)
-    if use_wd:
+    if config.use_wd:
         disc.requires_grad_(False)
         with precision.autocast():
             loss_wd = lsgan_g_loss(disc(fake))  # the bare module: no gradient sync for a frozen D
         disc.requires_grad_(True)
         _check(n, "loss_wd", loss_wd)
-    if use_consistency:
+    if config.use_consistency:
         loss_cons = consistency_loss(gen.estimator, z_read, z_params.to(device))
         _check(n, "loss_consistency", loss_cons)
     loss_g = config.w_fdc * loss_fdc + config.w_spectral * loss_spec + config.w_wd * loss_wd + config.w_consistency * loss_cons
@@ -418,6 +420,107 @@ def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision
     precision.update()
     return {"loss_g": loss_g, "loss_d": loss_d, "loss_fdc": loss_fdc, "loss_spectral": loss_spec, "loss_wd": loss_wd,
             "loss_consistency": loss_cons, "kernels": kernels}
+
+
+def _validate(config: GeneratorConfig, train_patches: torch.Tensor, fdc: nn.Module | None, dist: Dist) -> None:
+    """The config against the data, the comparator and the job, before any work: ValueError naming the param."""
+    if config.use_consistency and config.estimator != "spectral":
+        raise ValueError(f"generator.w_consistency = {config.w_consistency}: the consistency loss needs generator.estimator = spectral "
+                         f"(got {config.estimator!r}); set w_consistency: 0 for the paper's estimator")
+    if config.use_fdc and fdc is None:
+        raise ValueError(f"generator.loss = {config.loss!r} needs a trained FDC, got fdc=None")
+    if train_patches.dim() != 4 or train_patches.shape[1] != 3:
+        raise ValueError(f"train_patches: expected [N, 3, H, W], got {tuple(train_patches.shape)}")
+    if min(train_patches.shape[-2:]) < config.patch_size:
+        raise ValueError(
+            f"train_patches are {tuple(train_patches.shape[-2:])}, smaller than generator.patch_size = {config.patch_size}"
+        )
+    side = lr_side(config)
+    if side <= config.kernel_size // 2:
+        raise ValueError(
+            f"generator.patch_size / scale = {side} px is too small for a {config.kernel_size}x{config.kernel_size} kernel"
+        )
+    if config.use_spectral and config.spectral_bins > side // 2:
+        raise ValueError(
+            f"generator.spectral_bins = {config.spectral_bins}: at most {side // 2} for {side} px LR patches "
+            f"(patch_size {config.patch_size} / scale {config.scale})"
+        )
+    if config.estimator == "spectral" and config.estimator_bins[0] > side // 2:
+        raise ValueError(f"generator.estimator_bins = {list(config.estimator_bins)}: at most {side // 2} radial bins for {side} px LR patches")
+    lo, hi = config.consistency_sigma
+    if lo > hi:
+        raise ValueError(f"generator.consistency_sigma = {list(config.consistency_sigma)}: the first value must not exceed the second")
+    dist.check_batch("generator.batch_size", config.batch_size)
+    if config.use_consistency:
+        dist.check_batch("generator.consistency_batch", config.consistency_batch)
+
+
+def _build_networks(config: GeneratorConfig, patches: torch.Tensor, device: torch.device, dist: Dist,
+                    jpeg_files: JpegSetting | None) -> tuple[Generator, WaveletDiscriminator, NoiseSpectrum | None]:
+    """G (calibrated, with its noise bank and JPEG round trip) and the discriminator, on `device`,
+    with their seeded initial weights; and the noise bank's spectrum (None: no noise to fit around)."""
+    with seeded(config.seed):
+        gen = build_generator(config)
+        if hasattr(gen.estimator, "calibrate"):
+            # Feature standardisation from the training patches (deterministic: the first 256, top-left crops).
+            gen.estimator.calibrate(patches[:256, :, : config.patch_size, : config.patch_size])
+        bank = noise_bank(config, patches, lr_side(config))
+        spectrum = bank.spectrum if bank is not None else None
+        if bank is not None:  # the noise bank: flat LR-sized crops of the real training images, detrended
+            gen.set_noise_bank(bank.bank, bank.level)
+            if dist.is_main:
+                log.info("train_generator: noise bank of %d crops, %s", config.noise_bank, "below one 8-bit level (the photos' rounding): "
+                         "G adds none" if spectrum is None else f"the blur is fitted on the {config.noise_fit}")
+        jpeg = jpeg_setting(config, patches, jpeg_files)
+        gen.set_jpeg(jpeg)
+        if dist.is_main:
+            log.info("train_generator: G's LR ends with %s", f"JPEG {jpeg.describe()}" if jpeg is not None
+                     else "no JPEG (generator.jpeg: off)" if config.jpeg == "off" else "no JPEG (the real images show no JPEG history)")
+        gen = gen.to(device)
+        disc = WaveletDiscriminator(3, config.wd_channels).to(device)
+    return gen, disc, spectrum
+
+
+def _inputs(config: GeneratorConfig, patches: torch.Tensor, fdc: nn.Module | None, fdc_scale: float, spectrum: NoiseSpectrum | None,
+            device: torch.device) -> _Inputs:
+    """What every step reads: the patches, the frozen comparator, the spectral target and floor."""
+    if fdc is not None:
+        fdc = fdc.to(device).eval()
+        for p in fdc.parameters():
+            p.requires_grad_(False)
+    side = lr_side(config)
+    target = _spectral_target(config, patches, side, spectrum).to(device) if config.use_spectral else None
+    floor = _spectral_floor(config, patches, side, spectrum) if config.use_spectral else config.spectral_floor
+    if floor != config.spectral_floor:
+        log.info("train_generator: spectral floor %.3g (%.2f of the noise's share of the top bin; spectral_floor %.3g)",
+                 floor, config.spectral_noise_floor, config.spectral_floor)
+    return _Inputs(patches, fdc, target, fdc_scale, side, floor)
+
+
+def _build(config: GeneratorConfig, gen: Generator, disc: WaveletDiscriminator, device: torch.device, dist: Dist,
+           resume: Resume | None, on_precision: Callable[[PrecisionChoice], None] | None) -> tuple[Training, _Nets]:
+    """The run around the networks: Adam for each (the kernel prior at its own rate), the LR
+    schedules, the data generator and the precision (a resumed run keeps the stored one); and
+    what the step calls (DDP wrappers in a multi-process job, the modules otherwise)."""
+    prior = set(id(p) for p in gen.estimator.prior_parameters())
+    opt_g = torch.optim.Adam(
+        [
+            {"params": [p for p in gen.parameters() if id(p) not in prior], "lr": config.lr},
+            {"params": gen.estimator.prior_parameters(), "lr": config.lr_prior},
+        ],
+        betas=config.betas,
+    )
+    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=config.betas)
+    schedules = {name: torch.optim.lr_scheduler.LambdaLR(opt, half_then_linear_decay(config.steps))
+                 for name, opt in (("generator", opt_g), ("discriminator", opt_d))}
+    # On CPU bf16 + channels_last or fp32, by cpu_bf16 and the CPU's flags.
+    precision, record = run_precision("train_generator", device, config.cuda_amp, config.cpu_bf16, resume, dist, on_precision)
+    if precision.enabled:
+        gen.to(memory_format=torch.channels_last)
+        disc.to(memory_format=torch.channels_last)
+    training = Training(gen, {"generator": opt_g, "discriminator": opt_d}, schedules, precision, torch.Generator().manual_seed(config.seed),
+                        aux={"discriminator": disc}, records={"precision": record})
+    return training, _Nets(gen, disc, opt_g, opt_d, dist.parallel(_GeneratorStep(gen), device), dist.parallel(_Critic(disc), device))
 
 
 def train_generator(
@@ -442,8 +545,10 @@ def train_generator(
       It is frozen here (eval mode, no gradients to its weights).
     fdc_scale: the comparator's last curriculum scale (pass FDCConfig.scale_end): x_U and x_D
       are made with it.
-    checkpoint_dir: `last.pt` there is written every `checkpoint_every` steps and at the end;
-      if it exists when training starts, training resumes from it (bit-exact on CPU).
+    checkpoint_dir: a checkpoint (`fca.train.checkpoint`: net_<step>.pt, G's weights that
+      `load_generator` reads, and state_<step>.pt, the discriminator among it) is written there
+      every `checkpoint_every` steps and at the end; if one exists when training starts,
+      training resumes from it (bit-exact on CPU).
     on_step(step, metrics): metrics are loss_g, loss_d, loss_fdc, loss_spectral, loss_wd, loss_consistency, lr,
       kernel_sigma (mean effective sigma of the batch's kernels); a disabled loss reads 0.
     on_images(step, kernels [b,K,K], hr [b,3,P,P], bicubic_lr, ours_lr): every `image_every`
@@ -459,194 +564,43 @@ def train_generator(
       (`jpeg_setting`).
     Raises TrainingDivergedError when a loss is NaN or inf (the checkpoint on disk is left as it was).
     """
-    use_fdc = config.loss in ("fdc", "both") and config.w_fdc > 0
-    use_spectral = config.loss in ("spectral", "both") and config.w_spectral > 0
-    use_wd = config.w_wd > 0
-    use_consistency = config.w_consistency > 0
-    if use_consistency and config.estimator != "spectral":
-        raise ValueError(f"generator.w_consistency = {config.w_consistency}: the consistency loss needs generator.estimator = spectral "
-                         f"(got {config.estimator!r}); set w_consistency: 0 for the paper's estimator")
-    if use_fdc and fdc is None:
-        raise ValueError(f"generator.loss = {config.loss!r} needs a trained FDC, got fdc=None")
-    if train_patches.dim() != 4 or train_patches.shape[1] != 3:
-        raise ValueError(f"train_patches: expected [N, 3, H, W], got {tuple(train_patches.shape)}")
-    if min(train_patches.shape[-2:]) < config.patch_size:
-        raise ValueError(
-            f"train_patches are {tuple(train_patches.shape[-2:])}, smaller than generator.patch_size = {config.patch_size}"
-        )
-    side = lr_side(config)
-    if side <= config.kernel_size // 2:
-        raise ValueError(
-            f"generator.patch_size / scale = {side} px is too small for a {config.kernel_size}x{config.kernel_size} kernel"
-        )
-    if use_spectral and config.spectral_bins > side // 2:
-        raise ValueError(
-            f"generator.spectral_bins = {config.spectral_bins}: at most {side // 2} for {side} px LR patches "
-            f"(patch_size {config.patch_size} / scale {config.scale})"
-        )
-    if config.estimator == "spectral" and config.estimator_bins[0] > side // 2:
-        raise ValueError(f"generator.estimator_bins = {list(config.estimator_bins)}: at most {side // 2} radial bins for {side} px LR patches")
-    lo, hi = config.consistency_sigma
-    if lo > hi:
-        raise ValueError(f"generator.consistency_sigma = {list(config.consistency_sigma)}: the first value must not exceed the second")
-    dist.check_batch("generator.batch_size", config.batch_size)
-    if use_consistency:
-        dist.check_batch("generator.consistency_batch", config.consistency_batch)
+    _validate(config, train_patches, fdc, dist)
     patches = _as_float(train_patches)
-
-    # --- construction (identical on a fresh start and on a resume) ---
-    seed_everything(config.seed)
-    gen = build_generator(config)
-    if hasattr(gen.estimator, "calibrate"):
-        # Feature standardisation from the training patches (deterministic: the first 256, top-left crops).
-        gen.estimator.calibrate(patches[:256, :, : config.patch_size, : config.patch_size])
-    bank = noise_bank(config, patches, lr_side(config))
-    spectrum = bank.spectrum if bank is not None else None
-    if bank is not None:  # the noise bank: flat LR-sized crops of the real training images, detrended
-        gen.set_noise_bank(bank.bank, bank.level)
-        if dist.is_main:
-            log.info("train_generator: noise bank of %d crops, %s", config.noise_bank, "below one 8-bit level (the photos' rounding): "
-                     "G adds none" if spectrum is None else f"the blur is fitted on the {config.noise_fit}")
-    jpeg = jpeg_setting(config, patches, jpeg_files)
-    gen.set_jpeg(jpeg)
-    if dist.is_main:
-        log.info("train_generator: G's LR ends with %s", f"JPEG {jpeg.describe()}" if jpeg is not None
-                 else "no JPEG (generator.jpeg: off)" if config.jpeg == "off" else "no JPEG (the real images show no JPEG history)")
-    gen = gen.to(device)
-    disc = WaveletDiscriminator(3, config.wd_channels).to(device)
-    rng = torch.Generator().manual_seed(config.seed)
-    prior = set(id(p) for p in gen.estimator.prior_parameters())
-    opt_g = torch.optim.Adam(
-        [
-            {"params": [p for p in gen.parameters() if id(p) not in prior], "lr": config.lr},
-            {"params": gen.estimator.prior_parameters(), "lr": config.lr_prior},
-        ],
-        betas=config.betas,
-    )
-    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=config.betas)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, half_then_linear_decay(config.steps))
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, half_then_linear_decay(config.steps))
-
-    if fdc is not None:
-        fdc = fdc.to(device).eval()
-        for p in fdc.parameters():
-            p.requires_grad_(False)
-    target = _spectral_target(config, patches, side, spectrum).to(device) if use_spectral else None
-    floor = _spectral_floor(config, patches, side, spectrum) if use_spectral else config.spectral_floor
-    if floor != config.spectral_floor:
-        log.info("train_generator: spectral floor %.3g (%.2f of the noise's share of the top bin; spectral_floor %.3g)",
-                 floor, config.spectral_noise_floor, config.spectral_floor)
+    gen, disc, spectrum = _build_networks(config, patches, device, dist, jpeg_files)
+    inputs = _inputs(config, patches, fdc, fdc_scale, spectrum, device)
+    checkpoints = Checkpoints(checkpoint_dir, config.checkpoint_every, plain_config(config), "generator", "generator",
+                              resumable=_RESUMABLE_CHANGES)
+    resume = checkpoints.find(device)
+    training, nets = _build(config, gen, disc, device, dist, resume, on_precision)
+    channels_last = training.precision.enabled
     preview = patches[: min(4, patches.shape[0]), :, : config.patch_size, : config.patch_size].to(device)
-    inputs = _Inputs(patches, fdc, target, fdc_scale, side, floor)
 
-    # --- the checkpoint to resume from, if any ---
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    state = None
-    if ckpt_path is not None and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        now = dataclasses.asdict(config)
-        changed = [k for k in now if k not in _RESUMABLE_CHANGES and state["config"].get(k) != _plain(now[k])]
-        if changed:
-            raise ValueError(
-                f"{ckpt_path}: written with different generator params ({', '.join(changed)}); "
-                "delete the checkpoint folder to start over"
-            )
+    def step_fn(step: int) -> dict[str, float]:
+        out = _train_step(config, nets, inputs, training.precision, channels_last, training.rng, dist, device, step)
+        lr_now = nets.opt_g.param_groups[0]["lr"]
+        training.schedulers["generator"].step()
+        if config.use_wd:
+            training.schedulers["discriminator"].step()
+        return dist.average({
+            **{k: float(v.detach()) for k, v in out.items() if k != "kernels"},
+            "lr": lr_now,
+            "kernel_sigma": float(effective_sigma(out["kernels"].detach().double()).mean()),
+        })
 
-    # --- precision: on CPU bf16 + channels_last or fp32, by cpu_bf16 and the CPU's flags; stored on resume ---
-    choice = resolve_precision(device, config.cuda_amp, config.cpu_bf16, stored=state.get("precision") if state is not None else None,
-                               share=dist.from_main)
-    log.info("train_generator: %s%s", choice.reason, " (stored in the checkpoint)" if state is not None else "")
-    if on_precision is not None and dist.is_main:
-        on_precision(choice)
-    precision = Precision(device, config.cuda_amp, choice.cpu_bf16)
-    channels_last = precision.enabled
-    if channels_last:
-        gen.to(memory_format=torch.channels_last)
-        disc.to(memory_format=torch.channels_last)
-    # What the training step calls: DDP wrappers in a multi-process job, the modules otherwise.
-    nets = _Nets(gen, disc, opt_g, opt_d, dist.parallel(_GeneratorStep(gen), device), dist.parallel(_Critic(disc), device))
-
-    # --- resume ---
-    step, history = 0, []
-    if state is not None:
-        try:  # same params, other code (an upgrade that changed a buffer): one line, and what to do
-            load_weights(ckpt_path, gen, state["generator"], "generator")
-        except CheckpointError as e:
-            raise CheckpointError(f"{e}; delete the checkpoint folder to start over") from None
-        disc.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        sched_g.load_state_dict(state["sched_g"])
-        sched_d.load_state_dict(state["sched_d"])
-        precision.load_state_dict(state.get("scaler", {}))
-        restore_rng(state["rng"], rng)
-        step, history = int(state["step"]), list(state["history"])
-        log.info("train_generator: resuming from %s at step %d of %d", ckpt_path, step, config.steps)
-
-    def checkpoint() -> None:
-        if ckpt_path is None or not dist.is_main:
-            return
-        save_checkpoint(
-            ckpt_path,
-            {
-                "config": {k: _plain(v) for k, v in dataclasses.asdict(config).items()},
-                "step": step,
-                "generator": gen.state_dict(),
-                "discriminator": disc.state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "sched_g": sched_g.state_dict(),
-                "sched_d": sched_d.state_dict(),
-                "scaler": precision.state_dict(),
-                "precision": {"device": device.type, **choice.as_dict()},
-                "rng": capture_rng(rng),
-                "history": history,
-            },
-        )
-
-    def images() -> None:
-        if on_images is None or not dist.is_main:
-            return
+    def images(step: int) -> None:
         with torch.no_grad():
             kernels = gen.estimate_kernel(preview)
             on_images(step, kernels.cpu(), preview.cpu(), downscale(preview, config.scale).cpu(), gen.degrade(preview, kernels).cpu())
 
     gen.train()
     disc.train()
-    bar = progress_bar(total=config.steps, initial=step, enabled=progress and dist.is_main, desc="generator")
-    while step < config.steps:
-        out = _train_step(config, nets, inputs, precision, channels_last, rng, dist, device, step + 1)  # 1-based, as reported to on_step
-        lr_now = opt_g.param_groups[0]["lr"]
-        sched_g.step()
-        if use_wd:
-            sched_d.step()
-        step += 1
-
-        metrics = dist.average({
-            **{k: float(v.detach()) for k, v in out.items() if k != "kernels"},
-            "lr": lr_now,
-            "kernel_sigma": float(effective_sigma(out["kernels"].detach().double()).mean()),
-        })
-        history.append({"step": step, **metrics})
-        if on_step is not None and dist.is_main:
-            on_step(step, metrics)
-        bar.update(1)
-        bar.set_postfix(loss_g=f"{metrics['loss_g']:.4f}", sigma=f"{metrics['kernel_sigma']:.2f}", refresh=False)
-        if step % config.image_every == 0 or step == config.steps:
-            images()
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            checkpoint()
-            dist.barrier()  # no rank runs ahead of the checkpoint on disk
-    bar.close()
+    run_loop(training, step_fn, steps=config.steps, checkpoints=checkpoints, dist=dist, resume=resume, watch="loss_g",
+             on_step=on_step, periodic=[Periodic(config.image_every, images)] if on_images is not None else [],
+             progress=Progress("train_generator", progress,
+                               postfix=lambda m: {"loss_g": f"{m['loss_g']:.4f}", "sigma": f"{m['kernel_sigma']:.2f}"}))
     gen.eval()
-    if channels_last:
-        gen.to(memory_format=torch.contiguous_format)
-    return gen, history
-
-
-def _plain(v):
-    """Config values as checkpoint-safe plain types (tuples -> lists)."""
-    return list(v) if isinstance(v, tuple) else v
+    gen.to(memory_format=torch.contiguous_format)
+    return gen, training.history
 
 
 def _fdc_references(x: torch.Tensor, side: int, scale: float, gen: torch.Generator, dist: Dist = Dist()) -> tuple[torch.Tensor, ...]:
@@ -665,8 +619,11 @@ def load_generator(path: Path | str, device: torch.device | str = "cpu") -> Gene
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no generator checkpoint (run train-generator first)")
     state = load_checkpoint(path, map_location="cpu")
-    if not isinstance(state, dict) or "generator" not in state or "config" not in state:
-        raise ValueError(f"{path}: not a generator checkpoint (no 'generator'/'config' entries)")
+    # G's weights are under "model" (fca.train.checkpoint's layout); the one-file checkpoints
+    # of earlier versions kept them under "generator", and users' models/generator.pt still load.
+    key = "model" if isinstance(state, dict) and "model" in state else "generator"
+    if not isinstance(state, dict) or key not in state or "config" not in state:
+        raise ValueError(f"{path}: not a generator checkpoint (no 'model'/'config' entries)")
     from fca.train.checkpoint import check_weights, checkpoint_config, load_weights
 
     # The stored config passes the params.yaml checks (keys of older versions are ignored; those
@@ -678,13 +635,13 @@ def load_generator(path: Path | str, device: torch.device | str = "cpu") -> Gene
     if isinstance(raw, dict) and "estimator" not in raw:
         raw = {**raw, "estimator": "paper"}  # checkpoints from before the spectral estimator existed
     config = checkpoint_config(path, raw, GeneratorConfig, required=arch)
-    weights = state["generator"]
+    weights = state[key]
     if isinstance(weights, dict) and "jpeg" not in weights:
         weights["jpeg"] = torch.zeros(2, dtype=torch.int64)  # checkpoints from before G's JPEG: none
     with torch.device("meta"):
-        check_weights(path, build_generator(config).state_dict(), state["generator"], "generator")
+        check_weights(path, build_generator(config).state_dict(), weights, "generator")
     gen = build_generator(config)
-    load_weights(path, gen, state["generator"], "generator")
+    load_weights(path, gen, weights, "generator")
     gen.eval().to(device)
     for p in gen.parameters():
         p.requires_grad_(False)

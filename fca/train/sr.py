@@ -7,21 +7,18 @@ Two trainers share the validation, the batch draw, the build and the step:
   same weights and see the same crops in the same order; only the LR side of the pairs
   differs. Differences in test PSNR are then the pairs' doing.
 - `train_sr_model`: the train_sr stage's `EDSR` (a model to use, `fca upscale`), with
-  resumable checkpoints. As in BasicSR the network weights (`net_<step>.pt`, which is also
-  the published model's format) are saved apart from the training state
-  (`state_<step>.pt`: optimiser, scheduler, data RNG, loss history).
+  resumable checkpoints in the trainers' one layout (`fca.train.checkpoint`): the network
+  weights (`net_<step>.pt`, which is also the published model's format) apart from the
+  training state (`state_<step>.pt`: optimiser, scheduler, data RNG, loss history).
+
+Both run in the trainers' one loop (`fca.train.loop.run_loop`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +27,9 @@ from torch import nn
 from fca.config import param
 from fca.distributed import Dist
 from fca.models.sr_arch import EDSR, SRNet
-from fca.progress import progress_bar, track
-from fca.train.checkpoint import TrainingDivergedError, check_weights, checkpoint_config, load_checkpoint, load_weights, save_checkpoint
+from fca.train.checkpoint import check_weights, checkpoint_config, load_checkpoint, load_weights, plain_config, seeded
 from fca.train.hardware import Precision, to_device
-
-log = logging.getLogger(__name__)
+from fca.train.loop import Checkpoints, Progress, StepFn, Training, run_loop
 
 
 @dataclass(frozen=True)
@@ -130,43 +125,49 @@ def draw_batch(lr_images: torch.Tensor, hr_images: torch.Tensor, scale: int, pat
     return torch.stack(lr_batch), torch.stack(hr_batch)
 
 
-@dataclass
-class Trainer:
-    """What one SR training run holds between steps."""
+@dataclass(frozen=True)
+class _Pairs:
+    """The aligned pairs a run crops its batches from (float, on the CPU), and how it crops them."""
 
-    net: nn.Module
-    step_net: nn.Module  # the DDP wrapper in a multi-process job, else the net
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    precision: Precision
-    gen: torch.Generator  # crops and flips
-    device: torch.device
-    dist: Dist
+    lr_images: torch.Tensor
+    hr_images: torch.Tensor
+    scale: int
+    patch_size: int
+    batch_size: int
 
 
-def build_trainer(net: nn.Module, *, lr: float, steps: int, seed: int, cuda_amp: bool, device: torch.device, dist: Dist,
-                  betas: tuple[float, float] = (0.9, 0.999)) -> Trainer:
-    """Adam with a cosine decay to 0 over `steps`, the data generator seeded with `seed`."""
+def _build(net_of: Callable[[], nn.Module], *, seed: int, lr: float, steps: int, cuda_amp: bool, device: torch.device,
+           betas: tuple[float, float] = (0.9, 0.999)) -> Training:
+    """The net `net_of` makes (seeded init, on `device`), Adam with a cosine decay to 0 over
+    `steps`, and the data generator seeded with `seed`."""
+    with seeded(seed):
+        net = net_of()
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
-    return Trainer(net, dist.parallel(net, device), opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps),
-                   Precision(device, cuda_amp), torch.Generator().manual_seed(seed), device, dist)
+    return Training(net, {"net": opt}, {"net": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)},
+                    Precision(device, cuda_amp), torch.Generator().manual_seed(seed))
 
 
-def train_step(tr: Trainer, lr_images: torch.Tensor, hr_images: torch.Tensor, scale: int, patch_size: int, batch_size: int) -> dict[str, float]:
+def _step_fn(training: Training, pairs: _Pairs, device: torch.device, dist: Dist) -> StepFn:
     """One Adam step on the L1 loss of a fresh batch: {"loss": rank-averaged L1, "lr": the rate used}.
 
     The global batch's crops and flips are drawn on every rank (one stream); each keeps its share."""
-    lr_batch, hr_batch = draw_batch(lr_images, hr_images, scale, patch_size, batch_size, tr.gen)
-    lr_in = to_device(tr.dist.shard(lr_batch), tr.device)
-    hr_target = to_device(tr.dist.shard(hr_batch), tr.device)
-    with tr.precision.autocast():
-        loss = F.l1_loss(tr.step_net(lr_in).float(), hr_target)
-    tr.precision.step(loss, tr.opt)
-    tr.precision.update()
-    current_lr = tr.sched.get_last_lr()[0]
-    tr.sched.step()
-    return {"loss": tr.dist.average({"loss": loss.item()})["loss"], "lr": float(current_lr)}
+    step_net = dist.parallel(training.model, device)  # the DDP wrapper in a multi-process job, else the net
+    opt, sched, precision = training.optimizers["net"], training.schedulers["net"], training.precision
+
+    def step(_: int) -> dict[str, float]:
+        lr_batch, hr_batch = draw_batch(pairs.lr_images, pairs.hr_images, pairs.scale, pairs.patch_size, pairs.batch_size, training.rng)
+        lr_in = to_device(dist.shard(lr_batch), device)
+        hr_target = to_device(dist.shard(hr_batch), device)
+        with precision.autocast():
+            loss = F.l1_loss(step_net(lr_in).float(), hr_target)
+        precision.step(loss, opt)
+        precision.update()
+        current_lr = sched.get_last_lr()[0]
+        sched.step()
+        return {"loss": dist.average({"loss": loss.item()})["loss"], "lr": float(current_lr)}
+
+    return step
 
 
 # --------------------------------------------------------------------------- the referee's probe
@@ -194,21 +195,18 @@ def train_sr(
     device: where the net trains (crops are cut on the CPU). dist: this process's place in
     a torchrun job (fca.distributed): batch_size is the global batch, each rank trains on
     its share, logged losses are averaged over ranks and rank 0 alone calls on_step.
+    Raises TrainingDivergedError when the loss is NaN or inf.
     Returns the trained net in eval mode (CPU, float32).
     """
     s = check_pairs(lr_images, hr_images, scale, config.patch_size)
     dist.check_batch("evaluate.sr.batch_size", config.batch_size)
-    lr_images, hr_images = lr_images.float(), hr_images.float()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = SRNet(s, config.blocks, config.channels)
-    tr = build_trainer(net, lr=config.lr, steps=config.steps, seed=seed, cuda_amp=config.cuda_amp, device=device, dist=dist)
-    net.train()
-    for step in track(range(1, config.steps + 1), desc=desc, enabled=progress and dist.is_main, leave=False):
-        metrics = train_step(tr, lr_images, hr_images, s, config.patch_size, config.batch_size)
-        if on_step is not None and dist.is_main:
-            on_step(step, metrics)
-    return net.cpu().eval()
+    pairs = _Pairs(lr_images.float(), hr_images.float(), s, config.patch_size, config.batch_size)
+    training = _build(lambda: SRNet(s, config.blocks, config.channels), seed=seed, lr=config.lr, steps=config.steps,
+                      cuda_amp=config.cuda_amp, device=device)
+    training.model.train()
+    run_loop(training, _step_fn(training, pairs, device, dist), steps=config.steps, checkpoints=None, dist=dist, keep_steps=False,
+             on_step=on_step, progress=Progress(desc, progress, leave=False))
+    return training.model.cpu().eval()
 
 
 @torch.no_grad()
@@ -230,30 +228,6 @@ def build_sr_model(config: TrainSRConfig, scale: float) -> EDSR:
     return EDSR(scale, config.blocks, config.channels, config.res_scale, config.bicubic_skip)
 
 
-def _plain(config: TrainSRConfig) -> dict[str, Any]:
-    """The config as checkpoint-safe plain values (tuples -> lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
-
-
-_NET = re.compile(r"^net_(\d{8})\.pt$")
-
-
-def _latest_pair(folder: Path) -> tuple[Path, Path] | None:
-    """The newest (net_<step>.pt, state_<step>.pt) pair in `folder`: a crash between the two
-    writes leaves a net without its state, which is passed over for the previous pair."""
-    steps = sorted((int(m.group(1)) for p in folder.glob("net_*.pt") if (m := _NET.match(p.name))), reverse=True)
-    for step in steps:
-        net, state = folder / f"net_{step:08d}.pt", folder / f"state_{step:08d}.pt"
-        if state.is_file():
-            return net, state
-    return None
-
-
-def final_weights(checkpoint_dir: Path | str, steps: int) -> Path:
-    """The weights file `train_sr_model` leaves in `checkpoint_dir` after its last step (the model to publish)."""
-    return Path(checkpoint_dir) / f"net_{steps:08d}.pt"
-
-
 def train_sr_model(
     config: TrainSRConfig,
     lr_images: torch.Tensor,
@@ -271,80 +245,25 @@ def train_sr_model(
     return (the net in eval mode on the CPU, [{"step", "loss", "lr"}] per step).
 
     pairs: what the LR side is ("ours", "bicubic"), stored with the weights.
-    checkpoint_dir: every `checkpoint_every` steps and at the end, `net_<step>.pt` (the weights,
-    config, scale and pairs: the format `load_sr_model` reads) and then `state_<step>.pt`
-    (optimiser, scheduler, data RNG, history) are written there and older pairs removed; a
-    run that finds a pair resumes from the newest one, bit for bit on a CPU. A checkpoint
-    written with other params, scale or pairs is an error naming the file.
+    checkpoint_dir: every `checkpoint_every` steps and at the end a checkpoint is written there
+    (`fca.train.checkpoint`: net_<step>.pt holds the weights, config, scale and pairs, the
+    format `load_sr_model` reads; state_<step>.pt the rest) and older ones removed; a run that
+    finds one resumes from the newest, bit for bit on a CPU. A checkpoint written with other
+    params, scale or pairs is an error naming the file.
     Raises TrainingDivergedError when the loss is NaN or inf (the checkpoints are left as they were).
     """
     s = check_pairs(lr_images, hr_images, scale, config.patch_size, "train_sr")
     dist.check_batch("train_sr.batch_size", config.batch_size)
-    lr_images, hr_images = lr_images.float(), hr_images.float()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        net = build_sr_model(config, s)
-    tr = build_trainer(net, lr=config.lr, steps=config.steps, seed=config.seed, cuda_amp=config.cuda_amp, device=device, dist=dist,
-                       betas=config.betas)
-    step, history = 0, []
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    found = _latest_pair(folder) if folder is not None and folder.is_dir() else None
-    if found is not None:
-        step, history = _resume(tr, found, config, s, pairs)
-        log.info("train_sr[%s]: resuming from %s at step %d of %d", pairs, found[0], step, config.steps)
-
-    def checkpoint() -> None:
-        if folder is None or not dist.is_main:
-            return
-        net_path, state_path = folder / f"net_{step:08d}.pt", folder / f"state_{step:08d}.pt"
-        save_checkpoint(net_path, {"config": _plain(config), "scale": s, "pairs": pairs, "step": step,
-                                   "model": {k: v.cpu() for k, v in net.state_dict().items()}})
-        save_checkpoint(state_path, {"step": step, "config": _plain(config), "scale": s, "pairs": pairs,
-                                     "opt": tr.opt.state_dict(), "sched": tr.sched.state_dict(), "scaler": tr.precision.state_dict(),
-                                     "data_rng": tr.gen.get_state(), "history": history})
-        for old in [*folder.glob("net_*.pt"), *folder.glob("state_*.pt")]:
-            if old not in (net_path, state_path):
-                old.unlink(missing_ok=True)
-
-    net.train()
-    bar = progress_bar(total=config.steps, initial=step, enabled=progress and dist.is_main, desc=f"sr[{pairs}]")
-    while step < config.steps:
-        metrics = train_step(tr, lr_images, hr_images, s, config.patch_size, config.batch_size)
-        if not math.isfinite(metrics["loss"]):
-            raise TrainingDivergedError(step + 1, "loss", metrics["loss"])
-        step += 1
-        history.append({"step": step, **metrics})
-        if on_step is not None and dist.is_main:
-            on_step(step, metrics)
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            checkpoint()
-            dist.barrier()  # no rank runs ahead of the checkpoint on disk
-    bar.close()
-    return net.cpu().eval(), history
-
-
-def _resume(tr: Trainer, found: tuple[Path, Path], config: TrainSRConfig, scale: int, pairs: str) -> tuple[int, list[dict[str, float]]]:
-    """Load a (weights, state) pair into the trainer; return (step, history)."""
-    net_path, state_path = found
-    weights, state = load_checkpoint(net_path, map_location="cpu"), load_checkpoint(state_path, map_location=tr.device)
-    now = _plain(config)
-    stored = state.get("config", {})
-    changed = [k for k in now if k not in _RESUMABLE_CHANGES and stored.get(k) != now[k]]
-    if state.get("scale") != scale:
-        changed.append("scale")
-    if state.get("pairs") != pairs:
-        changed.append("pairs")
-    if changed or weights.get("step") != state.get("step"):
-        raise ValueError(f"{state_path}: written with different train_sr params or pairs ({', '.join(changed) or 'step'}); "
-                         "delete the checkpoint folder to start over")
-    load_weights(net_path, tr.net, weights["model"], "SR net")
-    tr.opt.load_state_dict(state["opt"])
-    tr.sched.load_state_dict(state["sched"])
-    tr.precision.load_state_dict(state.get("scaler", {}))
-    tr.gen.set_state(state["data_rng"])
-    return int(state["step"]), list(state["history"])
+    batches = _Pairs(lr_images.float(), hr_images.float(), s, config.patch_size, config.batch_size)
+    training = _build(lambda: build_sr_model(config, s), seed=config.seed, lr=config.lr, steps=config.steps, cuda_amp=config.cuda_amp,
+                      device=device, betas=config.betas)
+    checkpoints = Checkpoints(checkpoint_dir, config.checkpoint_every, plain_config(config), "train_sr", "SR net",
+                              resumable=_RESUMABLE_CHANGES, ties={"scale": s, "pairs": pairs})
+    training.model.train()
+    run_loop(training, _step_fn(training, batches, device, dist), steps=config.steps, checkpoints=checkpoints, dist=dist,
+             resume=checkpoints.find(device), on_step=on_step,
+             progress=Progress(f"train_sr[{pairs}]", progress, postfix=lambda m: {"loss": f"{m['loss']:.4f}"}))
+    return training.model.cpu().eval(), training.history
 
 
 def load_sr_model(path: Path | str, device: torch.device | str = "cpu") -> EDSR:

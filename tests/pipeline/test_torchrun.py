@@ -64,8 +64,9 @@ def _stage_cmd(stage: str, tmp: Path, tag: str) -> list[str]:
             "--curve", f"{tag}/generator.csv", "--checkpoints", f"{tag}/ckpt_gen", "--device", "cpu"]
 
 
-def _weights(path: Path, key: str) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)[key]
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    """A trained model's floating-point weights (the "model" entry of every stage's model file)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
     return {k: v for k, v in state.items() if v.is_floating_point()}
 
 
@@ -98,12 +99,12 @@ def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_
     # test_distributed.py), but on this one three weights of the conv before the first
     # BatchNorm get a near-zero gradient at step 2, and Adam turns its round-off into full
     # lr-sized steps of either sign (measured: 1.9e-3 from step 3 on, everything else 1e-5).
-    gen_one, gen_two = _weights(tmp / "single" / "generator.pt", "generator"), _weights(tmp / "ddp" / "generator.pt", "generator")
+    gen_one, gen_two = _weights(tmp / "single" / "generator.pt"), _weights(tmp / "ddp" / "generator.pt")
     assert gen_one.keys() == gen_two.keys()
     for k in gen_one:
         if k != "estimator.head.2.bias":  # the softmax ignores it (see tests/fca/test_distributed.py)
             torch.testing.assert_close(gen_two[k], gen_one[k], atol=1e-4, rtol=0, msg=f"generator: {k}")
-    fdc_one, fdc_two = _weights(tmp / "single" / "fdc.pt", "model"), _weights(tmp / "ddp" / "fdc.pt", "model")
+    fdc_one, fdc_two = _weights(tmp / "single" / "fdc.pt"), _weights(tmp / "ddp" / "fdc.pt")
     for k in fdc_one:
         torch.testing.assert_close(fdc_two[k], fdc_one[k], atol=4e-3, rtol=0, msg=f"fdc: {k}")
     acc_one = json.loads((tmp / "single" / "fdc.json").read_text())
@@ -124,7 +125,7 @@ def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_
                             ("train_generator", "1"), ("train_generator", "2"), ("train_sr", "1"), ("train_sr", "2")]
     # The SR models: the same training split over two processes (the nets agree to float rounding).
     for kind in ("ours", "bicubic"):
-        one, two = _weights(tmp / "single" / f"sr_{kind}.pt", "model"), _weights(tmp / "ddp" / f"sr_{kind}.pt", "model")
+        one, two = _weights(tmp / "single" / f"sr_{kind}.pt"), _weights(tmp / "ddp" / f"sr_{kind}.pt")
         assert one.keys() == two.keys() and one
         for k in one:
             torch.testing.assert_close(two[k], one[k], atol=1e-4, rtol=0, msg=f"sr_{kind}: {k}")

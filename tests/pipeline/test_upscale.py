@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fca.train.sr import TrainSRConfig, final_weights, train_sr_model
+from fca.train.checkpoint import net_path
+from fca.train.sr import TrainSRConfig, train_sr_model
 from pipeline import cli
 
 
@@ -16,7 +17,7 @@ def model(tmp_path):
     hr = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     cfg = TrainSRConfig(blocks=1, channels=4, steps=1, batch_size=2, patch_size=16, checkpoint_every=1)
     train_sr_model(cfg, torch.nn.functional.avg_pool2d(hr, 2), hr, 2, pairs="ours", checkpoint_dir=tmp_path / "ckpt")
-    return final_weights(tmp_path / "ckpt", 1)
+    return net_path(tmp_path / "ckpt", 1)
 
 
 def _photos(folder, sizes):

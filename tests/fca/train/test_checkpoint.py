@@ -4,22 +4,42 @@ import numpy as np
 import pytest
 import torch
 
-from fca.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from fca.train.checkpoint import latest_pair, load_checkpoint, net_path, save_checkpoint, save_pair, seed_everything, seeded, state_path
 
 
-def _draws(gen: torch.Generator) -> tuple:
-    return (torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)], torch.rand(3, generator=gen).tolist())
+def _global_draws() -> tuple:
+    return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
 
 
-def test_rng_round_trip_through_a_checkpoint(tmp_path):
-    gen = torch.Generator().manual_seed(5)
+def _caller_state() -> None:
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
     np.random.randn()  # leaves a cached gaussian in numpy's state
-    save_checkpoint(tmp_path / "c.pt", {"rng": capture_rng(gen)})
-    first = _draws(gen)
-    other = torch.Generator().manual_seed(99)
-    restore_rng(load_checkpoint(tmp_path / "c.pt")["rng"], other)
-    assert _draws(other) == first
+
+
+def test_seeded_builds_the_same_weights_and_gives_the_caller_its_rngs_back():
+    _caller_state()
+    untouched = _global_draws()
+    _caller_state()
+    built = []
+    for _ in range(2):
+        with seeded(5):
+            built.append(torch.nn.Linear(3, 2).weight.detach().clone())
+            inside = _global_draws()
+    assert torch.equal(*built)
+    assert _global_draws() == untouched
+    seed_everything(5)
+    torch.nn.Linear(3, 2)
+    assert _global_draws() == inside  # inside: every global RNG seeded, as seed_everything does
+
+
+def test_a_checkpoint_is_a_weights_file_and_a_state_file_and_only_the_newest_pair_stays(tmp_path):
+    save_pair(tmp_path, 2, {"step": 2}, {"step": 2})
+    save_pair(tmp_path, 4, {"step": 4, "model": {}}, {"step": 4})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net_00000004.pt", "state_00000004.pt"]
+    assert load_checkpoint(net_path(tmp_path, 4)) == {"step": 4, "model": {}}
+    save_checkpoint(net_path(tmp_path, 6), {"step": 6})  # killed between the two writes of step 6
+    assert latest_pair(tmp_path) == (net_path(tmp_path, 4), state_path(tmp_path, 4))
+    assert latest_pair(tmp_path / "missing") is None
 
 
 def test_model_and_optimiser_state_round_trip(tmp_path):

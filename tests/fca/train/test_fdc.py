@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from fca.frequency import high_frequency_share, radial_density
 from fca.kernels import conv_per_sample, gaussian
-from fca.train.checkpoint import TrainingDivergedError
+from fca.train.checkpoint import TrainingDivergedError, net_path
 from fca.train.fdc import (
     FDCConfig,
     blur_probe,
@@ -150,7 +150,7 @@ def test_resumed_run_ends_bit_exactly_where_an_uninterrupted_one_does(tmp_path):
 
     with pytest.raises(Crash):
         train_fdc(TINY, train, val, on_step=crash_at_5, checkpoint_dir=tmp_path / "b", progress=False)
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 4
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["net_00000004.pt", "state_00000004.pt"]
     steps = []
     resumed, hist_resumed = train_fdc(TINY, train, val, on_step=lambda s, m: steps.append(s), checkpoint_dir=tmp_path / "b", progress=False)
     assert steps == [5, 6]
@@ -160,9 +160,9 @@ def test_resumed_run_ends_bit_exactly_where_an_uninterrupted_one_does(tmp_path):
         assert torch.equal(a[k], b[k]), k
     assert hist_full == hist_resumed
     assert [h["step"] for h in hist_full] == [3, 6]
-    # No temp files left behind; the saved model loads frozen and equal.
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["last.pt"]
-    frozen = load_fdc(tmp_path / "b" / "last.pt")
+    # No temp files or older checkpoints left behind; the saved model loads frozen and equal.
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["net_00000006.pt", "state_00000006.pt"]
+    frozen = load_fdc(net_path(tmp_path / "b", 6))
     assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
     x = val[:, :, :16, :16]
     torch.testing.assert_close(frozen.score(x), resumed.score(x))
@@ -171,7 +171,7 @@ def test_resumed_run_ends_bit_exactly_where_an_uninterrupted_one_does(tmp_path):
 def test_resume_with_another_config_is_an_error(tmp_path):
     train, val = _real_patches(6, seed=1), _real_patches(2, seed=2)
     train_fdc(dataclasses.replace(TINY, steps=2), train, val, checkpoint_dir=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="another fdc config"):
+    with pytest.raises(ValueError, match=r"state_00000002\.pt: written with different fdc params \(lr\)"):
         train_fdc(dataclasses.replace(TINY, steps=2, lr=5e-4), train, val, checkpoint_dir=tmp_path, progress=False)
 
 
@@ -181,7 +181,7 @@ def test_a_nan_loss_stops_training_naming_the_step_and_keeps_the_last_checkpoint
     cfg = dataclasses.replace(TINY, lr=float("inf"), lr_final=1.0, checkpoint_every=1)
     with pytest.raises(TrainingDivergedError, match=r"at step 2: loss = nan; the last good checkpoint is kept"):
         train_fdc(cfg, train, val, checkpoint_dir=tmp_path, progress=False)
-    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net_00000001.pt", "state_00000001.pt"]
 
 
 def test_short_training_lowers_the_loss_on_a_fixed_batch():
@@ -221,7 +221,7 @@ def test_zero_crossing_interpolates_and_is_nan_without_a_crossing():
 
 # ---------------------------------------------------------------- CPU precision (cpu_bf16: auto | on | off)
 
-from fca.train import fdc as fdc_module  # noqa: E402
+from fca.train import loop as loop_module  # noqa: E402
 from fca.train.hardware import PrecisionChoice  # noqa: E402
 
 NATIVE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
@@ -251,11 +251,11 @@ def test_cpu_bf16_takes_auto_on_off_and_the_old_booleans():
 @pytest.mark.parametrize("cpuinfo, forced", [(NO_BF16, "off"), (NATIVE, "on")])
 def test_auto_computes_in_what_the_cpu_flags_choose(tmp_path, fake_cpu, caplog, cpuinfo, forced):
     fake_cpu(cpuinfo)
-    with caplog.at_level("INFO", logger="fca.train.fdc"):
+    with caplog.at_level("INFO", logger="fca.train.loop"):
         weights, hist, choices = _train(PREC, tmp_path / "auto")
     assert choices[0].precision == {"on": "bf16", "off": "fp32"}[forced]
     assert f"train_fdc: {choices[0].reason}" in caplog.text
-    assert torch.load(tmp_path / "auto" / "last.pt", weights_only=True)["precision"] == {"device": "cpu", **choices[0].as_dict()}
+    assert torch.load(net_path(tmp_path / "auto", PREC.steps), weights_only=True)["precision"] == {"device": "cpu", **choices[0].as_dict()}
     for mode in ("on", "off"):  # bit for bit the forced run; the other precision differs
         w, h, _ = _train(dataclasses.replace(PREC, cpu_bf16=mode))
         assert _same(weights, w) == (mode == forced) and (h == hist) == (mode == forced)
@@ -286,14 +286,14 @@ def test_a_killed_and_resumed_bf16_run_keeps_the_stored_choice_and_the_bits(tmp_
 def test_bf16_trains_in_channels_last_and_hands_back_a_contiguous_model(monkeypatch, mode):
     seen = []
 
-    class Spy(fdc_module.Precision):
+    class Spy(loop_module.Precision):
         def step(self, loss, optimizer):
             convs = [p for g in optimizer.param_groups for p in g["params"] if p.dim() == 4]
             channels_last = all(p.is_contiguous(memory_format=torch.channels_last) for p in convs) and not all(p.is_contiguous() for p in convs)
             seen.append((self.dtype, channels_last))
             super().step(loss, optimizer)
 
-    monkeypatch.setattr(fdc_module, "Precision", Spy)
+    monkeypatch.setattr(loop_module, "Precision", Spy)
     weights, _, _ = _train(dataclasses.replace(PREC, steps=1, cpu_bf16=mode))
     assert seen == [(torch.bfloat16, True)] if mode == "on" else seen == [(None, False)]
     assert all(w.is_contiguous() for w in weights.values())

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from fca.data.builtin import load_photo
 from fca.kernels import conv_per_sample, gaussian
-from fca.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fca.train.checkpoint import CheckpointError, load_checkpoint, net_path, save_checkpoint, state_path
 from fca.train.generator import (
     GeneratorConfig,
     TrainingDivergedError,
@@ -85,13 +85,14 @@ def test_killed_and_resumed_run_is_bit_identical(photo_patches, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train_generator(cfg, real, ConvComparator(), device=CPU, checkpoint_dir=tmp_path / "b", on_step=kill_at_5, progress=False)
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 3
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["net_00000003.pt", "state_00000003.pt"]
     resumed, resumed_hist = train_generator(cfg, real, ConvComparator(), device=CPU, checkpoint_dir=tmp_path / "b", progress=False)
     a, b = _weights(full), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed_hist == full_hist
-    ca, cb = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
-    assert all(torch.equal(ca["discriminator"][k], cb["discriminator"][k]) for k in ca["discriminator"])
+    # The discriminator trains alongside G: its weights are training state, and resume to the same bits too.
+    da, db = (load_checkpoint(state_path(tmp_path / run, 6))["nets"]["discriminator"] for run in "ab")
+    assert da.keys() == db.keys() and all(torch.equal(da[k], db[k]) for k in da)
 
 
 def test_resume_with_changed_params_is_an_error(photo_patches, tmp_path):
@@ -105,11 +106,11 @@ def test_resume_from_weights_of_other_code_is_one_line_naming_the_file_and_the_k
     # The same params, but a checkpoint whose weights an earlier version wrote (a buffer of another shape).
     cfg = dataclasses.replace(TINY, steps=2)
     train_generator(cfg, photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
-    state = load_checkpoint(tmp_path / "last.pt")
-    key = next(iter(state["generator"]))
-    state["generator"][key] = torch.zeros(3)
-    save_checkpoint(tmp_path / "last.pt", state)
-    with pytest.raises(CheckpointError, match=rf"last.pt: weights do not fit .*\({key}: shape \[3\].*delete the checkpoint folder"):
+    state = load_checkpoint(net_path(tmp_path, 2))
+    key = next(iter(state["model"]))
+    state["model"][key] = torch.zeros(3)
+    save_checkpoint(net_path(tmp_path, 2), state)
+    with pytest.raises(CheckpointError, match=rf"net_00000002.pt: weights do not fit .*\({key}: shape \[3\].*delete the checkpoint folder"):
         train_generator(cfg, photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
 
 
@@ -119,9 +120,9 @@ def test_nan_loss_raises_and_keeps_the_last_good_checkpoint(photo_patches, tmp_p
     with pytest.raises(TrainingDivergedError, match="step 5: loss_fdc") as err:
         train_generator(cfg, photo_patches, fdc, device=CPU, checkpoint_dir=tmp_path, progress=False)
     assert err.value.step == 5 and err.value.loss_name == "loss_fdc"
-    state = load_checkpoint(tmp_path / "last.pt")
-    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["generator"].values())
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    state = load_checkpoint(net_path(tmp_path, 4))
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net_00000004.pt", "state_00000004.pt"]
 
 
 def test_fdc_is_frozen_and_callbacks_get_what_they_promise(photo_patches):
@@ -164,7 +165,7 @@ def test_load_generator_rebuilds_the_trained_model(photo_patches, tmp_path):
     from fca.train.generator import load_generator
 
     gen, _ = train_generator(dataclasses.replace(TINY, steps=2), photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
-    loaded = load_generator(tmp_path / "last.pt")
+    loaded = load_generator(net_path(tmp_path, 2))
     x = photo_patches[:2]
     with torch.no_grad():
         assert torch.equal(loaded(x)[0], gen(x)[0])
@@ -209,7 +210,7 @@ def test_consistency_loss_needs_the_spectral_estimator(photo_patches):
 
 # ---------------------------------------------------------------- CPU precision (cpu_bf16: auto | on | off)
 
-from fca.train import generator as generator_module  # noqa: E402
+from fca.train import loop as loop_module  # noqa: E402
 from fca.train.hardware import PrecisionChoice  # noqa: E402
 
 NATIVE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
@@ -245,11 +246,11 @@ def test_auto_computes_in_what_the_cpu_flags_choose(photo_patches, tmp_path, fak
     """auto on an AVX2 CPU is the fp32 run bit for bit, on an AMX CPU the bf16 run (forced here on
     any CPU: torch emulates bf16 where the CPU lacks it), and the choice is stored and logged."""
     fake_cpu(cpuinfo)
-    with caplog.at_level("INFO", logger="fca.train.generator"):
+    with caplog.at_level("INFO", logger="fca.train.loop"):
         weights, hist, choices = _run(PREC, photo_patches, tmp_path / "auto")
     assert len(choices) == 1 and choices[0].precision == {"on": "bf16", "off": "fp32"}[forced]
     assert f"train_generator: {choices[0].reason}" in caplog.text
-    assert load_checkpoint(tmp_path / "auto" / "last.pt")["precision"] == {"device": "cpu", **choices[0].as_dict()}
+    assert load_checkpoint(net_path(tmp_path / "auto", PREC.steps))["precision"] == {"device": "cpu", **choices[0].as_dict()}
     for mode in ("on", "off"):
         w, h, c = _run(dataclasses.replace(PREC, cpu_bf16=mode), photo_patches)
         assert c[0].reason == f"{c[0].precision}: cpu_bf16 = {mode}"
@@ -268,7 +269,7 @@ def test_a_killed_and_resumed_bf16_run_keeps_the_stored_choice_and_the_bits(phot
 
     with pytest.raises(KeyboardInterrupt):
         _run(cfg, photo_patches, tmp_path / "b", on_step=kill_at_5)
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["precision"]["precision"] == "bf16"
+    assert load_checkpoint(net_path(tmp_path / "b", 3))["precision"]["precision"] == "bf16"
     # The resumed run finds a CPU that would now say fp32: it keeps bf16.
     fake_cpu(NO_BF16)
     resumed, resumed_hist, choices = _run(cfg, photo_patches, tmp_path / "b")
@@ -280,14 +281,14 @@ def test_a_killed_and_resumed_bf16_run_keeps_the_stored_choice_and_the_bits(phot
 def test_bf16_trains_in_channels_last_and_hands_back_a_contiguous_generator(photo_patches, monkeypatch, mode):
     seen = []
 
-    class Spy(generator_module.Precision):
+    class Spy(loop_module.Precision):
         def step(self, loss, optimizer):
             convs = [p for g in optimizer.param_groups for p in g["params"] if p.dim() == 4]
             channels_last = all(p.is_contiguous(memory_format=torch.channels_last) for p in convs) and not all(p.is_contiguous() for p in convs)
             seen.append((self.dtype, channels_last))
             super().step(loss, optimizer)
 
-    monkeypatch.setattr(generator_module, "Precision", Spy)
+    monkeypatch.setattr(loop_module, "Precision", Spy)
     cfg = dataclasses.replace(TINY, w_wd=0.001, steps=1, cpu_bf16=mode)  # the paper estimator: convolutions in G too
     weights, _, _ = _run(cfg, photo_patches)
     assert seen == ([(torch.bfloat16, True)] if mode == "on" else [(None, False)]) * 2  # D's step, then G's

@@ -8,7 +8,7 @@ import torch
 
 from fca.kernels import effective_sigma
 from fca.noise import NoiseConfig, apply_patch_noise, collect_noise_bank, fit_noise_level, flat_crops
-from fca.train.checkpoint import load_checkpoint
+from fca.train.checkpoint import load_checkpoint, net_path
 from fca.train.generator import load_generator, train_generator
 from tests.fca.train.test_generator import CPU, TINY, ConvComparator, _blurred, _weights, photo_patches  # noqa: F401
 
@@ -32,7 +32,7 @@ def test_the_trained_generator_holds_the_real_images_noise_bank(photo_patches, t
     with torch.no_grad():
         added = gen.noise_for(torch.full((4, 3, 32, 32), 0.5))
     assert 0.018 < float(added.std()) < 0.026  # the domain's noise, sigma 0.02
-    loaded = load_generator(tmp_path / "last.pt")
+    loaded = load_generator(net_path(tmp_path, 2))
     assert loaded.noise == "patches" and torch.equal(loaded.noise_bank, gen.noise_bank)
     assert torch.equal(loaded.noise_level, gen.noise_level)
     x = real[:2]
@@ -44,7 +44,7 @@ def test_the_trained_generator_holds_the_real_images_noise_bank(photo_patches, t
 
 def test_noise_off_keeps_the_checkpoint_as_it_was(photo_patches, tmp_path):
     gen, _ = train_generator(dataclasses.replace(TINY, steps=1), photo_patches, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
-    assert not [k for k in load_checkpoint(tmp_path / "last.pt")["generator"] if k.startswith("noise")]
+    assert not [k for k in load_checkpoint(net_path(tmp_path, 1))["model"] if k.startswith("noise")]
     assert gen.noise == "none"
 
 
@@ -114,7 +114,7 @@ def test_g_takes_the_real_images_jpeg_from_their_files_else_from_their_pixels(ph
     compressed = jpeg_round_trip(clean, 70, "4:2:0")
     cfg = dataclasses.replace(TINY, steps=1, jpeg="auto")
     gen, _ = train_generator(cfg, compressed, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
-    assert load_generator(tmp_path / "last.pt").jpeg_setting() == JpegSetting(70, "4:2:0", "weights")
+    assert load_generator(net_path(tmp_path, 1)).jpeg_setting() == JpegSetting(70, "4:2:0", "weights")
     files = JpegSetting(90, "4:4:4", "files")
     assert jpeg_setting(cfg, compressed, files) == files  # the files' own tables win
     assert jpeg_setting(cfg, clean, None) is None  # no JPEG history: none
