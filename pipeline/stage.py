@@ -193,8 +193,14 @@ def run(stage: str, argv: Sequence[str] | None, build: Callable[[], argparse.Arg
     (its errors are reported like the params' own)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     args = build().parse_args(argv)
+    import torch
+
     from fca.train.hardware import set_threads
 
+    # A command run in-process (a test, a notebook: `pipeline.cli.main([...])`) gives the caller
+    # back its torch thread count: a caller left at the CPU count beside other busy processes
+    # ran 30x slower (tests/fca/train/test_generator.py's consistency test: 91 s instead of 3).
+    caller_threads = torch.get_num_threads()
     set_threads(getattr(args, "threads", 0))  # every stage: never more threads than CPUs (see --threads)
     try:
         params = load(args) if load is not None else load_params(args.params)
@@ -205,6 +211,9 @@ def run(stage: str, argv: Sequence[str] | None, build: Callable[[], argparse.Arg
         print(f"fca {stage}: error: {describe_error(e)}", file=sys.stderr)
         print("(set FCA_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
+    finally:
+        if torch.get_num_threads() != caller_threads:
+            torch.set_num_threads(caller_threads)
     return 0
 
 

@@ -20,6 +20,17 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread_after_each_test():
+    """A test that leaves torch at more threads slows every later test of its worker by up to
+    30x beside the other worker (OpenMP threads spin for cores that are busy): an error."""
+    yield
+    n = torch.get_num_threads()
+    if n != 1:
+        torch.set_num_threads(1)
+        pytest.fail(f"the test left torch at {n} threads (commands give the caller back its count: pipeline/stage.py run)")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cpu_without_amx(tmp_path_factory):
     """In-process tests see this machine's CPU less its AMX flag, so `cpu_bf16: auto` trains in

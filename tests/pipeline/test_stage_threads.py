@@ -2,6 +2,7 @@
 
 import argparse
 
+import pytest
 import torch
 
 from fca.train.hardware import cpu_description
@@ -48,5 +49,38 @@ def test_run_params_and_checkpoints_record_the_threads(tmp_path):
         assert state["runtime"] == {"device": "cpu", "processes": 1, "threads": 1, "torch": torch.__version__,
                                     **cpu_description()}  # the CPU model and the flags that shape its numbers
         assert torch.equal(state["model"]["w"], torch.ones(2)) and state["config"] == {"channels": 8}
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_command_run_in_process_gives_the_caller_back_its_thread_count(monkeypatch):
+    """The body runs with the command's count (--threads, or the CPUs), and the caller, a test or
+    a notebook, finds its own count again afterwards: on success, on a user error and on a crash."""
+    seen = []
+
+    def build():
+        p = stage.parser("x", "")
+        stage.add_device(p)
+        p.add_argument("--outcome", default="ok")
+        return p
+
+    def body(args, params):
+        seen.append(torch.get_num_threads())
+        if args.outcome == "crash":
+            raise KeyError("a bug")
+        if args.outcome == "user error":
+            raise ValueError("a user error")
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.delenv("FCA_THREADS", raising=False)
+        assert stage.run("x", ["--threads", "3"], build, body, load=lambda a: None) == 0
+        assert seen == [3] and torch.get_num_threads() == 1
+        assert stage.run("x", ["--threads", "2", "--outcome", "user error"], build, body, load=lambda a: None) == 2
+        assert seen[-1] == 2 and torch.get_num_threads() == 1
+        with pytest.raises(KeyError):
+            stage.run("x", ["--threads", "2", "--outcome", "crash"], build, body, load=lambda a: None)
+        assert seen[-1] == 2 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
