@@ -113,6 +113,10 @@ def check_replaceable(path: str | os.PathLike, replace: bool) -> None:
 
 # --------------------------------------------------------------------------- locking
 
+# Not filelock (a dependency, used by pipeline.tracking), measured with 4.3.1 by benchmarks/libraries.py: its Unix lock
+# leaves the .lock file after release (every output would keep one beside it); unlinking it ourselves made a non-blocking
+# contender fail though nobody held it (output_lock retries); another account's leftover lock file: PermissionError.
+
 
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:

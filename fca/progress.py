@@ -41,6 +41,7 @@ def on_terminal(stream: Any = None) -> bool:
         return False
 
 
+# Not tqdm(disable=True): measured, a process's first one takes 4-10 ms and loads multiprocessing's locks, and it keeps n at 0.
 class NullProgress:
     """Reports nothing (progress disabled)."""
 
@@ -65,6 +66,9 @@ class NullProgress:
         self.close()
 
 
+# What tqdm lacks, measured by benchmarks/libraries.py for 1000 steps with a postfix each: into a file tqdm wrote about
+# 78 kB on one line (over 1,000 carriage returns), with disable=None nothing; this wrote 10 lines, 763 bytes. The line is
+# formatted here: tqdm.format_meter says "9.00MB [00:30, 315kB/s]" for 9 MiB at 307 KiB/s (binary size, decimal rate).
 class LogProgress(NullProgress):
     """Progress as log lines: `desc: n/total unit (p%), rate, eta, postfix`, every `every_fraction`
     of the total (or every `every_seconds`, whichever is first; by time only when the total is

@@ -3,7 +3,8 @@
 Unknown keys, missing keys, wrong types, NaN/inf and out-of-range values are errors
 that name the file, the key and the value. Each section maps to a frozen dataclass
 declared next to the code that uses it; `fca.config.build_config` checks a section
-against it (the same check the configs stored in checkpoints go through). On top of
+against it (the same check the configs stored in checkpoints go through; why not pydantic:
+the comment at the top of fca/config.py). On top of
 that this module reads the YAML (numbers in scientific notation are numbers,
 duplicate keys are errors, a syntax error is one line naming file, line and column)
 and checks the limits that tie one section to another (`_check_cross_section`).
