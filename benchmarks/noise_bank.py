@@ -79,10 +79,10 @@ def main() -> None:
         draws = tuple(signal + gen.noise_for(signal) for _ in range(2))
         metrics, arrays = noise_section(signal, camera, draws)
         curves.setdefault("camera", arrays["noise_var_camera"])
-        curves[f"ours: {name}"] = arrays["noise_var_fca"]
+        curves[f"ours: {name}"] = arrays["noise_var_ours"]
         brightness = arrays["noise_brightness"]
-        ratio = arrays["noise_var_fca"] / arrays["noise_var_camera"]
-        print(f"{name:45s} {len(found.crops):5d} flat crops, ratio by brightness {' '.join(f'{r:.2f}' for r in ratio)}  lag 1 {metrics['lag1_fca']:.2f}"
+        ratio = arrays["noise_var_ours"] / arrays["noise_var_camera"]
+        print(f"{name:45s} {len(found.crops):5d} flat crops, ratio by brightness {' '.join(f'{r:.2f}' for r in ratio)}  lag 1 {metrics['lag1_ours']:.2f}"
               f" (camera {metrics['lag1_camera']:.2f})")
     if args.out is not None:
         save_figure(noise_level_figure(brightness, curves), args.out)

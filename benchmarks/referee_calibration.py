@@ -99,7 +99,7 @@ def main() -> None:
     m = result["metrics"]
     print(f"\nk_gt: 13x13 sigma {args.sigma_gt} (effective {m['kernel']['sigma_true']:.3f}); stand-in Gaussian sigma {args.sigma_ours} (effective {m['kernel']['sigma_pred']:.3f}); oracle effective sigma {m['kernel']['sigma_oracle']:.3f}")
     print(f"{'pairs':<22}{'LR PSNR vs L_true':>18}{'density gap':>13}{'SR PSNR-Y':>11}{'SR SSIM-Y':>11}")
-    names = {"bicubic": "bicubic", "fca": f"Gaussian {args.sigma_ours}", "oracle": "oracle"}
+    names = {"bicubic": "bicubic", "ours": f"Gaussian {args.sigma_ours}", "oracle": "oracle"}
     for kind, label in names.items():
         print(f"{label:<22}{m['kernel'][f'lr_psnr_{kind}']:>18.2f}{m['density'][f'gap_{kind}']:>13.4f}{m['sr'][f'psnr_{kind}']:>11.2f}{m['sr'][f'ssim_{kind}']:>11.4f}")
     print(f"{'bicubic upsampling':<22}{'':>18}{'':>13}{m['sr']['psnr_bicubic_upsampling']:>11.2f}{m['sr']['ssim_bicubic_upsampling']:>11.4f}")

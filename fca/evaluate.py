@@ -57,7 +57,7 @@ from fca.train.sr import SRConfig, sr_predict, train_sr
 
 DegradeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 KernelFn = Callable[[torch.Tensor], torch.Tensor]
-PAIR_KINDS = ("bicubic", "fca", "oracle")
+PAIR_KINDS = ("bicubic", "ours", "oracle")
 
 # The weight of the smoothness term of the oracle that kernel *shapes* are measured against
 # (`fit_oracle_kernel(smooth=...)`, relative to the data term): the exact least-squares oracle
@@ -214,13 +214,13 @@ def adapt_intervals(pred: torch.Tensor, oracle: torch.Tensor, views: dict[str, t
                     rng: np.random.Generator) -> dict[str, list[float]]:
     """95 % intervals of the adapt verdict's numbers by a bootstrap over the validation images:
     sigma_pearson, cov_rel_error_median, angle_error_median and gain_db (LR PSNR against L_true of
-    ours over the best single kernel, both pooled over the same resampled images). views: fca,
+    ours over the best single kernel, both pooled over the same resampled images). views: ours,
     global and true LR images [N, 3, h, w]."""
     items = agreement_items(pred, oracle)
-    items |= {f"mse_{k}": per_image_mse(views[k], views["true"]) for k in ("fca", "global")}
+    items |= {f"mse_{k}": per_image_mse(views[k], views["true"]) for k in ("ours", "global")}
 
     def statistic(d: dict[str, np.ndarray]) -> dict[str, float]:
-        return agreement_summary(d) | {"gain_db": float(10 * np.log10(d["mse_global"].mean() / d["mse_fca"].mean()))}
+        return agreement_summary(d) | {"gain_db": float(10 * np.log10(d["mse_global"].mean() / d["mse_ours"].mean()))}
 
     return paired_bootstrap(items, statistic, resamples, rng)
 
@@ -235,13 +235,13 @@ def kernel_intervals(pred: torch.Tensor, oracle: torch.Tensor, smooth: torch.Ten
                      resamples: int, rng: np.random.Generator) -> dict[str, list[float]]:
     """95 % intervals, by a bootstrap over the validation images, of the kernel numbers the verdict
     reads: cov_rel_error and shape_error (means over images) and lr_psnr_gain_db (LR PSNR against
-    L_true, ours over bicubic down(x)). views: bicubic, fca and true LR images [N, 3, h, w]."""
+    L_true, ours over bicubic down(x)). views: bicubic, ours and true LR images [N, 3, h, w]."""
     items = {"cov_rel_error": cov_rel_error(pred, oracle).double().numpy(), "shape_error": shape_error(pred, smooth).double().numpy(),
-             **{f"mse_{k}": per_image_mse(views[k], views["true"]) for k in ("bicubic", "fca")}}
+             **{f"mse_{k}": per_image_mse(views[k], views["true"]) for k in ("bicubic", "ours")}}
 
     def statistic(d: dict[str, np.ndarray]) -> dict[str, float]:
         return {"cov_rel_error": float(d["cov_rel_error"].mean()), "shape_error": float(d["shape_error"].mean()),
-                "lr_psnr_gain_db": float(10 * np.log10(d["mse_bicubic"].mean() / d["mse_fca"].mean()))}
+                "lr_psnr_gain_db": float(10 * np.log10(d["mse_bicubic"].mean() / d["mse_ours"].mean()))}
 
     return paired_bootstrap(items, statistic, resamples, rng)
 
@@ -295,7 +295,7 @@ def paired_bootstrap(
 
 
 def _true_gap_reductions(per_image: dict[str, np.ndarray]) -> dict[str, float]:
-    """gap_reduction_true(_oracle) from per-image densities {bicubic, fca, oracle, true: [N, bins]}:
+    """gap_reduction_true(_oracle) from per-image densities {bicubic, ours, oracle, true: [N, bins]}:
     1 - d(set mean, L_true's set mean) / the same for bicubic down(x), with d the losses' floored
     log-L1 (`fca.losses.floored_log_l1`). The floor: against L_true a smooth kernel matches every
     bin that holds more than 1e-4 of the power to ~1 %, and the bins below it hold aliasing and
@@ -304,7 +304,7 @@ def _true_gap_reductions(per_image: dict[str, np.ndarray]) -> dict[str, float]:
     mean = {k: torch.from_numpy(v.mean(0)) for k, v in per_image.items()}
     base = float(floored_log_l1(mean["bicubic"], mean["true"]))
     out = {}
-    for kind, key in (("fca", "gap_reduction_true"), ("oracle", "gap_reduction_true_oracle")):
+    for kind, key in (("ours", "gap_reduction_true"), ("oracle", "gap_reduction_true_oracle")):
         out[key] = 1.0 - float(floored_log_l1(mean[kind], mean["true"])) / base if base > 0 else float("nan")
     return out
 
@@ -316,10 +316,10 @@ def relative_gains(psnr: dict[str, float]) -> dict[str, float]:
     oracle's gain over bicubic pairs)."""
     out = {}
     if "global" in psnr:
-        out["gain_db_over_global"] = psnr["fca"] - psnr["global"]
+        out["gain_db_over_global"] = psnr["ours"] - psnr["global"]
     if "blind" in psnr:
         head = psnr["oracle"] - psnr["bicubic"]
-        out["gain_db_over_blind"] = psnr["fca"] - psnr["blind"]
+        out["gain_db_over_blind"] = psnr["ours"] - psnr["blind"]
         out["gain_fraction_blind"] = (psnr["blind"] - psnr["bicubic"]) / head if head > 1e-6 else float("nan")
     return out
 
@@ -336,7 +336,7 @@ def sr_intervals(mse: dict[str, np.ndarray], resamples: int, rng: np.random.Gene
         psnr = {k: -10 * np.log10(v.mean()) for k, v in m.items()}
         head = psnr["oracle"] - psnr["bicubic"]
         out = {f"psnr_{k}": v for k, v in psnr.items()}
-        out["gain_fraction"] = (psnr["fca"] - psnr["bicubic"]) / head if head > 1e-6 else np.nan
+        out["gain_fraction"] = (psnr["ours"] - psnr["bicubic"]) / head if head > 1e-6 else np.nan
         return out | relative_gains(psnr)
 
     return paired_bootstrap(mse, statistic, resamples, rng)
@@ -449,7 +449,7 @@ class _Ours:
 def _run_generator(case: _Case, degrade_fn: DegradeFn, clock: _Stopwatch) -> _Ours:
     """G on both splits; its seconds count from the watch's start (the views before it included)."""
     lr_val, k_val = apply_degrade(degrade_fn, case.val.real, case.config.batch_size)
-    clock.record("lr_fca_val")
+    clock.record("lr_ours_val")
     lr_train, _ = apply_degrade(degrade_fn, case.train.real, case.config.batch_size)
     _check_lr(lr_val, case.val.down)
     clock.record("degrade")
@@ -497,7 +497,7 @@ def _density_check(case: _Case, ours: _Ours, oracle: _Oracle) -> _Section:
     dens = {
         "real": mean_density(val.real, bins),
         "bicubic": mean_density(val.down, bins),
-        "fca": mean_density(ours.lr_val, bins),
+        "ours": mean_density(ours.lr_val, bins),
         "oracle": mean_density(oracle.lr_val, bins),
         "l_true": mean_density(val.true, bins),  # L_true: what the density check judges against
     }
@@ -505,13 +505,13 @@ def _density_check(case: _Case, ours: _Ours, oracle: _Oracle) -> _Section:
     skl = {k: float(symmetric_kl(dens[k], dens["real"])) for k in PAIR_KINDS}
     density = {f"gap_{k}": v for k, v in gap.items()} | {f"skl_{k}": v for k, v in skl.items()}
     density["gap_true"] = float(log_l1(dens["l_true"], dens["real"]))
-    density["gap_reduction"] = 1.0 - gap["fca"] / gap["bicubic"] if gap["bicubic"] > 0 else float("nan")
+    density["gap_reduction"] = 1.0 - gap["ours"] / gap["bicubic"] if gap["bicubic"] > 0 else float("nan")
     # The ceiling: even the right answer (the oracle) does not reach R's density exactly,
     # because L_true itself differs from R in the top bins (noise, aliasing, truncation).
     density["gap_reduction_oracle"] = 1.0 - gap["oracle"] / gap["bicubic"] if gap["bicubic"] > 0 else float("nan")
     # The same question with the ceiling removed: the gap to L_true's density, i.e. to the true LR
     # of the *same* images, so content cancels and the right answer scores 1 (up to its noise draw).
-    views = {"bicubic": val.down, "fca": ours.lr_val, "oracle": oracle.lr_val, "true": val.true}
+    views = {"bicubic": val.down, "ours": ours.lr_val, "oracle": oracle.lr_val, "true": val.true}
     per_image = {k: image_densities(v, bins).numpy() for k, v in views.items()}
     density |= _true_gap_reductions(per_image)
     intervals = paired_bootstrap(per_image, _true_gap_reductions, config.bootstrap, np.random.default_rng(config.seed), axes=1)
@@ -530,11 +530,11 @@ def _kernel_check(case: _Case, ours: _Ours, oracle: _Oracle) -> _Section:
         "sigma_oracle": _mean(effective_sigma(oracle.k_val)),
         "sigma_true": _mean(effective_sigma(val.k_gt)),
         "lr_psnr_bicubic": pooled_psnr(val.down, val.true),
-        "lr_psnr_fca": pooled_psnr(ours.lr_val, val.true),
+        "lr_psnr_ours": pooled_psnr(ours.lr_val, val.true),
         "lr_psnr_oracle": pooled_psnr(oracle.lr_val, val.true),
     }
-    kernel["lr_psnr_gain_db"] = kernel["lr_psnr_fca"] - kernel["lr_psnr_bicubic"]
-    views = {"bicubic": val.down, "fca": ours.lr_val, "true": val.true}
+    kernel["lr_psnr_gain_db"] = kernel["lr_psnr_ours"] - kernel["lr_psnr_bicubic"]
+    views = {"bicubic": val.down, "ours": ours.lr_val, "true": val.true}
     intervals = kernel_intervals(ours.k_val, oracle.k_val, oracle.k_val_smooth, views, config.bootstrap, np.random.default_rng(config.seed))
     arrays = {"kernel_oracle": oracle.k_global.numpy(), "kernel_oracle_smooth": oracle.k_val_smooth[0].numpy(),
               "kernel_true": val.k_gt[0].numpy(), "kernels_pred": ours.k_val.numpy()}
@@ -551,40 +551,40 @@ def _adaptation(case: _Case, ours: _Ours, oracle: _Oracle, kernel: dict[str, flo
     k_global_val = fit_oracle_kernel(val.down, val.true, size)  # the best single kernel for the validation set
     global_val = val.with_noise(conv_per_sample(val.down, k_global_val), "global")  # as the oracle: with the true noise
     adapt = kernel_agreement(ours.k_val, oracle.k_val) | {
-        "lr_psnr_fca": kernel["lr_psnr_fca"],
+        "lr_psnr_ours": kernel["lr_psnr_ours"],
         "lr_psnr_global": pooled_psnr(global_val, val.true),
         "lr_psnr_oracle": kernel["lr_psnr_oracle"],
-        "seconds_per_image_fca": seconds_per_image(kernel_fn, val.real, config.batch_size),
+        "seconds_per_image_ours": seconds_per_image(kernel_fn, val.real, config.batch_size),
     }
-    adapt["gain_db"] = adapt["lr_psnr_fca"] - adapt["lr_psnr_global"]
-    intervals = adapt_intervals(ours.k_val, oracle.k_val, {"fca": ours.lr_val, "global": global_val, "true": val.true},
+    adapt["gain_db"] = adapt["lr_psnr_ours"] - adapt["lr_psnr_global"]
+    intervals = adapt_intervals(ours.k_val, oracle.k_val, {"ours": ours.lr_val, "global": global_val, "true": val.true},
                                 config.bootstrap, np.random.default_rng(config.seed))
     arrays: dict[str, np.ndarray] = {}
     if config.baseline_steps > 0:
-        baseline, k_baseline = _density_fit_baseline(case, oracle, size, adapt["seconds_per_image_fca"])
+        baseline, k_baseline = _density_fit_baseline(case, oracle, size, adapt["seconds_per_image_ours"])
         adapt |= baseline
         arrays["kernels_baseline"] = k_baseline.numpy()
     arrays |= {"kernels_true": val.k_gt.numpy(), "kernels_oracle": oracle.k_val.numpy(), "kernel_global": k_global_val.numpy()}
     return _Section(adapt, intervals, arrays)
 
 
-def _density_fit_baseline(case: _Case, oracle: _Oracle, size: int, seconds_fca: float) -> tuple[dict[str, float], torch.Tensor]:
+def _density_fit_baseline(case: _Case, oracle: _Oracle, size: int, seconds_ours: float) -> tuple[dict[str, float], torch.Tensor]:
     """The non-learned per-image density fit (`fca.baseline`) judged as G is: (its `baseline_*` adapt
-    metrics, its kernels [N_val, K, K]). seconds_fca: G's seconds per image, for the speed-up."""
+    metrics, its kernels [N_val, K, K]). seconds_ours: G's seconds per image, for the speed-up."""
     val = case.val
     k_baseline, seconds = fit_kernels_by_density(val.real, case.scale, size, steps=case.config.baseline_steps)
     lr = val.with_noise(conv_per_sample(val.down, k_baseline), "baseline")
     metrics = {f"baseline_{k}": v for k, v in kernel_agreement(k_baseline, oracle.k_val).items() if k != "angle_images"}
     metrics["baseline_lr_psnr"] = pooled_psnr(lr, val.true)
     metrics["seconds_per_image_baseline"] = seconds / val.real.shape[0]
-    metrics["speedup_over_baseline"] = metrics["seconds_per_image_baseline"] / max(seconds_fca, 1e-9)
+    metrics["speedup_over_baseline"] = metrics["seconds_per_image_baseline"] / max(seconds_ours, 1e-9)
     return metrics, k_baseline
 
 
 def _pairs_lr(case: _Case, ours: _Ours, oracle: _Oracle) -> dict[str, torch.Tensor]:
     """The LR side of each kind of the SR probe's training pairs (the HR side is the training images R)."""
     train, config = case.train, case.config
-    lr = {"bicubic": train.down, "fca": ours.lr_train, "oracle": oracle.lr_train}
+    lr = {"bicubic": train.down, "ours": ours.lr_train, "oracle": oracle.lr_train}
     if case.mixed:  # the best single kernel's, with the true noise as the oracle's
         lr["global"] = train.with_noise(conv_per_sample(train.down, oracle.k_global), "global")
     if config.blind:  # the practitioners' baseline: random degradations, one draw per training image
@@ -645,7 +645,7 @@ def _sr_probe(case: _Case, pairs_lr: dict[str, torch.Tensor], training: _SRTrain
     sr["ssim_bicubic_upsampling"] = _mean(ssim_y(bicubic_up, val.real, s))
     headroom = sr["psnr_oracle"] - sr["psnr_bicubic"]
     # Undefined when oracle pairs do not beat bicubic pairs (no gain to recover).
-    sr["gain_fraction"] = (sr["psnr_fca"] - sr["psnr_bicubic"]) / headroom if headroom > 1e-6 else float("nan")
+    sr["gain_fraction"] = (sr["psnr_ours"] - sr["psnr_bicubic"]) / headroom if headroom > 1e-6 else float("nan")
     sr |= relative_gains({k: sr[f"psnr_{k}"] for k in pairs_lr})
     sr["seeds"] = config.sr_seeds
     n = case.samples
@@ -673,7 +673,7 @@ def _sample_crops(case: _Case, ours: _Ours, oracle: _Oracle) -> dict[str, np.nda
     """The first validation images and their LR views, for the report's crops."""
     val, n = case.val, case.samples
     return {"sample_hr_real": val.real[:n].numpy(), "sample_lr_true": val.true[:n].numpy(), "sample_lr_bicubic": val.down[:n].numpy(),
-            "sample_lr_fca": ours.lr_val[:n].numpy(), "sample_lr_oracle": oracle.lr_val[:n].float().numpy()}
+            "sample_lr_ours": ours.lr_val[:n].numpy(), "sample_lr_oracle": oracle.lr_val[:n].float().numpy()}
 
 
 def _result(sections: dict[str, _Section], crops: dict[str, np.ndarray], timings: dict[str, float]) -> dict:
@@ -699,7 +699,7 @@ def referee(
     k_train: the training images' kernels likewise (default: k_gt, which must then be [K, K]).
     degrade_fn(hr [B, 3, H, W]) -> (lr [B, 3, H/s, W/s], kernels [B, K', K']) is the trained
     generator; kernel_fn(hr) -> kernels, its kernel estimation alone, is what
-    `adapt.seconds_per_image_fca` times (default: degrade_fn, whose time includes the LR
+    `adapt.seconds_per_image_ours` times (default: degrade_fn, whose time includes the LR
     images). noise_val / noise_train: the domain's camera noise for the validation / training
     patches (`fca.noise.PatchNoise`; None: none): L_true gets it (`real_lr_views`), and so do
     the oracle's LR (view `oracle`, fresh draws) and, on a mixed-kernel domain, the best single
@@ -718,15 +718,15 @@ def referee(
     bootstrap intervals for every number the verdict reads (density, kernel, adapt: over the
     validation images; sr: over the SR seeds and test crops), "arrays": numpy arrays for the report,
     "timings_s": seconds per phase}. Metrics:
-      density.{gap,skl}_{bicubic,fca,oracle}, density.gap_true, density.gap_reduction(_oracle)
+      density.{gap,skl}_{bicubic,ours,oracle}, density.gap_true, density.gap_reduction(_oracle)
       kernel.cov_rel_error, kernel.shape_error, kernel.psnr, kernel.sigma_{pred,oracle,true},
-      kernel.lr_psnr_{bicubic,fca,oracle} (pooled RGB PSNR against L_true), kernel.lr_psnr_gain_db (fca - bicubic)
-      sr.psnr_* (pooled PSNR-Y, mean over the SR seeds), sr.ssim_*, for bicubic / fca / oracle
-      (/ global) pairs and sr.*_bicubic_upsampling; sr.gain_fraction = (fca - bicubic) / (oracle - bicubic)
+      kernel.lr_psnr_{bicubic,ours,oracle} (pooled RGB PSNR against L_true), kernel.lr_psnr_gain_db (ours - bicubic)
+      sr.psnr_* (pooled PSNR-Y, mean over the SR seeds), sr.ssim_*, for bicubic / ours / oracle
+      (/ global) pairs and sr.*_bicubic_upsampling; sr.gain_fraction = (ours - bicubic) / (oracle - bicubic)
       adapt.* (mixed-kernel domains only): sigma_pearson, cov_rel_error_median, angle_error_median,
-      lr_psnr_{fca,global,oracle}, gain_db, baseline_* and seconds_per_image_{fca,baseline}.
-      noise.* (a noisy domain only, `noise_section`): variance_{camera,fca}, variance_ratio_{min,max},
-      lag1_{camera,fca}.
+      lr_psnr_{ours,global,oracle}, gain_db, baseline_* and seconds_per_image_{ours,baseline}.
+      noise.* (a noisy domain only, `noise_section`): variance_{camera,ours}, variance_ratio_{min,max},
+      lag1_{camera,ours}.
     """
     _check_inputs(clean_val, real_val, clean_train, real_train, scale, config)
     s, clock = int(scale), _Stopwatch()
@@ -765,23 +765,23 @@ def noise_section(signal: torch.Tensor, camera: Callable[[torch.Tensor, str], to
     edges = torch.from_numpy(np.quantile(luma, np.linspace(0, 1, NOISE_BINS + 1)))
     centres = np.quantile(luma, (np.arange(NOISE_BINS) + 0.5) / NOISE_BINS)
     var_camera, lag1_camera = noise_by_brightness(camera(signal, "noise_a"), camera(signal, "noise_b"), edges)
-    var_fca, lag1_fca = noise_by_brightness(*ours, edges)
-    ratio = (var_fca / var_camera).numpy()
+    var_ours, lag1_ours = noise_by_brightness(*ours, edges)
+    ratio = (var_ours / var_camera).numpy()
     metrics = {
         "variance_camera": float(np.nanmean(var_camera.numpy())),
-        "variance_fca": float(np.nanmean(var_fca.numpy())),
+        "variance_ours": float(np.nanmean(var_ours.numpy())),
         "variance_ratio_min": float(np.nanmin(ratio)),
         "variance_ratio_max": float(np.nanmax(ratio)),
         "lag1_camera": lag1_camera,
-        "lag1_fca": lag1_fca,
+        "lag1_ours": lag1_ours,
     }
-    arrays = {"noise_brightness": centres, "noise_var_camera": var_camera.numpy(), "noise_var_fca": var_fca.numpy()}
+    arrays = {"noise_brightness": centres, "noise_var_camera": var_camera.numpy(), "noise_var_ours": var_ours.numpy()}
     return metrics, arrays
 
 
 # --- no-reference mode: real photos, no known kernel ------------------------------------------
 
-NOREF_KINDS = ("bicubic", "fca")
+NOREF_KINDS = ("bicubic", "ours")
 
 
 def image_densities(images: torch.Tensor, bins: int, batch: int = 64) -> torch.Tensor:
@@ -793,7 +793,7 @@ def _image_summary(per_image: dict[str, np.ndarray]) -> dict[str, float]:
     """Medians of the per-image distances, the median paired change (ours - bicubic; negative:
     G(x) is closer to x than down(x) is) and the share of images where ours is closer."""
     out = {f"image_{name}_median": float(np.median(v)) for name, v in per_image.items()}
-    change = per_image["gap_fca"] - per_image["gap_bicubic"]
+    change = per_image["gap_ours"] - per_image["gap_bicubic"]
     out["image_gap_change_median"] = float(np.median(change))
     out["image_closer_share"] = float(np.mean(change < 0))
     return out
@@ -848,8 +848,8 @@ def referee_no_reference(
 
     Returns {"metrics": {"noref": ...}, "intervals": {"noref": ...}, "arrays": ..., "timings_s": ...}.
     Metrics (all under noref):
-      gap_{bicubic,fca}, skl_{bicubic,fca}: the sets' mean densities against x's; gap_reduction
-      image_{gap,skl}_{bicubic,fca}_median, image_gap_change_median (ours - bicubic, paired),
+      gap_{bicubic,ours}, skl_{bicubic,ours}: the sets' mean densities against x's; gap_reduction
+      image_{gap,skl}_{bicubic,ours}_median, image_gap_change_median (ours - bicubic, paired),
       image_closer_share (share of images where G(x) is closer to x than down(x))
       kernel_sigma_{median,p05,p95}, kernel_axis_ratio_median, kernel_oriented_share, kernels_differ
       images (how many photos)
@@ -861,19 +861,19 @@ def referee_no_reference(
 
     t0 = time.perf_counter()
     down_val = downscale(real_val, scale)
-    fca_val, kernels_val = apply_degrade(degrade_fn, real_val, config.batch_size)
-    _check_lr(fca_val, down_val)
+    ours_val, kernels_val = apply_degrade(degrade_fn, real_val, config.batch_size)
+    _check_lr(ours_val, down_val)
     timings["degrade"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     bins = config.density_bins
-    lr = {"bicubic": down_val, "fca": fca_val}
+    lr = {"bicubic": down_val, "ours": ours_val}
     dens = {"real": image_densities(real_val, bins)} | {k: image_densities(v, bins) for k, v in lr.items()}
     mean = {k: v.mean(0) for k, v in dens.items()}
     noref: dict[str, float] = {"images": float(real_val.shape[0])}
     noref |= {f"gap_{k}": float(log_l1(mean[k], mean["real"])) for k in NOREF_KINDS}
     noref |= {f"skl_{k}": float(symmetric_kl(mean[k], mean["real"])) for k in NOREF_KINDS}
-    noref["gap_reduction"] = 1.0 - noref["gap_fca"] / noref["gap_bicubic"] if noref["gap_bicubic"] > 0 else float("nan")
+    noref["gap_reduction"] = 1.0 - noref["gap_ours"] / noref["gap_bicubic"] if noref["gap_bicubic"] > 0 else float("nan")
     per_image: dict[str, np.ndarray] = {}  # each LR image against its own x
     for k in NOREF_KINDS:
         per_image[f"gap_{k}"] = log_l1(dens[k], dens["real"]).numpy()
@@ -894,13 +894,13 @@ def referee_no_reference(
         **kernel_arrays,
         "sample_hr_real": real_val[:n].numpy(),
         "sample_lr_bicubic": down_val[:n].numpy(),
-        "sample_lr_fca": fca_val[:n].numpy(),
+        "sample_lr_ours": ours_val[:n].numpy(),
     }
     return {"metrics": {"noref": noref}, "intervals": intervals, "arrays": arrays, "timings_s": timings}
 
 
 def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
-    """{"sr": {"psnr_fca": 1.0}} -> {"sr.psnr_fca": 1.0} (for MLflow and metrics files)."""
+    """{"sr": {"psnr_ours": 1.0}} -> {"sr.psnr_ours": 1.0} (for MLflow and metrics files)."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
         name = f"{prefix}{key}"

@@ -34,6 +34,17 @@ ADAPT_TARGETS: list[tuple[str, str, tuple[str, float]]] = [
 ]
 
 
+# Our method's metric keys said `fca` until they said `ours` (CHANGELOG.md): a `fca` between a
+# key's separators and its end or next separator, as in sr.psnr_fca_lo or sr_train.fca.loss.
+_BEFORE_OURS = re.compile(r"(?<=[._])fca(?=[._]|$)")
+
+
+def renamed_key(key: str) -> str:
+    """A metric key as it is named now: an older record's sr.psnr_fca -> sr.psnr_ours,
+    noref.image_gap_fca_median -> noref.image_gap_ours_median; every other key unchanged."""
+    return _BEFORE_OURS.sub("ours", key)
+
+
 def lookup(metrics: dict, dotted: str) -> float:
     """metrics["a"]["b.c"] for 'a.b.c' (the second level keys may contain dots, e.g. acc_s1.2)."""
     head, _, rest = dotted.partition(".")
@@ -50,6 +61,15 @@ def passes(value: float, target: tuple[str, float]) -> bool:
 
 def _fmt(v: float, digits: int = 3) -> str:
     return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def plural(n: float, noun: str) -> str:
+    """'1 seed', '2 seeds', 'n/a seeds' (a count the metrics lack)."""
+    return f"{_fmt(n, 0)} {noun}" + ("" if n == 1 else "s")
+
+
+def _signed(v: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(v) else f"{v:+.{digits}f}"
 
 
 def verdict(value: float, target: tuple[str, float], lo: float = math.nan, hi: float = math.nan) -> str:
@@ -130,7 +150,7 @@ def adapt_section(metrics: dict, figures: dict[str, str]) -> list[str]:
         "| estimator | sigma Pearson | cov. error (median) | angle error (median, deg) | LR PSNR vs L_true (dB) | time per image (s) |",
         "|---|---|---|---|---|---|",
         f"| ours: one forward pass of G's estimator | {_fmt(m('adapt.sigma_pearson'))} | {_fmt(m('adapt.cov_rel_error_median'))} | "
-        f"{_fmt(m('adapt.angle_error_median'), 1)} | {_fmt(m('adapt.lr_psnr_fca'), 2)} | {_fmt(m('adapt.seconds_per_image_fca'), 4)} |",
+        f"{_fmt(m('adapt.angle_error_median'), 1)} | {_fmt(m('adapt.lr_psnr_ours'), 2)} | {_fmt(m('adapt.seconds_per_image_ours'), 4)} |",
     ]
     if has_base:
         lines.append(f"| per-image density fit, no network (`fca.baseline`) | {_fmt(m('adapt.baseline_sigma_pearson'))} | "
@@ -164,7 +184,7 @@ def _noref_density_lines(metrics: dict, figures: dict[str, str]) -> list[str]:
         "| LR images | per image: log-density L1 (median) | per image: sym. KL (median) | domain: log-density L1 | domain: sym. KL |",
         "|---|---|---|---|---|",
     ]
-    for kind, label in (("bicubic", "down(x), bicubic"), ("fca", "G(x), ours")):
+    for kind, label in (("bicubic", "down(x), bicubic"), ("ours", "G(x), ours")):
         lines.append(f"| {label} | {with_interval(metrics, f'noref.image_gap_{kind}_median')} | {with_interval(metrics, f'noref.image_skl_{kind}_median', 4)} | "
                      f"{_fmt(m(f'noref.gap_{kind}'))} | {_fmt(m(f'noref.skl_{kind}'), 4)} |")
     closer = m("noref.image_closer_share")
@@ -206,9 +226,33 @@ def _noref_kernel_lines(metrics: dict, figures: dict[str, str]) -> list[str]:
     ]
 
 
-def sr_model_section(metrics: dict, figures: dict[str, str]) -> list[str]:
+def _probe_and_model_lines(metrics: dict, nets: dict[str, str] | None) -> list[str]:
+    """Why train_sr's PSNR for our pairs is not the SR probe's: the same pairs and validation images,
+    other networks and budgets. `nets`: each one's network and budget in words (keys probe, train_sr;
+    None: not named). Each gain is over its own net trained on bicubic pairs, the comparison each
+    was built for. Nothing without both scores."""
+    m = lambda k: lookup(metrics, k)  # noqa: E731
+    probe, model = m("sr.psnr_ours"), m("sr_model.psnr_y_ours")
+    if math.isnan(probe) or math.isnan(model):
+        return []
+    nets = nets or {}
+    probe_net, model_net = (f" ({nets[k]})" if k in nets else "" for k in ("probe", "train_sr"))
+    seeds = m("sr.seeds")
+    probe_nets = (f"trains a small net per kind of pairs{probe_net}" if seeds == 1 else
+                  f"averages {plural(seeds, 'small net')} per kind of pairs{probe_net}, one per seed")
+    return [
+        f"Our pairs score {_fmt(model, 2)} dB here and {_fmt(probe, 2)} dB in the SR probe above: both train on the same pairs",
+        f"(G(X), X) and score the same validation images, but the probe {probe_nets}, and train_sr trains one",
+        f"EDSR-style net{model_net}, the model a user takes away. Over its own net trained on bicubic pairs, our pairs gain",
+        f"{_signed(probe - m('sr.psnr_bicubic'))} dB in the probe and {_signed(model - m('sr_model.psnr_y_bicubic'))} dB here.",
+        "",
+    ]
+
+
+def sr_model_section(metrics: dict, figures: dict[str, str], nets: dict[str, str] | None = None) -> list[str]:
     """The SR models that train_sr trained for the user (metrics["sr_model"]: reports/sr.json), with
-    their figure; nothing when the run has none. Scores only where the kernel is known."""
+    their figure; nothing when the run has none. Scores only where the kernel is known, with why they
+    differ from the SR probe's (`nets`: see `_probe_and_model_lines`)."""
     if "sr_model" not in metrics:
         return []
     sr = metrics["sr_model"]
@@ -219,7 +263,7 @@ def sr_model_section(metrics: dict, figures: dict[str, str]) -> list[str]:
         lines += ["| validation images (input L_true, target R) | PSNR-Y (dB) | SSIM-Y |", "|---|---|---|"]
         for kind, label in (("upscaling", "bicubic upscaling"), ("bicubic", "SR trained on bicubic pairs"), ("ours", "SR trained on our pairs")):
             lines.append(f"| {label} | {_fmt(sr[f'psnr_y_{kind}'], 2)} | {_fmt(sr[f'ssim_y_{kind}'], 4)} |")
-        lines.append("")
+        lines += ["", *_probe_and_model_lines(metrics, nets)]
     else:
         lines += ["No known kernel, so no score: the validation photos themselves, upscaled by each.", ""]
     if "sr_model" in figures:
@@ -227,10 +271,10 @@ def sr_model_section(metrics: dict, figures: dict[str, str]) -> list[str]:
     return lines
 
 
-def _page_tail(metrics: dict, figures: dict[str, str], keys: str = "") -> list[str]:
+def _page_tail(metrics: dict, figures: dict[str, str], keys: str = "", nets: dict[str, str] | None = None) -> list[str]:
     """What both pages end with: the SR models, the training curves, the FDC, the degraded images, where the numbers are."""
     return [
-        *sr_model_section(metrics, figures),
+        *sr_model_section(metrics, figures, nets),
         "## Training",
         "",
         f"![training curves]({figures['training']})",
@@ -278,9 +322,10 @@ def _known_kernel_intro(mixed: bool, run_info: dict[str, str]) -> list[str]:
     return [
         "# FCA run report",
         "",
-        "Synthetic real domain with a known answer: clean patches I, blurred by a known kernel k_gt, give",
-        "the real domain R = I (*) k_gt; the true real-world LR is L_true = down(I) (*) k_gt. The generator",
-        "G(R) = down(R) (*) k(R) must find the oracle kernel k_or (the best K x K kernel, by least squares).",
+        "Synthetic real domain with a known answer: each real-domain patch is a clean patch blurred by a known",
+        "kernel, R = I (*) k_gt (I: the clean patch, k_gt: the kernel), and the true real-world LR is",
+        "L_true = down(I) (*) k_gt. The generator G(R) = down(R) (*) k(R) must find the oracle kernel k_or",
+        "(the best K x K kernel, by least squares).",
         *(["", "**Mixed-kernel domain:** every image has its own k_gt, so every image has its own oracle, and G",
            "must read each image's blur: it is judged against the per-image oracles and against the best",
            "*single* kernel (what an estimator that ignores its input could at best do)."] if mixed else []),
@@ -329,12 +374,15 @@ def _density_lines(metrics: dict, figures: dict[str, str]) -> list[str]:
         "",
         f"![frequency density]({figures['density']})",
         "",
-        "Distance to the real domain R (L1 of log densities, and symmetric KL):",
+        "L_true (the wide pale curve) is what the verdict's density check judges G(R) against: the true LR of the",
+        "same images. R (real) is what the spectral loss compares G(R) with. Distance to the real domain R (L1 of",
+        "log densities, and symmetric KL):",
         "",
         "| LR images | log-density L1 | sym. KL |",
         "|---|---|---|",
         *(f"| {label} | {_fmt(m(f'density.gap_{kind}'))} | {_fmt(m(f'density.skl_{kind}'), 4)} |"
-          for kind, label in (("bicubic", "down(R), bicubic"), ("fca", "G(R), ours"), ("oracle", "down(R) (*) k_or, oracle"))),
+          for kind, label in (("bicubic", "down(R), bicubic"), ("ours", "G(R), ours"), ("oracle", "down(R) (*) k_or, oracle"))),
+        f"| L_true, the true LR | {_fmt(m('density.gap_true'))} | - |",
         "",
     ]
 
@@ -363,7 +411,7 @@ def _kernel_lines(metrics: dict, figures: dict[str, str]) -> list[str]:
         "| LR PSNR against L_true (dB) | |",
         "|---|---|",
         f"| down(R), bicubic | {_fmt(m('kernel.lr_psnr_bicubic'), 2)} |",
-        f"| G(R), ours | {_fmt(m('kernel.lr_psnr_fca'), 2)} |",
+        f"| G(R), ours | {_fmt(m('kernel.lr_psnr_ours'), 2)} |",
         f"| down(R) (*) k_or, oracle | {_fmt(m('kernel.lr_psnr_oracle'), 2)} |",
         "",
     ]
@@ -375,7 +423,7 @@ def _sr_probe_lines(metrics: dict, figures: dict[str, str], mixed: bool, blind: 
     return [
         "## Downstream super-resolution",
         "",
-        f"One small SR network per kind of pairs and seed ({_fmt(m('sr.seeds'), 0)} seeds), the same budget for all, tested on",
+        f"One small SR network per kind of pairs and seed ({plural(m('sr.seeds'), 'seed')}), the same budget for all, tested on",
         "held-out scenes (input L_true, target R). PSNR (pooled over the crops, mean over the seeds, with its 95 %",
         "interval) and SSIM on the Y channel, a border of s pixels cropped.",
         "",
@@ -386,7 +434,7 @@ def _sr_probe_lines(metrics: dict, figures: dict[str, str], mixed: bool, blind: 
         *([f"| pairs from the best single kernel (down(X) (*) k_global, X) | {with_interval(metrics, 'sr.psnr_global', 2)} | {_fmt(m('sr.ssim_global'), 4)} |"] if mixed else []),
         *([f"| the blind recipe's pairs (Real-ESRGAN first order, X) | {with_interval(metrics, 'sr.psnr_blind', 2)} | "
            f"{_fmt(m('sr.ssim_blind'), 4)} |"] if blind else []),
-        f"| our pairs (G(X), X) | {with_interval(metrics, 'sr.psnr_fca', 2)} | {_fmt(m('sr.ssim_fca'), 4)} |",
+        f"| our pairs (G(X), X) | {with_interval(metrics, 'sr.psnr_ours', 2)} | {_fmt(m('sr.ssim_ours'), 4)} |",
         f"| oracle pairs (down(X) (*) k_or, X) | {with_interval(metrics, 'sr.psnr_oracle', 2)} | {_fmt(m('sr.ssim_oracle'), 4)} |",
         "",
         f"Gain fraction (ours - bicubic) / (oracle - bicubic): {with_interval(metrics, 'sr.gain_fraction')}"
@@ -399,8 +447,9 @@ def _sr_probe_lines(metrics: dict, figures: dict[str, str], mixed: bool, blind: 
     ]
 
 
-def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, str]) -> str:
-    """The report page. `figures` maps a figure's role to its path relative to the page.
+def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, str], nets: dict[str, str] | None = None) -> str:
+    """The report page. `figures` maps a figure's role to its path relative to the page; `nets` names
+    the SR probe's and train_sr's networks and budgets (`_probe_and_model_lines`).
     Without a known kernel (metrics hold `noref`) it is `noref_markdown`'s page."""
     if "noref" in metrics:
         return noref_markdown(metrics, figures, run_info)
@@ -414,7 +463,7 @@ def readme_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, 
         *_kernel_lines(metrics, figures),
         *_sr_probe_lines(metrics, figures, mixed, blind),
         *(noise_section(metrics, figures) if "noise" in metrics else []),
-        *_page_tail(metrics, figures),
+        *_page_tail(metrics, figures, nets=nets),
     ]
     return "\n".join(lines)
 
@@ -433,8 +482,8 @@ def noise_section(metrics: dict, figures: dict[str, str]) -> list[str]:
         "",
         "| | camera | ours |",
         "|---|---|---|",
-        f"| noise variance (mean over the bins) | {m('noise.variance_camera'):.3g} | {m('noise.variance_fca'):.3g} |",
-        f"| neighbouring pixels' correlation (lag 1; white noise: 0) | {_fmt(m('noise.lag1_camera'))} | {_fmt(m('noise.lag1_fca'))} |",
+        f"| noise variance (mean over the bins) | {m('noise.variance_camera'):.3g} | {m('noise.variance_ours'):.3g} |",
+        f"| neighbouring pixels' correlation (lag 1; white noise: 0) | {_fmt(m('noise.lag1_camera'))} | {_fmt(m('noise.lag1_ours'))} |",
         "",
         f"Ours / camera in the bins: {_fmt(m('noise.variance_ratio_min'), 2)} .. {_fmt(m('noise.variance_ratio_max'), 2)}"
         " (`noise.variance_ratio_min` / `_max`; 1 is the camera's level at every brightness).",

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-fdc": ("pipeline.train_fdc", "train the frequency density comparator with a scale curriculum"),
     "train-generator": ("pipeline.train_generator", "train the adaptation generator (kernel estimator) against the FDC / spectral loss"),
     "degrade": ("pipeline.degrade", "degrade any folder of images with a trained generator"),
-    "evaluate": ("pipeline.evaluate", "the referee: oracle kernel, density gaps, kernel error, SR trained three ways"),
+    "evaluate": ("pipeline.evaluate", "the referee: oracle kernel, density gaps, kernel error, SR trained on each kind of pairs"),
     "train-sr": ("pipeline.train_sr", "train an EDSR-style SR model on our pairs (and one on bicubic pairs to compare)"),
     "upscale": ("pipeline.upscale", "super-resolve a folder of photos (any size) with a trained SR model"),
     "report": ("pipeline.report", "figures and reports/README.md from the evaluation"),

@@ -13,6 +13,7 @@ import pandas as pd
 
 from fca.fsutil import atomic_file
 from fca.plots import bar_comparison, save_figure
+from fca.report import renamed_key
 from pipeline import tracking
 
 DESCRIPTION = """\
@@ -25,14 +26,15 @@ compared in the MLflow UI: select them and press Compare."""
 
 COLUMNS = [
     "density.gap_reduction_true", "density.gap_reduction", "kernel.cov_rel_error", "kernel.shape_error", "kernel.sigma_pred", "kernel.sigma_oracle",
-    "kernel.lr_psnr_fca", "kernel.lr_psnr_bicubic", "sr.psnr_fca", "sr.psnr_bicubic", "sr.psnr_oracle", "sr.gain_fraction",
+    "kernel.lr_psnr_ours", "kernel.lr_psnr_bicubic", "sr.psnr_ours", "sr.psnr_bicubic", "sr.psnr_oracle", "sr.gain_fraction",
 ]
 
 
 def build() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fca compare", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--losses", nargs="+", default=["fdc", "spectral", "both"], choices=["fdc", "spectral", "both"])
-    p.add_argument("--out", type=Path, default=Path("reports/compare"), help="folder for compare.csv, compare.md, compare.png")
+    p.add_argument("--losses", nargs="+", default=["fdc", "spectral", "both"], choices=["fdc", "spectral", "both"],
+                   help="the generator.loss values to run and compare (default: fdc spectral both)")
+    p.add_argument("--out", type=Path, default=Path("reports/compare"), help="folder for compare.csv, compare.md, compare.png (default: reports/compare)")
     p.add_argument("--no-run", action="store_true", help="only read the latest MLflow runs, run no experiments")
     return p
 
@@ -45,7 +47,9 @@ def table(runs: list[dict], losses: Sequence[str]) -> pd.DataFrame:
         if not match:
             raise LookupError(f"no finished evaluate run with generator.loss = {loss!r} in MLflow")
         r = match[0]  # newest first
-        rows.append({"loss": loss, "run_id": r["run_id"]} | {c: r["metrics"].get(c, float("nan")) for c in COLUMNS})
+        # A run logged before our method's keys said `ours` is read under the new names: it compares.
+        metrics = {renamed_key(k): v for k, v in r["metrics"].items()}
+        rows.append({"loss": loss, "run_id": r["run_id"]} | {c: metrics.get(c, float("nan")) for c in COLUMNS})
     return pd.DataFrame(rows)
 
 

@@ -89,7 +89,7 @@ def build() -> argparse.ArgumentParser:
                    f"{m['ge']:g} to {m['le']:g}; " if m.get("ge") is not None and m.get("le") is not None else "")
         settings.add_argument(option, metavar="X" if _TYPES[name] is float else "N" if _TYPES[name] is int else "MODE",
                               help=f"{m['help']} ({allowed}default {f.default})")
-    stage.add_max_pixels(p)
+    stage.add_max_pixels(p, too_big="an unreadable image (see --on-bad-image)")
     stage.add_device(p, distributed=False)
     return p
 

@@ -26,7 +26,7 @@ def build() -> argparse.ArgumentParser:
     p = stage.parser("download", DESCRIPTION)
     p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole on success)")
     p.add_argument("--cache", type=Path, default=Path(".cache/downloads"), help="where archives are downloaded and resumed (default: .cache/downloads)")
-    stage.add_max_pixels(p)
+    stage.add_max_pixels(p, too_big="an error naming the file: the download stops")
     return p
 
 

@@ -28,9 +28,11 @@ I = clean patch, R = I (*) k_gt (real domain), L_true = down(I) (*) k_gt
 Fits the oracle kernel k_or (least squares, non-negative, sum 1), then measures
 frequency-density gaps of down(R) and G(R) to R, the kernel's covariance error
 against k_or, LR PSNR against L_true, and SR nets trained with the same budget
-on bicubic, our and oracle pairs, tested on held-out L_true -> R.
+on bicubic, our and oracle pairs (with evaluate.blind also the blind recipe's, on
+a mixed-kernel domain also the best single kernel's), tested on held-out
+L_true -> R.
 Writes --out (metrics JSON: density, kernel, sr and, on a mixed-kernel domain,
-adapt; the FDC's accuracies stay in train-fdc's own file), --density (CSV) and
+adapt, on a noisy domain noise; the FDC's accuracies stay in train-fdc's own file), --density (CSV) and
 --arrays (kernels, densities and sample crops for the report).
 
 When the domain's kernel is unknown (patches.blur.type: none, the patches stage's
@@ -40,13 +42,13 @@ photos x, per image and over the domain, and the spread of G's kernels), and the
 density CSV has no oracle or clean curve (empty columns)."""
 
 # The columns of --density (dvc.yaml's `density` plot draws them; tests/pipeline/test_plots.py).
-DENSITY_CURVES = ("real", "bicubic", "fca", "oracle", "l_true", "clean")  # l_true: what the density check judges against
+DENSITY_CURVES = ("real", "bicubic", "ours", "oracle", "l_true", "clean")  # l_true: what the density check judges against
 DENSITY_COLUMNS = ("frequency", *DENSITY_CURVES)
 
 
 def metrics_json(result: dict[str, Any]) -> dict[str, Any]:
     """What --out holds: the referee's metrics, each 95 % interval beside the number it
-    bounds (sr.psnr_fca_lo / sr.psnr_fca_hi). One file per purpose: the FDC's held-out
+    bounds (sr.psnr_ours_lo / sr.psnr_ours_hi). One file per purpose: the FDC's held-out
     accuracies are train-fdc's reports/fdc.json, not repeated here."""
     metrics = {section: dict(values) for section, values in result["metrics"].items()}
     for section, bounds in result["intervals"].items():
@@ -103,7 +105,7 @@ def trained_with(checkpoint: Path) -> dict[str, str]:
 def print_no_reference(metrics: dict[str, Any]) -> None:
     n = metrics["noref"]
     print(f"evaluate: no known kernel, no verdict: {n['images']:.0f} photos; per-image density distance to x (median) "
-          f"bicubic {n['image_gap_bicubic_median']:.3f} -> ours {n['image_gap_fca_median']:.3f} "
+          f"bicubic {n['image_gap_bicubic_median']:.3f} -> ours {n['image_gap_ours_median']:.3f} "
           f"(change {n['image_gap_change_median']:+.3f}, 95 % interval {n.get('image_gap_change_median_lo', float('nan')):+.3f} .. "
           f"{n.get('image_gap_change_median_hi', float('nan')):+.3f}; ours closer on {n['image_closer_share']:.0%} of the photos); "
           f"kernel sigma median {n['kernel_sigma_median']:.2f} (5-95 %: {n['kernel_sigma_p05']:.2f} .. {n['kernel_sigma_p95']:.2f})")
@@ -168,17 +170,17 @@ def body(args: argparse.Namespace, params: Params) -> None:
     print(f"evaluate: density gap to L_true closed {d['gap_reduction_true']:.1%} (95 % interval {d.get('gap_reduction_true_lo', float('nan')):.1%} "
           f".. {d.get('gap_reduction_true_hi', float('nan')):.1%}; oracle {d['gap_reduction_true_oracle']:.1%}), to R {d['gap_reduction']:.1%} "
           f"(oracle {d['gap_reduction_oracle']:.1%}); kernel sigma ours {k['sigma_pred']:.2f} vs oracle {k['sigma_oracle']:.2f} (cov error {k['cov_rel_error']:.1%}); "
-          f"SR PSNR bicubic/ours/oracle pairs {sr['psnr_bicubic']:.2f}/{sr['psnr_fca']:.2f}/{sr['psnr_oracle']:.2f} dB "
+          f"SR PSNR bicubic/ours/oracle pairs {sr['psnr_bicubic']:.2f}/{sr['psnr_ours']:.2f}/{sr['psnr_oracle']:.2f} dB "
           f"(gain fraction {sr['gain_fraction']:.2f}, 95 % interval {sr.get('gain_fraction_lo', float('nan')):.2f} .. {sr.get('gain_fraction_hi', float('nan')):.2f})")
     if "adapt" in metrics:
         a = metrics["adapt"]
         print(f"evaluate: mixed kernels: sigma Pearson {a['sigma_pearson']:.2f}, cov error median {a['cov_rel_error_median']:.1%}, "
-              f"angle error median {a['angle_error_median']:.1f} deg; LR PSNR ours {a['lr_psnr_fca']:.2f} vs best single kernel "
+              f"angle error median {a['angle_error_median']:.1f} deg; LR PSNR ours {a['lr_psnr_ours']:.2f} vs best single kernel "
               f"{a['lr_psnr_global']:.2f} dB (gain {a['gain_db']:+.2f} dB)")
     if "noise" in metrics:
         n = metrics["noise"]
         print(f"evaluate: noise: ours / camera {n['variance_ratio_min']:.2f} .. {n['variance_ratio_max']:.2f} across brightness, "
-              f"neighbour correlation ours {n['lag1_fca']:.2f} vs camera {n['lag1_camera']:.2f}")
+              f"neighbour correlation ours {n['lag1_ours']:.2f} vs camera {n['lag1_camera']:.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,7 +42,7 @@ def build() -> argparse.ArgumentParser:
     p = stage.parser("patches", DESCRIPTION)
     p.add_argument("--raw", type=Path, required=True, help="folder of raw images (the download stage's output)")
     p.add_argument("--out", type=Path, required=True, help="output folder (replaced as a whole on success)")
-    stage.add_max_pixels(p)
+    stage.add_max_pixels(p, too_big="an unreadable image (params: patches.on_bad_image)")
     return p
 
 

@@ -27,7 +27,7 @@ from fca.plots import (
     save_figure,
     scatter_figure,
 )
-from fca.report import readme_markdown
+from fca.report import plural, readme_markdown, renamed_key
 from pipeline import stage, tracking
 from pipeline.params import Params, section_dict
 
@@ -59,9 +59,9 @@ def build() -> argparse.ArgumentParser:
 
 
 def _label(key: str) -> str:
-    """A curve's name in a figure: our method is "ours" (the metric keys and CSV columns still say `fca`),
-    the true LR images "L_true" (the curve the density check judges against)."""
-    return {"fca": "ours", "l_true": "L_true"}.get(key, key)
+    """A curve's name in a figure: the CSV column l_true is the true LR images, L_true (the curve the
+    density check judges against; `fca.plots.DENSITY_STYLES` draws it as the reference)."""
+    return {"l_true": "L_true"}.get(key, key)
 
 
 def _hwc(x: np.ndarray) -> np.ndarray:
@@ -94,10 +94,10 @@ def machine_info(evaluation: Path) -> dict[str, str]:
 # What the report reads from each input. A file without it (another version's, or the wrong
 # file) is one error naming the file and what it lacks, not a KeyError traceback.
 ARRAYS = ("kernels_pred", "kernel_true", "kernel_oracle", "kernel_oracle_smooth", "sample_hr_real", "sample_lr_true", "sample_sr_bicubic",
-          "sample_sr_fca", "sample_sr_oracle")
+          "sample_sr_ours", "sample_sr_oracle")
 # The same for a domain without a known kernel (fca.evaluate.referee_no_reference).
 NOREF_ARRAYS = ("kernels_pred", "kernel_sigma", "kernel_axis_ratio", "kernel_angle", "kernel_oriented", "image_gap_bicubic",
-                "image_gap_fca", "sample_hr_real", "sample_lr_bicubic", "sample_lr_fca")
+                "image_gap_ours", "sample_hr_real", "sample_lr_bicubic", "sample_lr_ours")
 
 
 def _need(source: Path, have: Any, keys: Sequence[str], what: str = "key") -> None:
@@ -113,23 +113,33 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return metrics
 
 
-def _compact(fig: Any) -> Any:
-    """A gallery whose kernels fill the canvas (matplotlib's compressed layout): the plain layout
-    left most of a one-row gallery's width empty beside its colour bar."""
-    fig.set_layout_engine("compressed")
-    return fig
+def _refuse_old_names(path: Path, metrics: dict[str, Any]) -> None:
+    """An evaluate output from before our method's keys said `ours` is one error naming a key and what
+    to do: read under the new names, its rows for our method would be n/a beside a verdict that looks whole."""
+    old = [f"{section}.{key}" for section, values in metrics.items() if isinstance(values, dict) for key in values
+           if renamed_key(f"{section}.{key}") != f"{section}.{key}"]
+    if old:
+        raise ValueError(f"{path}: key {old[0]!r} is from an fca evaluate before our method's keys said `ours` "
+                         f"(now {renamed_key(old[0])!r}): run fca evaluate again")
+
+
+def sr_nets(params: Params) -> dict[str, str]:
+    """The SR probe's and train_sr's networks and budgets in words (fca.report: why their PSNRs for our
+    pairs differ); dvc.yaml declares these params for the report stage."""
+    probe, model = params.evaluate.sr, params.train_sr
+    return {"probe": f"{plural(probe.blocks, 'block')} of {plural(probe.channels, 'channel')}, {plural(probe.steps, 'step')} each",
+            "train_sr": f"{plural(model.blocks, 'block')} of {plural(model.channels, 'channel')}, {plural(model.steps, 'step')}"}
 
 
 def _known_kernel_figures(a: Any, cfg: Any) -> dict[str, object]:
     """The kernel gallery (true / oracle / ours), on a mixed-kernel domain the adaptation figures, and the SR crops."""
     figures: dict[str, object] = {}
     preds = a["kernels_pred"][: cfg.gallery_size]
-    figures["kernels"] = _compact(kernel_gallery([("k_gt (true)", a["kernel_true"]), ("k_or (exact fit)", a["kernel_oracle"]),
-                                                  ("k_or (smooth)", a["kernel_oracle_smooth"])]
-                                                 + [(f"ours, image {i}", k) for i, k in enumerate(preds)]))
+    figures["kernels"] = kernel_gallery([("k_gt (true)", a["kernel_true"]), ("k_or (exact fit)", a["kernel_oracle"]),
+                                         ("k_or (smooth)", a["kernel_oracle_smooth"])] + [(f"ours, image {i}", k) for i, k in enumerate(preds)])
     hr = a["sample_hr_real"].shape[-1]
     # Bicubic, blind (when the probe trained on the blind recipe's pairs), ours and oracle side by side.
-    kinds = [k for k in ("bicubic", "blind", "fca", "oracle") if f"sample_sr_{k}" in a.files]
+    kinds = [k for k in ("bicubic", "blind", "ours", "oracle") if f"sample_sr_{k}" in a.files]
     rows = [[_nearest_up(_hwc(a["sample_lr_true"][i]), hr), *[_hwc(a[f"sample_sr_{k}"][i]) for k in kinds], _hwc(a["sample_hr_real"][i])]
             for i in range(len(a["sample_hr_real"]))]
     if "kernels_oracle" in a.files:  # a mixed-kernel domain: one oracle per image
@@ -147,10 +157,10 @@ def _known_kernel_figures(a: Any, cfg: Any) -> dict[str, object]:
         grid = [[a["kernels_true"][i], a["kernels_oracle"][i], a["kernels_pred"][i]]
                 + ([a["kernels_baseline"][i]] if "kernels_baseline" in a.files else []) for i in shown]
         figures["adapt_gallery"] = kernel_grid(grid, columns, [f"image {i}" for i in shown])
-    titles = {"bicubic": "SR, bicubic pairs", "blind": "SR, blind recipe's pairs", "fca": "SR, our pairs", "oracle": "SR, oracle pairs"}
+    titles = {"bicubic": "SR, bicubic pairs", "blind": "SR, blind recipe's pairs", "ours": "SR, our pairs", "oracle": "SR, oracle pairs"}
     figures["crops"] = image_grid(rows, ["input L_true", *[titles[k] for k in kinds], "target R"])
     if "noise_var_camera" in a.files:  # a noisy domain: the camera's noise and G's, by brightness
-        figures["noise"] = noise_level_figure(a["noise_brightness"], {"camera (L_true)": a["noise_var_camera"], "ours (G's noise)": a["noise_var_fca"]})
+        figures["noise"] = noise_level_figure(a["noise_brightness"], {"camera (L_true)": a["noise_var_camera"], "ours (G's noise)": a["noise_var_ours"]})
     return figures
 
 
@@ -165,7 +175,7 @@ def _noref_figures(a: Any, cfg: Any) -> dict[str, object]:
     """No known kernel: per-image density distances, the distribution and a gallery of G's kernels, and sample crops."""
     figures: dict[str, object] = {}
     figures["noref_distances"] = scatter_figure(
-        a["image_gap_bicubic"], {"G(x), ours": a["image_gap_fca"]}, "down(x), bicubic: log-density L1 to its photo x",
+        a["image_gap_bicubic"], {"G(x), ours": a["image_gap_ours"]}, "down(x), bicubic: log-density L1 to its photo x",
         "G(x), ours: log-density L1 to its photo x", "Each validation photo (below the line: G(x) is closer to x)")
     panels = [("effective sigma of G's kernels", a["kernel_sigma"], "LR px")]
     if len(np.unique(a["kernels_pred"], axis=0)) > 1:  # a kernel per photo: its shape and direction vary too
@@ -174,9 +184,9 @@ def _noref_figures(a: Any, cfg: Any) -> dict[str, object]:
                    (f"direction, the {int(oriented.sum())} kernels with axis ratio >= 1.5", a["kernel_angle"][oriented], "degrees")]
     figures["kernel_histograms"] = histograms_figure(panels)
     shown = spread_sample(a["kernel_sigma"], cfg.gallery_size)
-    figures["kernels"] = _compact(kernel_gallery([(f"image {i}, sigma {a['kernel_sigma'][i]:.2f}", a["kernels_pred"][i]) for i in shown]))
+    figures["kernels"] = kernel_gallery([(f"image {i}, sigma {a['kernel_sigma'][i]:.2f}", a["kernels_pred"][i]) for i in shown])
     hr = a["sample_hr_real"].shape[-1]
-    rows = [[_hwc(a["sample_hr_real"][i]), _nearest_up(_hwc(a["sample_lr_bicubic"][i]), hr), _nearest_up(_hwc(a["sample_lr_fca"][i]), hr)]
+    rows = [[_hwc(a["sample_hr_real"][i]), _nearest_up(_hwc(a["sample_lr_bicubic"][i]), hr), _nearest_up(_hwc(a["sample_lr_ours"][i]), hr)]
             for i in range(len(a["sample_hr_real"]))]
     figures["crops"] = image_grid(rows, ["photo x (HR)", "down(x), bicubic (nearest-upscaled)", "G(x), ours (nearest-upscaled)"])
     return figures
@@ -195,6 +205,7 @@ def _kernel_sigma_panel(gen: pd.DataFrame, metrics: dict[str, Any], source: Path
 def body(args: argparse.Namespace, params: Params) -> None:
     cfg = params.report
     metrics = _read_metrics(args.metrics)
+    _refuse_old_names(args.metrics, metrics)
     # The FDC's accuracies live in train-fdc's own metrics file (one file per purpose); the
     # page reads them as the `fdc` section (fca.report: TARGETS' fdc.acc_s1.2, fdc_table).
     metrics["fdc"] = {k: v for k, v in _read_metrics(args.fdc_metrics).items() if k.startswith("acc")}
@@ -252,7 +263,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         try:
             text = readme_markdown(metrics, {k: str(rel / v) for k, v in names.items()},
                                    {"git commit": _git_commit(), "scale": f"x{params.generator.scale:g}", "loss": params.generator.loss}
-                                   | machine_info(args.evaluation))
+                                   | machine_info(args.evaluation), sr_nets(params))
         except KeyError as e:  # the metrics are the only mapping it reads
             raise ValueError(f"{args.metrics}: no key {e}; is it the output of this version of fca evaluate?") from None
         with atomic_file(args.readme) as tmp:

@@ -63,9 +63,9 @@ def add_device(p: argparse.ArgumentParser, distributed: bool = True) -> None:
                         "Snakemake sets to a rule's threads (env FCA_THREADS)")
 
 
-def add_max_pixels(p: argparse.ArgumentParser, too_big: str = "an unreadable image (see on_bad_image)") -> None:
+def add_max_pixels(p: argparse.ArgumentParser, too_big: str) -> None:
     """--max-pixels: the largest image (width x height) a stage decodes; 0 = no limit. `too_big`:
-    what the stage does with a bigger one, as the help says it."""
+    what the stage does with a bigger one, as the help says it (each stage its own: they differ)."""
     from fca.data.images import DEFAULT_MAX_PIXELS
 
     p.add_argument("--max-pixels", type=_count("max-pixels", "FCA_MAX_PIXELS", 0, 2**62),

@@ -383,7 +383,7 @@ def _log_pipelines(project: Path) -> dict:
                 plt.close("all")
                 ids["train_generator"] = run.run_id
             with tracking.stage_run("evaluate", {"bootstrap": 200}) as run:
-                run.log_metrics({"density.w1_fca": 0.01 * (i + 1), "kernel.sigma_err": 0.1})
+                run.log_metrics({"density.w1_ours": 0.01 * (i + 1), "kernel.sigma_err": 0.1})
                 ids["evaluate"] = run.run_id
             runs["stages"].append(ids)
         client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")

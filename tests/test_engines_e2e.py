@@ -61,11 +61,11 @@ def run(cmd: list[str], repo: Path, tmp: Path, timeout: int = 900, **extra_env: 
 
 def check_outputs(repo: Path) -> dict:
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
-    for key in ("gap_bicubic", "gap_fca", "gap_reduction"):
+    for key in ("gap_bicubic", "gap_ours", "gap_reduction"):
         assert key in metrics["density"]
-    for key in ("cov_rel_error", "sigma_pred", "sigma_oracle", "lr_psnr_bicubic", "lr_psnr_fca", "lr_psnr_oracle"):
+    for key in ("cov_rel_error", "sigma_pred", "sigma_oracle", "lr_psnr_bicubic", "lr_psnr_ours", "lr_psnr_oracle"):
         assert key in metrics["kernel"]
-    for key in ("psnr_bicubic", "psnr_fca", "psnr_oracle", "ssim_bicubic", "ssim_fca", "ssim_oracle", "gain_fraction"):
+    for key in ("psnr_bicubic", "psnr_ours", "psnr_oracle", "ssim_bicubic", "ssim_ours", "ssim_oracle", "gain_fraction"):
         assert key in metrics["sr"]
     # One metrics file per purpose: the FDC's accuracies are train-fdc's, not copied into metrics.json.
     assert "fdc" not in metrics
@@ -90,8 +90,8 @@ def assert_referee(metrics: dict) -> None:
     ordering accuracy drops to chance or below.
     """
     d, k, fdc = metrics["density"], metrics["kernel"], metrics["fdc"]
-    assert d["gap_fca"] < 0.6 * d["gap_bicubic"], d
-    assert k["lr_psnr_fca"] > k["lr_psnr_bicubic"] + 1.0, k
+    assert d["gap_ours"] < 0.6 * d["gap_bicubic"], d
+    assert k["lr_psnr_ours"] > k["lr_psnr_bicubic"] + 1.0, k
     init_sigma = 0.8  # generator.kernel_init_sigma in tests/params_tiny.yaml
     assert abs(k["sigma_pred"] - k["sigma_oracle"]) < 0.5 * abs(init_sigma - k["sigma_oracle"]), k
     assert fdc["acc_s3.5"] > 0.75, fdc
@@ -255,7 +255,7 @@ def test_dvc_repro_runs_all_then_nothing_then_only_what_a_param_touches(tmp_path
     parents = {r[0] for r in db.execute("select value from tags where key = 'mlflow.parentRunId'")}
     assert len(parents) == 2  # the first full run and the report-only re-run
     names = {r[0] for r in db.execute("select key from metrics")}
-    assert {"density.gap_fca", "sr.gain_fraction", "loss_g"} <= names
+    assert {"density.gap_ours", "sr.gain_fraction", "loss_g"} <= names
 
     remote_round_trip(repo, tmp_path)
 

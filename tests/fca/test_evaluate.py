@@ -62,13 +62,13 @@ def oracle_run(data):
 def test_a_generator_that_applies_the_oracle_kernel_scores_as_the_oracle(oracle_run):
     k_or, result, _ = oracle_run
     m = result["metrics"]
-    assert m["density"]["gap_fca"] == pytest.approx(m["density"]["gap_oracle"], abs=1e-9)
-    assert m["density"]["skl_fca"] == pytest.approx(m["density"]["skl_oracle"], abs=1e-9)
+    assert m["density"]["gap_ours"] == pytest.approx(m["density"]["gap_oracle"], abs=1e-9)
+    assert m["density"]["skl_ours"] == pytest.approx(m["density"]["skl_oracle"], abs=1e-9)
     assert m["kernel"]["cov_rel_error"] == pytest.approx(0.0, abs=1e-9)
     assert m["kernel"]["sigma_pred"] == pytest.approx(m["kernel"]["sigma_oracle"])
-    assert m["kernel"]["lr_psnr_fca"] == pytest.approx(m["kernel"]["lr_psnr_oracle"], abs=1e-6)
-    assert m["sr"]["psnr_fca"] == pytest.approx(m["sr"]["psnr_oracle"], abs=1e-6)
-    assert m["sr"]["ssim_fca"] == pytest.approx(m["sr"]["ssim_oracle"], abs=1e-8)
+    assert m["kernel"]["lr_psnr_ours"] == pytest.approx(m["kernel"]["lr_psnr_oracle"], abs=1e-6)
+    assert m["sr"]["psnr_ours"] == pytest.approx(m["sr"]["psnr_oracle"], abs=1e-6)
+    assert m["sr"]["ssim_ours"] == pytest.approx(m["sr"]["ssim_oracle"], abs=1e-8)
     assert math.isnan(m["sr"]["gain_fraction"]) or m["sr"]["gain_fraction"] == pytest.approx(1.0)
     assert np.allclose(result["arrays"]["kernel_oracle"], k_or.numpy())
 
@@ -88,29 +88,29 @@ def test_the_oracle_is_closer_to_the_truth_than_bicubic(oracle_run):
 
 def test_a_generator_that_only_downscales_scores_as_bicubic(data):
     m = _run(data, torch.from_numpy(delta(K)))["metrics"]
-    assert m["density"]["gap_fca"] == pytest.approx(m["density"]["gap_bicubic"], abs=1e-9)
+    assert m["density"]["gap_ours"] == pytest.approx(m["density"]["gap_bicubic"], abs=1e-9)
     assert m["density"]["gap_reduction"] == pytest.approx(0.0, abs=1e-9)
     assert m["density"]["gap_reduction_true"] == pytest.approx(0.0, abs=1e-9)
-    assert m["kernel"]["lr_psnr_fca"] == pytest.approx(m["kernel"]["lr_psnr_bicubic"], abs=1e-6)
+    assert m["kernel"]["lr_psnr_ours"] == pytest.approx(m["kernel"]["lr_psnr_bicubic"], abs=1e-6)
     assert m["kernel"]["sigma_pred"] == pytest.approx(0.0)
-    assert m["sr"]["psnr_fca"] == pytest.approx(m["sr"]["psnr_bicubic"], abs=1e-6)
+    assert m["sr"]["psnr_ours"] == pytest.approx(m["sr"]["psnr_bicubic"], abs=1e-6)
     assert math.isnan(m["sr"]["gain_fraction"]) or m["sr"]["gain_fraction"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_result_layout(data, oracle_run):
     _, result, calls = oracle_run
     flat = flatten_metrics(result["metrics"])
-    for kind in ("bicubic", "fca", "oracle"):
+    for kind in ("bicubic", "ours", "oracle"):
         for key in (f"density.gap_{kind}", f"density.skl_{kind}", f"kernel.lr_psnr_{kind}", f"sr.psnr_{kind}", f"sr.ssim_{kind}"):
             assert key in flat
     for key in ("density.gap_reduction", "kernel.cov_rel_error", "kernel.sigma_pred", "kernel.sigma_oracle", "kernel.sigma_true", "sr.gain_fraction", "sr.psnr_bicubic_upsampling"):
         assert key in flat
     a = result["arrays"]
-    assert a["density_real"].shape == a["density_fca"].shape == a["density_bins"].shape == (6,)
+    assert a["density_real"].shape == a["density_ours"].shape == a["density_bins"].shape == (6,)
     assert a["kernels_pred"].shape == (3, K, K) and a["kernel_oracle"].shape == a["kernel_oracle_smooth"].shape == (K, K)
-    assert a["sample_sr_fca"].shape == (2, 3, 64, 64) and a["sample_lr_true"].shape == (2, 3, 16, 16)
+    assert a["sample_sr_ours"].shape == (2, 3, 64, 64) and a["sample_lr_true"].shape == (2, 3, 16, 16)
     assert a["sr_loss_bicubic"].shape == (15,)
-    assert calls == [(kind, step) for kind in ("bicubic", "fca", "oracle", "blind") for step in range(1, 16)]
+    assert calls == [(kind, step) for kind in ("bicubic", "ours", "oracle", "blind") for step in range(1, 16)]
 
 
 def test_bad_settings_name_the_key(data):
@@ -169,7 +169,7 @@ def test_mixed_domain_a_generator_that_reads_each_images_oracle_scores_as_the_or
     assert a["cov_rel_error_median"] == pytest.approx(0.0, abs=1e-9)
     assert a["angle_error_median"] == pytest.approx(0.0, abs=1e-6)
     assert a["angle_images"] >= 2  # the oracles of the three elongated kernels have axis ratio >= 1.5
-    assert a["lr_psnr_fca"] == pytest.approx(a["lr_psnr_oracle"], abs=1e-6)
+    assert a["lr_psnr_ours"] == pytest.approx(a["lr_psnr_oracle"], abs=1e-6)
     assert a["gain_db"] > 3  # per-image kernels beat the best single kernel on a mixed domain
     assert result["metrics"]["kernel"]["shape_error_exact"] == pytest.approx(0.0, abs=1e-9)
     assert "global" in {k.removeprefix("psnr_") for k in result["metrics"]["sr"] if k.startswith("psnr_")}
@@ -192,7 +192,7 @@ def test_single_kernel_domain_has_no_adapt_section(oracle_run):
 def test_sr_numbers_carry_bootstrap_intervals_that_hold_the_estimate(oracle_run):
     result = oracle_run[1]
     sr, bounds = result["metrics"]["sr"], result["intervals"]["sr"]
-    for kind in ("bicubic", "fca", "oracle"):
+    for kind in ("bicubic", "ours", "oracle"):
         lo, hi = bounds[f"psnr_{kind}"]
         assert lo <= sr[f"psnr_{kind}"] <= hi and hi - lo > 0
 
@@ -223,7 +223,7 @@ def test_adapt_intervals_resample_images_not_pixels():
     oracle = torch.stack([torch.from_numpy(anisotropic_gaussian(9, s, s, 0.0)).float() for s in (1.0, 1.5, 2.0, 2.5)])
     pred = oracle.clone()
     pred[3] = torch.from_numpy(anisotropic_gaussian(9, 1.0, 1.0, 0.0)).float()
-    views = {"fca": torch.zeros(4, 3, 4, 4), "global": torch.full((4, 3, 4, 4), 0.1), "true": torch.zeros(4, 3, 4, 4) + 0.01}
+    views = {"ours": torch.zeros(4, 3, 4, 4), "global": torch.full((4, 3, 4, 4), 0.1), "true": torch.zeros(4, 3, 4, 4) + 0.01}
     bounds = adapt_intervals(pred, oracle, views, 400, np.random.default_rng(0))
     bad = float(cov_rel_error(pred[3:], oracle[3:])[0])
     assert bounds["cov_rel_error_median"][0] == pytest.approx(0.0, abs=1e-9)
@@ -235,8 +235,8 @@ def test_paired_bootstrap_interval_of_a_gain_shrinks_when_the_kinds_move_togethe
 
     rng = np.random.default_rng(0)
     base = rng.uniform(1e-3, 2e-3, size=(2, 40))
-    paired = {"bicubic": base, "fca": base * 0.8, "oracle": base * 0.7}
-    unpaired = {"bicubic": base, "fca": rng.permutation(base * 0.8, axis=1), "oracle": rng.permutation(base * 0.7, axis=1)}
+    paired = {"bicubic": base, "ours": base * 0.8, "oracle": base * 0.7}
+    unpaired = {"bicubic": base, "ours": rng.permutation(base * 0.8, axis=1), "oracle": rng.permutation(base * 0.7, axis=1)}
     a = sr_intervals(paired, 300, np.random.default_rng(1))["gain_fraction"]
     b = sr_intervals(unpaired, 300, np.random.default_rng(1))["gain_fraction"]
     assert a[1] - a[0] < 0.5 * (b[1] - b[0])  # the same crops for every kind: per-crop difficulty cancels
@@ -267,9 +267,9 @@ def test_no_reference_a_generator_that_adds_the_missing_blur_moves_the_lr_densit
     pixel; G = down(x) (*) a Gaussian of sigma 1.5 adds blur at LR, so its density is the closer to x's."""
     result = _noref(photos, _stand_in(torch.from_numpy(gaussian(K, 1.5))))
     m, bounds = result["metrics"]["noref"], result["intervals"]["noref"]
-    assert m["image_gap_fca_median"] < m["image_gap_bicubic_median"]
-    assert m["image_skl_fca_median"] < m["image_skl_bicubic_median"]
-    assert m["gap_fca"] < m["gap_bicubic"] and m["skl_fca"] < m["skl_bicubic"] and m["gap_reduction"] > 0.2
+    assert m["image_gap_ours_median"] < m["image_gap_bicubic_median"]
+    assert m["image_skl_ours_median"] < m["image_skl_bicubic_median"]
+    assert m["gap_ours"] < m["gap_bicubic"] and m["skl_ours"] < m["skl_bicubic"] and m["gap_reduction"] > 0.2
     assert m["image_gap_change_median"] < 0 and m["image_closer_share"] == 1.0
     lo, hi = bounds["image_gap_change_median"]
     assert lo <= m["image_gap_change_median"] <= hi < 0  # the whole interval says closer
@@ -279,8 +279,8 @@ def test_no_reference_a_generator_that_adds_the_missing_blur_moves_the_lr_densit
 def test_no_reference_blurring_sharp_photos_moves_the_lr_density_away_from_them():
     """The other direction: photos as they are (no camera blur to add), the same G overblurs."""
     m = _noref(_photos(None), _stand_in(torch.from_numpy(gaussian(K, 1.5))))["metrics"]["noref"]
-    assert m["image_gap_fca_median"] > m["image_gap_bicubic_median"]
-    assert m["gap_fca"] > m["gap_bicubic"] and m["gap_reduction"] < 0
+    assert m["image_gap_ours_median"] > m["image_gap_bicubic_median"]
+    assert m["gap_ours"] > m["gap_bicubic"] and m["gap_reduction"] < 0
     assert m["image_gap_change_median"] > 0 and m["image_closer_share"] < 0.5  # a crop of soft fur may already lack the top bins
 
 
@@ -288,7 +288,7 @@ def test_no_reference_a_generator_that_only_downscales_scores_as_bicubic(photos)
     m = _noref(photos, _stand_in(torch.from_numpy(delta(K))))["metrics"]["noref"]
     for name in ("gap", "skl", "image_gap", "image_skl"):
         suffix = "_median" if name.startswith("image") else ""
-        assert m[f"{name}_fca{suffix}"] == pytest.approx(m[f"{name}_bicubic{suffix}"], abs=1e-9)
+        assert m[f"{name}_ours{suffix}"] == pytest.approx(m[f"{name}_bicubic{suffix}"], abs=1e-9)
     assert m["image_gap_change_median"] == pytest.approx(0.0, abs=1e-9) and m["image_closer_share"] == 0.0
     assert m["kernel_sigma_median"] == pytest.approx(0.0) and m["kernels_differ"] == 0.0
 
@@ -303,9 +303,9 @@ def test_no_reference_distances_pair_each_lr_image_with_its_own_photo(photos):
     bins = NOREF_CONFIG.density_bins
     for i in range(len(photos)):
         d_lr, d_hr = radial_density(lr[i : i + 1].double(), bins), radial_density(photos[i : i + 1].double(), bins)
-        assert a["image_gap_fca"][i] == pytest.approx(float(log_l1(d_lr, d_hr)[0]), rel=1e-6)
-        assert a["image_skl_fca"][i] == pytest.approx(float(symmetric_kl(d_lr, d_hr)[0]), rel=1e-6)
-    assert not np.allclose(a["image_gap_fca"], a["image_gap_fca"].mean())  # the photos differ: one number each
+        assert a["image_gap_ours"][i] == pytest.approx(float(log_l1(d_lr, d_hr)[0]), rel=1e-6)
+        assert a["image_skl_ours"][i] == pytest.approx(float(symmetric_kl(d_lr, d_hr)[0]), rel=1e-6)
+    assert not np.allclose(a["image_gap_ours"], a["image_gap_ours"].mean())  # the photos differ: one number each
 
 
 def test_no_reference_result_has_no_known_kernel_sections(photos):
@@ -313,20 +313,20 @@ def test_no_reference_result_has_no_known_kernel_sections(photos):
     flat = flatten_metrics(result["metrics"])
     assert set(result["metrics"]) == {"noref"} and set(result["intervals"]) == {"noref"}
     assert all(k.startswith("noref.") for k in flat)
-    for key in ("gap_bicubic", "gap_fca", "skl_bicubic", "skl_fca", "gap_reduction", "image_gap_bicubic_median", "image_gap_fca_median",
-                "image_skl_bicubic_median", "image_skl_fca_median", "image_gap_change_median", "image_closer_share",
+    for key in ("gap_bicubic", "gap_ours", "skl_bicubic", "skl_ours", "gap_reduction", "image_gap_bicubic_median", "image_gap_ours_median",
+                "image_skl_bicubic_median", "image_skl_ours_median", "image_gap_change_median", "image_closer_share",
                 "kernel_sigma_median", "kernel_sigma_p05", "kernel_sigma_p95", "kernel_axis_ratio_median", "kernel_oriented_share",
                 "kernels_differ", "images"):
         assert f"noref.{key}" in flat, key
     m, bounds = result["metrics"]["noref"], result["intervals"]["noref"]
-    for key in ("image_gap_bicubic_median", "image_gap_fca_median", "image_skl_fca_median", "image_gap_change_median"):
+    for key in ("image_gap_bicubic_median", "image_gap_ours_median", "image_skl_ours_median", "image_gap_change_median"):
         lo, hi = bounds[key]
         assert lo <= m[key] <= hi, key
     a = result["arrays"]
     assert not {"kernel_true", "kernel_oracle", "kernel_oracle_smooth", "sample_lr_true", "density_oracle", "density_l_true"} & set(a)
-    assert a["density_real"].shape == a["density_fca"].shape == a["density_bicubic"].shape == a["density_bins"].shape == (6,)
-    assert a["image_gap_fca"].shape == a["kernel_sigma"].shape == (8,) and a["kernels_pred"].shape == (8, K, K)
-    assert a["sample_hr_real"].shape == (2, 3, 64, 64) and a["sample_lr_fca"].shape == a["sample_lr_bicubic"].shape == (2, 3, 16, 16)
+    assert a["density_real"].shape == a["density_ours"].shape == a["density_bicubic"].shape == a["density_bins"].shape == (6,)
+    assert a["image_gap_ours"].shape == a["kernel_sigma"].shape == (8,) and a["kernels_pred"].shape == (8, K, K)
+    assert a["sample_hr_real"].shape == (2, 3, 64, 64) and a["sample_lr_ours"].shape == a["sample_lr_bicubic"].shape == (2, 3, 16, 16)
 
 
 def test_no_reference_per_image_kernels_show_their_spread(photos):
@@ -391,7 +391,7 @@ def test_a_noisy_domain_gets_the_noise_section_and_it_tells_the_cameras_noise_fr
     per_pixel = run(lambda lr: (camera.sigma**2 + camera.gain * lr.clamp(0, 1)).sqrt())
     n = per_pixel["metrics"]["noise"]
     assert 0.75 < n["variance_ratio_min"] <= n["variance_ratio_max"] < 1.3
-    assert abs(n["lag1_camera"]) < 0.1 and abs(n["lag1_fca"]) < 0.1
+    assert abs(n["lag1_camera"]) < 0.1 and abs(n["lag1_ours"]) < 0.1
     assert per_pixel["arrays"]["noise_var_camera"].shape == (6,)
     assert np.all(np.diff(per_pixel["arrays"]["noise_brightness"]) > 0)
     flat = run(lambda lr: math.sqrt(camera.sigma**2 + camera.gain * 0.5)).get("metrics")["noise"]
@@ -425,4 +425,4 @@ def test_a_camera_domain_is_judged_against_the_cameras_own_lr_photos():
     assert m["density"]["gap_reduction_true_oracle"] > 0.9  # the oracle LR is the camera's: L_true's density, another draw
     assert m["noise"]["variance_camera"] > 1e-5 and m["noise"]["variance_ratio_max"] < 0.05  # the stand-in adds no noise
     assert {"psnr_blind", "gain_db_over_blind", "gain_fraction_blind"} <= set(m["sr"])
-    assert result["arrays"]["sample_sr_blind"].shape == result["arrays"]["sample_sr_fca"].shape
+    assert result["arrays"]["sample_sr_blind"].shape == result["arrays"]["sample_sr_ours"].shape

@@ -57,10 +57,10 @@ def test_verdict_reads_the_fdc_target_from_the_same_keys():
 
 # reports/metrics.json of a domain without a known kernel (evaluate's `noref` section, intervals beside).
 NOREF = {
-    "images": 95, "gap_bicubic": 2.1, "gap_fca": 0.7, "skl_bicubic": 0.41, "skl_fca": 0.08, "gap_reduction": 0.667,
+    "images": 95, "gap_bicubic": 2.1, "gap_ours": 0.7, "skl_bicubic": 0.41, "skl_ours": 0.08, "gap_reduction": 0.667,
     "image_gap_bicubic_median": 2.3, "image_gap_bicubic_median_lo": 2.2, "image_gap_bicubic_median_hi": 2.4,
-    "image_gap_fca_median": 0.9, "image_gap_fca_median_lo": 0.8, "image_gap_fca_median_hi": 1.0,
-    "image_skl_bicubic_median": 0.45, "image_skl_fca_median": 0.1,
+    "image_gap_ours_median": 0.9, "image_gap_ours_median_lo": 0.8, "image_gap_ours_median_hi": 1.0,
+    "image_skl_bicubic_median": 0.45, "image_skl_ours_median": 0.1,
     "image_gap_change_median": -1.4, "image_gap_change_median_lo": -1.5, "image_gap_change_median_hi": -1.3,
     "image_closer_share": 0.97, "kernel_sigma_median": 1.81, "kernel_sigma_p05": 1.2, "kernel_sigma_p95": 2.4,
     "kernel_axis_ratio_median": 1.3, "kernel_oriented_share": 0.2, "kernels_differ": 1.0,
@@ -98,3 +98,54 @@ def test_known_kernel_page_is_unchanged_by_the_no_reference_mode():
     assert page.startswith("# FCA run report\n\nSynthetic real domain with a known answer")
     assert "## Verdict" in page and "(`kernel.cov_rel_error`) | 0.050 | <= 0.1 | pass |" in page
     assert "no verdict" not in page
+
+
+# The probe's and train_sr's scores of one run (reports/metrics.json's sr, reports/sr.json).
+PROBE = {"psnr_bicubic": 23.59, "psnr_ours": 25.16, "seeds": 2}
+MODEL = {"psnr_y_upscaling": 23.58, "psnr_y_bicubic": 23.59, "psnr_y_ours": 24.20,
+         "ssim_y_upscaling": 0.78, "ssim_y_bicubic": 0.78, "ssim_y_ours": 0.79}  # fmt: skip
+
+
+def test_the_page_says_why_train_sr_scores_our_pairs_otherwise_than_the_sr_probe():
+    figures = FIGURES | {"sr_model": "figures/sr_model.png"}
+    nets = {"probe": "3 blocks of 32 channels, 600 steps each", "train_sr": "4 blocks of 32 channels, 200 steps"}
+    page = readme_markdown({"sr": PROBE, "sr_model": MODEL}, figures, {}, nets)
+    text = " ".join(page.split())
+    assert "Our pairs score 24.20 dB here and 25.16 dB in the SR probe above" in text
+    assert "the probe averages 2 small nets per kind of pairs (3 blocks of 32 channels, 600 steps each), one per seed" in text
+    assert "train_sr trains one EDSR-style net (4 blocks of 32 channels, 200 steps)" in text
+    assert "our pairs gain +1.57 dB in the probe and +0.61 dB here." in text
+    one = " ".join(readme_markdown({"sr": PROBE | {"seeds": 1}, "sr_model": MODEL}, figures, {}).split())
+    assert "the probe trains a small net per kind of pairs, and train_sr trains one EDSR-style net, the model" in one
+    assert "(1 seed)" in one and "(1 seeds)" not in one
+    # Without the probe's score (no known kernel) or train_sr's there is nothing to explain.
+    assert "in the SR probe above" not in readme_markdown({"sr_model": MODEL}, figures, {})
+    assert "in the SR probe above" not in readme_markdown({"sr": PROBE}, figures, {})
+
+
+def test_the_clean_image_symbol_i_never_reads_as_a_first_person_pronoun():
+    """Every I on the page stands in a formula: I (*) k_gt, down(I), or the 'I:' that defines it."""
+    import re
+
+    page = readme_markdown({"fdc": FDC, "sr": PROBE, "sr_model": MODEL, "adapt": {"sigma_pearson": 0.9}},
+                           FIGURES | {"adapt_scatter": "a.png", "adapt_gallery": "b.png", "sr_model": "c.png"}, {})
+    uses = [page[m.start() - 12 : m.end() + 12] for m in re.finditer(r"\bI\b", page)]
+    assert uses and all(re.search(r"\bI(?: \(\*\)|\)|:)", u) for u in uses), uses
+
+
+def test_the_density_section_names_l_true_the_curve_the_check_judges_against():
+    page = readme_markdown({"density": {"gap_true": 1.99483, "gap_ours": 2.5}}, FIGURES, {})
+    assert "L_true (the wide pale curve) is what the verdict's density check judges G(R) against" in " ".join(page.split())
+    assert "| L_true, the true LR | 1.995 | - |" in page
+
+
+def test_keys_from_before_the_rename_map_to_ours_and_no_other_key_changes():
+    from fca.report import renamed_key
+
+    assert renamed_key("sr.psnr_fca") == "sr.psnr_ours"
+    assert renamed_key("sr.psnr_fca_lo") == "sr.psnr_ours_lo"
+    assert renamed_key("noref.image_gap_fca_median") == "noref.image_gap_ours_median"
+    assert renamed_key("adapt.seconds_per_image_fca") == "adapt.seconds_per_image_ours"
+    assert renamed_key("sr_train.fca.loss") == "sr_train.ours.loss"
+    for key in ("sr.psnr_ours", "fdc.acc_s1.2", "sr_model.psnr_y_ours", "density.gap_reduction_true", "kernel.lr_psnr_gain_db"):
+        assert renamed_key(key) == key

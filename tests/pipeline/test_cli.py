@@ -202,3 +202,22 @@ def test_upscale_offers_no_params_file_and_its_size_limit_names_what_it_does(cap
     out = " ".join(capsys.readouterr().out.split())
     assert "--params" not in out and "on_bad_image" not in out
     assert "an error naming the file, and no output for it" in out
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_option_of_every_command_says_what_it_is(name):
+    import importlib
+
+    parser = importlib.import_module(cli.COMMANDS[name][0]).build()
+    assert [a.option_strings for a in parser._actions if not a.help] == []
+
+
+@pytest.mark.parametrize(("name", "too_big"), [("download", "an error naming the file: the download stops"),
+                                               ("patches", "an unreadable image (params: patches.on_bad_image)"),
+                                               ("degrade", "an unreadable image (see --on-bad-image)")])
+def test_the_size_limit_names_what_each_command_does_with_a_bigger_image(name, too_big, capsys):
+    """download has no bad-image setting; patches has a param, degrade an option."""
+    with pytest.raises(SystemExit):
+        cli.main([name, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"A bigger image is {too_big}" in out

@@ -34,14 +34,14 @@ class _Generator:
 
 def _referee(clean_val, real_val, k_val, scale, degrade_fn, clean_train, real_train, cfg, **kwargs):
     n = cfg.density_bins  # evaluate adds the clean patches' density, with as many bins
-    arrays = {"density_bins": np.linspace(0.05, 0.45, n), **{f"density_{k}": np.full(n, 0.2) for k in ("real", "bicubic", "fca", "oracle")},
+    arrays = {"density_bins": np.linspace(0.05, 0.45, n), **{f"density_{k}": np.full(n, 0.2) for k in ("real", "bicubic", "ours", "oracle")},
               "sample_hr_real": np.zeros((2, 3, 8, 8), np.float32)}
     return {
-        "metrics": {"density": {"gap_bicubic": 0.5, "gap_fca": 0.1, "gap_reduction": 0.8, "gap_reduction_oracle": 0.85,
+        "metrics": {"density": {"gap_bicubic": 0.5, "gap_ours": 0.1, "gap_reduction": 0.8, "gap_reduction_oracle": 0.85,
                                 "gap_reduction_true": 0.95, "gap_reduction_true_oracle": 0.99},
                     "kernel": {"cov_rel_error": 0.1, "sigma_pred": 2.0, "sigma_oracle": 2.1},
-                    "sr": {"psnr_bicubic": 30.0, "psnr_fca": 31.0, "psnr_oracle": 31.5, "gain_fraction": 0.66}},
-        "intervals": {"sr": {"psnr_fca": [30.8, 31.2]}},
+                    "sr": {"psnr_bicubic": 30.0, "psnr_ours": 31.0, "psnr_oracle": 31.5, "gain_fraction": 0.66}},
+        "intervals": {"sr": {"psnr_ours": [30.8, 31.2]}},
         "arrays": arrays,
         "timings_s": {"total": 1.0},
     }  # fmt: skip
@@ -71,7 +71,7 @@ def test_metrics_json_has_no_fdc_copy_and_density_csv_has_the_plotted_columns(tm
     metrics = json.loads(out.read_text())
     assert "fdc" not in metrics
     assert set(metrics) == {"density", "kernel", "sr"}
-    assert metrics["sr"]["psnr_fca_lo"] == 30.8 and metrics["sr"]["psnr_fca_hi"] == 31.2
+    assert metrics["sr"]["psnr_ours_lo"] == 30.8 and metrics["sr"]["psnr_ours_hi"] == 31.2
     assert tuple(pd.read_csv(density).columns) == stage_evaluate.DENSITY_COLUMNS
 
 
@@ -104,12 +104,12 @@ def test_the_arrays_folder_holds_no_wall_time(tmp_path, monkeypatch):
     run = Run()
     stage_evaluate.write_outputs(args, _referee(*[None] * 3, 4.0, None, None, None, types.SimpleNamespace(density_bins=4)),
                                  ["a.png", "b.png"], run, torch.device("cpu"), None)
-    assert run.logged["seconds.total"] == 1.0 and run.logged["sr.psnr_fca"] == 31.0
+    assert run.logged["seconds.total"] == 1.0 and run.logged["sr.psnr_ours"] == 31.0
 
 
 def test_a_noisy_domain_prints_its_noise_check(tmp_path, monkeypatch, capsys):
     _known_kernel_stand_ins(tmp_path, monkeypatch)
-    noise = {"variance_camera": 2e-4, "variance_fca": 2.1e-4, "variance_ratio_min": 0.9, "variance_ratio_max": 1.1, "lag1_camera": 0.0, "lag1_fca": 0.05}
+    noise = {"variance_camera": 2e-4, "variance_ours": 2.1e-4, "variance_ratio_min": 0.9, "variance_ratio_max": 1.1, "lag1_camera": 0.0, "lag1_ours": 0.05}
 
     def referee(*a, **k):
         result = _referee(*a, **k)
@@ -175,7 +175,7 @@ def test_a_domain_without_a_known_kernel_gets_the_no_reference_section_only(tmp_
     assert n["kernel_sigma_median"] == pytest.approx(1.0, abs=0.1) and n["kernels_differ"] == 0
     curves = pd.read_csv(density)
     assert tuple(curves.columns) == stage_evaluate.DENSITY_COLUMNS
-    assert curves[["real", "bicubic", "fca"]].notna().all().all() and curves[["oracle", "clean"]].isna().all().all()
+    assert curves[["real", "bicubic", "ours"]].notna().all().all() and curves[["oracle", "clean"]].isna().all().all()
     arrays = np.load(tmp_path / "evaluation" / "arrays.npz")
     assert set(NOREF_ARRAYS) <= set(arrays.files) and list(arrays["sample_names"]) == ["a.png", "b.png", "c.png"][: len(arrays["sample_hr_real"])]
 

@@ -135,14 +135,14 @@ def test_a_known_kernel_gets_the_verdict_page_and_its_figures_as_before(inputs, 
     k = np.full((5, 5), 1 / 25)
     hr, lr = np.full((1, 3, 64, 64), 0.5, np.float32), np.full((1, 3, 16, 16), 0.5, np.float32)
     noise_arrays = {"noise_brightness": np.array([0.2, 0.5, 0.8]), "noise_var_camera": np.array([1e-4, 2e-4, 3e-4]),
-                    "noise_var_fca": np.array([1.1e-4, 2e-4, 2.7e-4])} if noisy else {}
+                    "noise_var_ours": np.array([1.1e-4, 2e-4, 2.7e-4])} if noisy else {}
     np.savez(tmp / "evaluation" / "arrays.npz", kernels_pred=np.stack([k, k]), kernel_true=k, kernel_oracle=k, kernel_oracle_smooth=k, sample_hr_real=hr,
-             sample_lr_true=lr, sample_sr_bicubic=hr, sample_sr_fca=hr, sample_sr_oracle=hr, **noise_arrays)
-    noise = {"noise": {"variance_camera": 2e-4, "variance_fca": 1.93e-4, "variance_ratio_min": 0.9, "variance_ratio_max": 1.1,
-                       "lag1_camera": 0.0, "lag1_fca": 0.04}} if noisy else {}
+             sample_lr_true=lr, sample_sr_bicubic=hr, sample_sr_ours=hr, sample_sr_oracle=hr, **noise_arrays)
+    noise = {"noise": {"variance_camera": 2e-4, "variance_ours": 1.93e-4, "variance_ratio_min": 0.9, "variance_ratio_max": 1.1,
+                       "lag1_camera": 0.0, "lag1_ours": 0.04}} if noisy else {}
     (tmp / "metrics.json").write_text(json.dumps({"density": {"gap_reduction_true": 0.95}, "kernel": {"cov_rel_error": 0.05, "sigma_oracle": 1.1},
                                                   "sr": {"gain_fraction": 0.5}} | noise))
-    (tmp / "density.csv").write_text("frequency,real,bicubic,fca,oracle,clean\n0.1,0.5,0.4,0.45,0.5,0.6\n0.3,0.5,0.6,0.55,0.5,0.4\n")
+    (tmp / "density.csv").write_text("frequency,real,bicubic,ours,oracle,clean\n0.1,0.5,0.4,0.45,0.5,0.6\n0.3,0.5,0.6,0.55,0.5,0.4\n")
     drawn, sigma = _drawn_density_curves(monkeypatch), _drawn_sigma_curves(monkeypatch)
     assert cli.main(args) == 0
     assert sigma == ["ours", "oracle"]
@@ -198,3 +198,41 @@ def test_the_header_names_the_cpu_threads_torch_precision_and_jpeg_behind_the_nu
     assert machine_info(tmp_path) == {"CPU": "Intel Xeon (avx2 avx512f amx_bf16)", "threads": "1", "torch": "2.13.0",
                                       "generator precision": "bf16", "G's JPEG": "quality 85, 4:2:0"}
     assert machine_info(tmp_path / "elsewhere")["generator precision"] == "unknown"  # an evaluation from before runtime.json
+
+
+def test_metrics_from_before_our_keys_said_ours_are_one_error_naming_the_key(inputs, capsys):
+    """Read under the new names such a file would fill our method's rows with n/a beside a whole verdict."""
+    tmp, args = inputs
+    _training_and_degraded_inputs(tmp)
+    (tmp / "metrics.json").write_text(json.dumps({"density": {"gap_reduction_true": 0.95}, "sr": {"gain_fraction": 0.9, "psnr_fca": 25.0}}))
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp}/metrics.json: key 'sr.psnr_fca' is from an fca evaluate before our method's keys said `ours` (now 'sr.psnr_ours')" in err
+    assert "run fca evaluate again" in err and "Traceback" not in err
+    assert not (tmp / "README.md").exists()
+
+
+def test_the_page_names_the_probe_and_train_sr_nets_from_the_params(inputs, monkeypatch):
+    """The report stage's params (dvc.yaml) give each SR net's size and budget to the page's account of their PSNRs."""
+    tmp, args = inputs
+    _training_and_degraded_inputs(tmp)
+    k = np.full((5, 5), 1 / 25)
+    hr, lr = np.full((1, 3, 64, 64), 0.5, np.float32), np.full((1, 3, 16, 16), 0.5, np.float32)
+    np.savez(tmp / "evaluation" / "arrays.npz", kernels_pred=np.stack([k, k]), kernel_true=k, kernel_oracle=k, kernel_oracle_smooth=k, sample_hr_real=hr,
+             sample_lr_true=lr, sample_sr_bicubic=hr, sample_sr_ours=hr, sample_sr_oracle=hr)
+    (tmp / "metrics.json").write_text(json.dumps({"kernel": {"sigma_oracle": 1.1}, "sr": {"psnr_bicubic": 23.0, "psnr_ours": 25.0, "seeds": 2}}))
+    scores = {f"{m}_{k}": v for m in ("psnr_y", "ssim_y") for k, v in (("upscaling", 22.9), ("bicubic", 23.0), ("ours", 24.0))}
+    (tmp / "sr.json").write_text(json.dumps(scores))
+    from PIL import Image
+
+    Image.new("RGB", (40, 20)).save(tmp / "sr.png")
+    _drawn_density_curves(monkeypatch)
+    assert cli.main(args + ["--sr-metrics", str(tmp / "sr.json"), "--sr-figure", str(tmp / "sr.png")]) == 0
+    params = yaml.safe_load((tmp / "params.yaml").read_text())
+    probe, model = params["evaluate"]["sr"], params["train_sr"]
+    text = " ".join((tmp / "README.md").read_text().split())
+    assert "Our pairs score 24.00 dB here and 25.00 dB in the SR probe above" in text
+    assert (f"2 small nets per kind of pairs ({probe['blocks']} block{'s' * (probe['blocks'] != 1)} of {probe['channels']} channels, "
+            f"{probe['steps']} steps each)") in text
+    assert (f"one EDSR-style net ({model['blocks']} block{'s' * (model['blocks'] != 1)} of {model['channels']} channels, "
+            f"{model['steps']} steps)") in text

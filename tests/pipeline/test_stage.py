@@ -99,7 +99,7 @@ def test_bad_runtime_settings_are_a_usage_error_not_a_traceback(env, value, mess
     def build():
         p = stage.parser("x", "test")
         stage.add_device(p)
-        stage.add_max_pixels(p)
+        stage.add_max_pixels(p, too_big="an error")
         return p
 
     with pytest.raises(SystemExit) as info:
@@ -110,7 +110,7 @@ def test_bad_runtime_settings_are_a_usage_error_not_a_traceback(env, value, mess
 
 def test_max_pixels_option():
     p = stage.parser("x", "t")
-    stage.add_max_pixels(p)
+    stage.add_max_pixels(p, too_big="an error")
     from fca.data.images import DEFAULT_MAX_PIXELS
 
     assert stage.max_pixels(p.parse_args([])) == DEFAULT_MAX_PIXELS

@@ -91,7 +91,7 @@ def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_
     m_one = json.loads((tmp / "single" / "metrics.json").read_text())
     m_two = json.loads((tmp / "ddp" / "metrics.json").read_text())
     assert m_two["density"] == m_one["density"] and m_two["kernel"] == m_one["kernel"]
-    for k in ("psnr_bicubic", "psnr_fca", "psnr_oracle"):
+    for k in ("psnr_bicubic", "psnr_ours", "psnr_oracle"):
         assert abs(m_two["sr"][k] - m_one["sr"][k]) < 0.01, (k, m_one["sr"][k], m_two["sr"][k])
 
     # The models: the same training, split over two processes. The generator agrees to float
