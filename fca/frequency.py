@@ -185,6 +185,14 @@ def polar_density(x: torch.Tensor, radial_bins: int = 16, angular_bins: int = 4)
     vectors whose angle atan2(f_y, f_x) (rows = y) lies in [j, j+1) * pi / angular_bins:
     blur along the x axis removes power from sector 0 (horizontal frequencies).
     """
+    mean_power = polar_power(x, radial_bins, angular_bins)
+    return mean_power / (mean_power.sum((1, 2), keepdim=True) + _EPS)
+
+
+def polar_power(x: torch.Tensor, radial_bins: int = 16, angular_bins: int = 4) -> torch.Tensor:
+    """Mean power of each (ring, sector) cell (`polar_density` before normalising):
+    [B, C, H, W] -> [B, radial_bins, angular_bins]. A ring's cells average to about its
+    `radial_power` (they split it by orientation), so isotropic noise has its ring power in each."""
     y = to_luma(x)
     h, w = y.shape[-2:]
     window, cell, weight, counts = _polar_geometry(h, w, radial_bins, angular_bins)
@@ -199,8 +207,17 @@ def polar_density(x: torch.Tensor, radial_bins: int = 16, angular_bins: int = 4)
     # sector takes its ring's mean power (no orientation is measurable there).
     ring_sums = sums[:, :-1].view(-1, radial_bins, angular_bins).sum(2, keepdim=True)
     ring_mean = (ring_sums / counts.view(radial_bins, angular_bins).sum(1, keepdim=True)).expand(-1, -1, angular_bins)
-    mean_power = torch.where(counts.view(radial_bins, angular_bins) > 0, mean_power.view(-1, radial_bins, angular_bins), ring_mean)
-    return mean_power / (mean_power.sum((1, 2), keepdim=True) + _EPS)
+    return torch.where(counts.view(radial_bins, angular_bins) > 0, mean_power.view(-1, radial_bins, angular_bins), ring_mean)
+
+
+def ring_to_cell(h: int, w: int, radial_bins: int, angular_bins: int) -> torch.Tensor:
+    """[radial_bins]: the factor that turns a ring's `radial_power` into the `polar_power` of each of
+    its cells for isotropic content (noise). Both sum the half spectrum with mirrored columns
+    counted twice; `radial_power` divides by the ring's coefficients, `polar_power` by its cells'
+    weighted counts, so the two differ by about 2 (exactly: this ratio)."""
+    _, _, ring_counts = _ring_geometry(h, w, radial_bins)
+    cell_counts = _polar_geometry(h, w, radial_bins, angular_bins)[3]
+    return ring_counts / cell_counts.view(radial_bins, angular_bins).sum(1)
 
 
 def tiles_of(x: torch.Tensor, side: int, stride: int | None = None) -> torch.Tensor:

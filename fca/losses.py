@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from fca.frequency import radial_density, radial_power, to_luma
+from fca.frequency import polar_density, polar_power, radial_density, radial_power, ring_to_cell, to_luma
 from fca.noise import NoiseSpectrum
 
 # Default density floor of the spectral loss (a share of the patch's total power), see `floored_log_l1`.
@@ -34,13 +34,38 @@ def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + size, left : left + size]
 
 
-def batch_density(x: torch.Tensor, bins: int, batch_mean: BatchMean | None = None) -> torch.Tensor:
-    """Mean frequency density of a batch, in fp32 outside autocast: [B, C, H, W] -> [bins].
+def density_cells(x: torch.Tensor, bins: int, angles: int = 1) -> torch.Tensor:
+    """The spectral loss's density of each image: [B, C, H, W] -> [B, bins * angles]. angles = 1:
+    the radial density; more: each ring split into `angles` orientation sectors (`polar_density`,
+    cell r * angles + a). Why sectors: a radial density cannot tell a blur from its rotated copy,
+    so a fit on it returns an anisotropic camera blur round (cov error 0.56 for axes 3 x 1.5 px);
+    with 4 sectors a kernel fitted alone to a domain of that blur came back with axis ratio
+    1.94 at 36 degrees (truth 2.0 at 30), against 2.96 at 151 degrees on the radial density."""
+    return radial_density(x, bins) if angles == 1 else polar_density(x, bins, angles).flatten(1)
+
+
+def _power_cells(x: torch.Tensor, bins: int, angles: int) -> torch.Tensor:
+    """`density_cells` before normalising: mean power per cell, [B, bins * angles]."""
+    return radial_power(x, bins) if angles == 1 else polar_power(x, bins, angles).flatten(1)
+
+
+def _noise_cells(noise: NoiseSpectrum, tiles: torch.Tensor, bins: int, angles: int) -> torch.Tensor:
+    """The noise's power in each cell of each tile, [M, bins * angles]: its ring power, in
+    every sector of the ring (the noise is taken as isotropic)."""
+    ring = noise.ring_power(tiles)
+    if angles == 1:
+        return ring
+    scale = ring_to_cell(tiles.shape[-2], tiles.shape[-1], bins, angles).to(ring)
+    return (ring * scale).repeat_interleave(angles, dim=1)
+
+
+def batch_density(x: torch.Tensor, bins: int, batch_mean: BatchMean | None = None, angles: int = 1) -> torch.Tensor:
+    """Mean frequency density of a batch, in fp32 outside autocast: [B, C, H, W] -> [bins * angles].
 
     batch_mean averages the per-image densities over dim 0 (default: over this batch;
     in a multi-process job `Dist.mean`, over the global batch)."""
     with torch.autocast(x.device.type, enabled=False):
-        per_image = radial_density(x.float(), bins)
+        per_image = density_cells(x.float(), bins, angles)
         return per_image.mean(0) if batch_mean is None else batch_mean(per_image)
 
 
@@ -59,21 +84,23 @@ def floored_log_l1(p: torch.Tensor, q: torch.Tensor, floor: float = DEFAULT_FLOO
 
 
 def density_loss(
-    fake_lr: torch.Tensor, target: torch.Tensor, bins: int, floor: float = DEFAULT_FLOOR, batch_mean: BatchMean | None = None
+    fake_lr: torch.Tensor, target: torch.Tensor, bins: int, floor: float = DEFAULT_FLOOR, batch_mean: BatchMean | None = None,
+    angles: int = 1,
 ) -> torch.Tensor:
-    """Floored log-L1 between the batch's mean density and a target density [bins]: a scalar, differentiable in fake_lr.
+    """Floored log-L1 between the batch's mean density and a target density [bins * angles]: a scalar,
+    differentiable in fake_lr.
 
     batch_mean: see `batch_density`."""
-    if target.shape != (bins,):
-        raise ValueError(f"target density has shape {tuple(target.shape)}, expected ({bins},)")
+    if target.shape != (bins * angles,):
+        raise ValueError(f"target density has shape {tuple(target.shape)}, expected ({bins * angles},)")
     with torch.autocast(fake_lr.device.type, enabled=False):
-        return floored_log_l1(batch_density(fake_lr, bins, batch_mean), target.float().to(fake_lr.device), floor)
+        return floored_log_l1(batch_density(fake_lr, bins, batch_mean, angles), target.float().to(fake_lr.device), floor)
 
 
 def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float = 0.02, batch: int = 256,
-                   noise: NoiseSpectrum | None = None) -> torch.Tensor:
+                   noise: NoiseSpectrum | None = None, angles: int = 1) -> torch.Tensor:
     """The real domain's density at the LR patch size: mean over the non-overlapping side x side tiles
-    whose luma std is at least `min_std`. [N, 3, H, W] -> [bins].
+    whose luma std is at least `min_std`. [N, 3, H, W] -> [bins * angles] (`density_cells`).
 
     Computed once, with no randomness: a per-batch target of 8 crops is noisy, and the
     real domain's density is a property of the whole set. Flat tiles are left out
@@ -88,16 +115,18 @@ def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float =
     tile at 0 instead would leave a bias in the rings that hold noise alone: a ring's power
     fluctuates around the noise level, and only the upward half would survive.) Flat means the
     same for the signal: a tile stays out when its luma variance less the noise's is below
-    min_std^2, or noise alone would let flat tiles in and drag the target blurrier.
+    min_std^2, or noise alone would let flat tiles in and drag the target blurrier. With orientation
+    sectors (angles > 1) each cell of a ring loses the ring's noise power: the noise is taken as
+    isotropic (its spectrum is measured per ring).
     """
     tiles = _target_tiles(patches, side, min_std, noise)
-    total = torch.zeros(bins, dtype=torch.float64, device=patches.device)
+    total = torch.zeros(bins * angles, dtype=torch.float64, device=patches.device)
     for start in range(0, tiles.shape[0], batch):
         chunk = tiles[start : start + batch].double()
         if noise is None:
-            total += radial_density(chunk, bins).sum(0)
+            total += density_cells(chunk, bins, angles).sum(0)
         else:
-            signal = radial_power(chunk, bins) - noise.ring_power(chunk)
+            signal = _power_cells(chunk, bins, angles) - _noise_cells(noise, chunk, bins, angles)
             positive = signal.clamp_min(0.0).sum(1, keepdim=True)
             # a tile with no power left above the noise's holds no signal to share out: it counts as none
             total += torch.where(positive > 0, signal / positive.clamp_min(1e-30), torch.zeros_like(signal)).sum(0)

@@ -293,31 +293,3 @@ def test_both_engines_give_the_same_numbers():
     assert dvc.keys() == smk.keys()
     differ = sorted(k for k in dvc if dvc[k] != smk[k])
     assert not differ, f"{len(differ)} of {len(dvc)} differ between dvc repro and snakemake: {differ[:8]}"
-
-
-@pytest.mark.slow
-def test_a_folder_of_photos_gets_a_no_reference_report_and_an_sr_model_that_upscales(tmp_path):
-    """The photos as they are (patches.blur.type: none, here the built-in ones): no known kernel, so
-    the report judges nothing, and the SR model trained on the pairs upscales a photo."""
-    repo = checkout(tmp_path)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["patches"]["blur"] = {"type": "none"}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run([str(BIN / "dvc"), "repro"], repo, tmp_path, FCA_TRACKING="off")  # tracking: the dvc test above
-    assert json.loads((repo / "data" / "patches" / "summary.json").read_text())["kernel_known"] is False
-    import torch
-
-    domain = torch.load(repo / "models" / "generator.pt", map_location="cpu", weights_only=True)["domain"]
-    assert domain == {"kernel_known": False, "kernel_type": "none", "noise": "none"}  # fca degrade warns of none
-    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
-    assert set(metrics) == {"noref"} and metrics["noref"]["images"] > 0
-    page = (repo / "reports" / "README.md").read_text()
-    assert "there is no verdict" in page and "## Verdict" not in page and "**miss**" not in page and "| pass |" not in page
-    assert "no score" in page and (repo / "reports" / "figures" / "sr_model.png").is_file()
-    assert "psnr_y_ours" not in json.loads((repo / "reports" / "sr.json").read_text())
-    photo = sorted((repo / "data" / "raw").rglob("*.png"))[0]
-    run([str(BIN / "fca"), "upscale", "--model", "models/sr_ours.pt", "--input", str(photo), "--output", "up", "--threads", "1"], repo, tmp_path)
-    from PIL import Image
-
-    with Image.open(photo) as src, Image.open(repo / "up" / f"{photo.stem}.png") as up:
-        assert up.size == (4 * src.size[0], 4 * src.size[1])

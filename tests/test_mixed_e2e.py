@@ -21,7 +21,7 @@ def _params(tmp: Path, consistency: float) -> Path:
     p["patches"]["max_per_image"] = 16
     p["patches"]["stride"] = 64
     p["generator"] |= {"kernel_size": 13, "kernel_init_sigma": 1.2, "steps": 200, "consistency_batch": 16, "w_consistency": consistency}
-    p["evaluate"] |= {"baseline_steps": 20, "bootstrap": 100}
+    p["evaluate"] |= {"baseline_steps": 20, "bootstrap": 100, "blind": False}  # the blind recipe's SR net: tests/test_engines_e2e.py
     path = tmp / f"params_{consistency}.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     return path

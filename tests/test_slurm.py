@@ -119,7 +119,7 @@ def _slurm_jobs(ids: list[str]) -> dict[str, dict[str, str]]:
 def test_slurm_runs_the_tiny_pipeline(tmp_path, slurm_cluster):
     repo = checkout(tmp_path)
     env = _env(tmp_path)
-    env.update(OMP_NUM_THREADS="1")
+    env.update(OMP_NUM_THREADS="1", FCA_TRACKING="off")  # tracking: tests/test_engines_e2e.py; here the jobs
     cmd = [str(BIN / "snakemake"), "--profile", "profiles/slurm", "--profile", "profiles/slurm-localhost"]
     out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1800)
     text = out.stdout + out.stderr

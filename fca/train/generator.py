@@ -74,6 +74,8 @@ class GeneratorConfig:
     consistency_sigma: tuple[float, float] = param((0.5, 4.0), gt=0, le=100, help="sigma range (LR px) of the synthetic blurs the estimator learns to read")
     consistency_batch: int = param(32, ge=1, le=65_536, help="synthetic images per step for the consistency loss")
     spectral_bins: int = param(16, ge=2, le=4096, help="density bins of the spectral loss (at most LR side / 2)")
+    spectral_angles: int = param(4, ge=1, le=16, help="orientation sectors per ring of the spectral loss's density (1: radial only; "
+                                                       "more lets the loss see which way a blur points, fca.losses.density_cells)")
     spectral_min_std: float = param(0.02, ge=0, le=1, help="real tiles flatter than this (luma std) stay out of the spectral target")
     spectral_floor: float = param(1e-4, gt=0, lt=1, help="density share below which bins count as noise (fca.losses.floored_log_l1)")
     spectral_noise_floor: float = param(0.15, ge=0, lt=1,
@@ -350,7 +352,8 @@ def _spectral_target(config: GeneratorConfig, patches: torch.Tensor, side: int, 
     matching R's total density then asks for a wider blur (measured on presets/noisy.yaml).
     The blur is fitted on the signal, and the bank adds the noise."""
     signal_only = config.noise == "patches" and config.noise_fit == "signal"
-    return target_density(patches, side, config.spectral_bins, config.spectral_min_std, noise=noise if signal_only else None)
+    return target_density(patches, side, config.spectral_bins, config.spectral_min_std, noise=noise if signal_only else None,
+                          angles=config.spectral_angles)
 
 
 def _spectral_floor(config: GeneratorConfig, patches: torch.Tensor, side: int, noise: NoiseSpectrum | None) -> float:
@@ -362,11 +365,13 @@ def _spectral_floor(config: GeneratorConfig, patches: torch.Tensor, side: int, n
     mostly a bias of the level, against a true signal 50x smaller); the floored log-L1 reads
     those bins unless the floor sits well above that error. A fixed 1e-4 let the kernel come
     out at 2.95 (oracle 2.65), a hand-set 3e-4 at 2.70; this rule sets it from the domain's
-    own noise, which a user with real photos and no referee cannot tune by hand."""
+    own noise, which a user with real photos and no referee cannot tune by hand.
+    With orientation sectors (spectral_angles > 1) a cell holds 1/angles of its ring's share, and
+    so does the floor: it keeps its meaning per ring."""
     if config.noise != "patches" or config.noise_fit != "signal" or noise is None or config.spectral_noise_floor == 0:
-        return config.spectral_floor
+        return config.spectral_floor / config.spectral_angles
     share = noise_share(patches, side, config.spectral_bins, config.spectral_min_std, noise)
-    return max(config.spectral_floor, config.spectral_noise_floor * float(share.max()))
+    return max(config.spectral_floor, config.spectral_noise_floor * float(share.max())) / config.spectral_angles
 
 
 def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision: Precision, channels_last: bool,
@@ -403,7 +408,8 @@ def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision
         _check(n, "loss_fdc", loss_fdc)
     if config.use_spectral:
         fitted = blurred if config.noise_fit == "signal" else fake  # the target was made to match (`_spectral_target`)
-        loss_spec = density_loss(fitted, inputs.target, config.spectral_bins, inputs.floor, batch_mean=dist.mean)
+        loss_spec = density_loss(fitted, inputs.target, config.spectral_bins, inputs.floor, batch_mean=dist.mean,
+                                 angles=config.spectral_angles)
         _check(n, "loss_spectral", loss_spec)
     if config.use_wd:
         disc.requires_grad_(False)
@@ -491,7 +497,7 @@ def _inputs(config: GeneratorConfig, patches: torch.Tensor, fdc: nn.Module | Non
     side = lr_side(config)
     target = _spectral_target(config, patches, side, spectrum).to(device) if config.use_spectral else None
     floor = _spectral_floor(config, patches, side, spectrum) if config.use_spectral else config.spectral_floor
-    if floor != config.spectral_floor:
+    if floor != config.spectral_floor / config.spectral_angles:
         log.info("train_generator: spectral floor %.3g (%.2f of the noise's share of the top bin; spectral_floor %.3g)",
                  floor, config.spectral_noise_floor, config.spectral_floor)
     return _Inputs(patches, fdc, target, fdc_scale, side, floor)

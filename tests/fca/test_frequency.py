@@ -162,3 +162,13 @@ def test_white_noise_variance_is_each_images_luma_noise_variance_and_ignores_a_f
     assert float((white_noise_variance(noise, 8) / luma)[1::2].mean()) == pytest.approx(1.0, abs=0.05)
     ramp = torch.linspace(-0.05, 0.05, 32).view(1, 1, 1, 32)  # a flat crop's leftover gradient
     torch.testing.assert_close(white_noise_variance(noise + ramp, 8).mean(), luma.mean(), rtol=0.1, atol=0)
+
+
+def test_ring_to_cell_turns_a_rings_power_into_each_of_its_cells_power_for_white_noise():
+    from fca.frequency import polar_power, radial_power, ring_to_cell
+
+    x = torch.randn(512, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cells = polar_power(x, 8, 4).mean(0)  # [8, 4]
+    rings = radial_power(x, 8).mean(0) * ring_to_cell(32, 32, 8, 4).double()
+    torch.testing.assert_close(cells, rings[:, None].expand(8, 4), rtol=0.08, atol=0)
+    assert not torch.allclose(cells, radial_power(x, 8).mean(0)[:, None].expand(8, 4), rtol=0.3)  # unscaled: ~2x off

@@ -90,9 +90,10 @@ def test_on_a_noisy_domain_the_signal_fit_finds_the_blur_of_the_noise_free_domai
 def test_the_spectral_floor_follows_the_domains_noise(photo_patches):
     # On the signal target the floor sits above the noise subtraction's error, which grows with
     # the noise: twice the noise std, about four times the floor. Elsewhere it is spectral_floor.
+    # Rings only here (spectral_angles 1): with sectors each cell's floor is its ring's over the sectors.
     from fca.train.generator import _spectral_floor, noise_bank
 
-    cfg = dataclasses.replace(NOISY, spectral_floor=1e-4, spectral_noise_floor=0.15)
+    cfg = dataclasses.replace(NOISY, spectral_floor=1e-4, spectral_noise_floor=0.15, spectral_angles=1)
     blurred = _blurred(photo_patches, 2.0)
     floors = []
     for sigma in (0.02, 0.04):
@@ -104,6 +105,9 @@ def test_the_spectral_floor_follows_the_domains_noise(photo_patches):
     assert floors[0] > 1e-4
     assert floors[1] / floors[0] == pytest.approx(4.0, rel=0.35)
     assert _spectral_floor(dataclasses.replace(cfg, noise="none"), blurred, 16, None) == 1e-4
+    sectors = dataclasses.replace(cfg, spectral_angles=4)
+    assert _spectral_floor(sectors, real, 16, spectrum) == pytest.approx(_spectral_floor(cfg, real, 16, spectrum) / 4, rel=1e-12)
+    assert _spectral_floor(dataclasses.replace(sectors, noise="none"), blurred, 16, None) == 1e-4 / 4
 
 
 def test_g_takes_the_real_images_jpeg_from_their_files_else_from_their_pixels(photo_patches, tmp_path):
