@@ -162,7 +162,11 @@ def publish_checkpoint(src: Path, dst: Path, runtime_info: dict[str, Any], **rec
     state = torch.load(src, map_location="cpu", weights_only=True)
     state["runtime"] = dict(runtime_info)
     state.update(records)
-    torch.save(state, dst)
+    # Through a file object: given a path, torch.save names the archive's folder after the file
+    # (here a random temporary name), so the same weights gave other bytes, and dvc.lock changed,
+    # on every run.
+    with open(dst, "wb") as f:
+        torch.save(state, f)
 
 
 def describe_error(e: BaseException) -> str:

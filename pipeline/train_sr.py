@@ -95,8 +95,8 @@ def publish(src: Path, dst: Path, extra: dict) -> None:
     """The final weights file `src` (weights, config, scale, pairs), with `extra` added, atomically at `dst`."""
     state = load_checkpoint(src)
     state |= extra
-    with atomic_file(dst) as tmp:
-        torch.save(state, tmp)
+    with atomic_file(dst) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # a file object: bytes that do not depend on the temporary name (stage.publish_checkpoint)
 
 
 def body(args: argparse.Namespace, params: Params) -> None:

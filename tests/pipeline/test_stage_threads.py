@@ -84,3 +84,11 @@ def test_a_command_run_in_process_gives_the_caller_back_its_thread_count(monkeyp
         assert seen[-1] == 2 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_published_checkpoint_has_the_same_bytes_whatever_its_temporary_name(tmp_path):
+    """dvc.lock hashes models/*.pt: the same weights must give the same file."""
+    save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.ones(2)}})
+    for name in (".a.tmp", ".a-much-longer-temporary-name.tmp"):
+        stage.publish_checkpoint(tmp_path / "last.pt", tmp_path / name, {"threads": 1})
+    assert (tmp_path / ".a.tmp").read_bytes() == (tmp_path / ".a-much-longer-temporary-name.tmp").read_bytes()
