@@ -208,15 +208,19 @@ def gaussian_params(sigma_x: torch.Tensor, sigma_y: torch.Tensor, theta: torch.T
     return torch.stack([log_sigma, r * torch.cos(2 * theta), r * torch.sin(2 * theta)], -1)
 
 
-def gaussian_from_params(params: torch.Tensor, size: int) -> torch.Tensor:
-    """Smooth parameters [B, 3] -> K x K anisotropic Gaussians [B, K, K] (each summing to 1), differentiable.
-
-    `gaussian_from_params(gaussian_params(sx, sy, t), K)` equals `anisotropic_gaussian(K, sx, sy, degrees(t))`."""
+def elliptic_radius2(params: torch.Tensor, size: int, supersample: int = 1) -> torch.Tensor:
+    """Smooth parameters [B, 3] -> rho^2 = p^T Sigma^-1 p at each point p of a K x K pixel grid, [B, K, K]:
+    the squared distance from the centre in units of the ellipse (Sigma as in `gaussian_params`).
+    supersample S > 1: at S x S points evenly spread over each pixel, [B, K * S, K * S] (pixel (i, j)'s
+    points are rows i*S .. i*S+S-1, columns j*S .. j*S+S-1)."""
     log_sigma, e1, e2 = params.unbind(-1)
     r = torch.sqrt(e1**2 + e2**2 + 1e-12)
     c2, s2 = e1 / r, e2 / r
     half = size // 2
     coords = torch.arange(-half, half + 1, dtype=params.dtype, device=params.device)
+    if supersample > 1:
+        offsets = (torch.arange(supersample, dtype=params.dtype, device=params.device) + 0.5) / supersample - 0.5
+        coords = (coords[:, None] + offsets[None, :]).flatten()
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     # Sigma^-1 = sigma^-2 * expm(-A), and expm(-A) = cosh(r) I - sinh(r) / r * A for traceless symmetric A.
     inv = torch.exp(-2 * log_sigma)
@@ -224,8 +228,66 @@ def gaussian_from_params(params: torch.Tensor, size: int) -> torch.Tensor:
     a = (inv * (ch - sh * c2))[:, None, None]
     b = (inv * (ch + sh * c2))[:, None, None]
     c = (-inv * sh * s2)[:, None, None]
-    quad = a * xx**2 + b * yy**2 + 2 * c * xx * yy
-    return torch.softmax((-0.5 * quad).flatten(1), 1).view(-1, size, size)
+    return a * xx**2 + b * yy**2 + 2 * c * xx * yy
+
+
+def gaussian_from_params(params: torch.Tensor, size: int) -> torch.Tensor:
+    """Smooth parameters [B, 3] -> K x K anisotropic Gaussians [B, K, K] (each summing to 1), differentiable.
+
+    `gaussian_from_params(gaussian_params(sx, sy, t), K)` equals `anisotropic_gaussian(K, sx, sy, degrees(t))`."""
+    return torch.softmax((-0.5 * elliptic_radius2(params, size)).flatten(1), 1).view(-1, size, size)
+
+
+# --- Elliptic kernels with a learned radial profile -------------------------------------------
+# k(p) proportional to f(rho^2(p)), rho the elliptic radius of `elliptic_radius2`, and log f piecewise
+# linear in u = rho^2 with non-positive slopes -softplus(a_j) on the segments [u_j, u_j+1] that start at
+# rho_j = j * PROFILE_STEP (the last one runs on). Slopes of 1/2 everywhere are exactly the Gaussian of
+# the ellipse; slopes near 0 then a steep one are a flat-topped disk with a soft edge; a steep start
+# then a plateau then a cliff is a Gaussian core on a disk (a defocused lens). Why monotone: a free
+# K x K kernel fitted to a frequency density finds a spike in a ring (the density cannot see the
+# phase that tells them apart); a profile that never rises keeps every member a single blob.
+PROFILE_SEGMENTS = 12
+PROFILE_STEP = 0.5  # rho units (sigmas of the ellipse): the segments reach 6 sigmas, then the last runs on
+# Each pixel holds the profile's mean over 4 x 4 points spread over it (the PSF integrated over the pixel),
+# so a sharp edge or a streak thinner than a pixel moves smoothly with its parameters. Measured on the
+# spectral loss alone (fca.train.kernel_start): the disk's shape error 0.074 -> 0.041, the motion
+# streak's 0.61 -> 0.52, against point samples at the pixel centres.
+PROFILE_SUPERSAMPLE = 4
+GAUSSIAN_SLOPE_LOGIT = math.log(math.expm1(0.5))  # softplus^-1(1/2): the Gaussian's slope in u = rho^2
+
+
+def gaussian_profile(segments: int = PROFILE_SEGMENTS) -> torch.Tensor:
+    """The slope logits [segments] of the Gaussian profile: `profile_kernels` with them is `gaussian_from_params`
+    integrated over each pixel."""
+    return torch.full((segments,), GAUSSIAN_SLOPE_LOGIT)
+
+
+def flat_profile(segments: int = PROFILE_SEGMENTS, radius: float = 2.0) -> torch.Tensor:
+    """Slope logits [segments] of a flat top out to `radius` (rho units) with a soft edge: a disk
+    (slope softplus(-3) = 0.05 inside, softplus(1) = 1.3 outside)."""
+    inside = int(round(radius / PROFILE_STEP))
+    return torch.cat([torch.full((inside,), -3.0), torch.full((segments - inside,), 1.0)])
+
+
+def profile_log(rho2: torch.Tensor, slope_logits: torch.Tensor) -> torch.Tensor:
+    """log f(rho^2) (up to a constant) for rho2 [B, ...] and slope logits [S] or [B, S] (section comment)."""
+    segments = slope_logits.shape[-1]
+    starts = (torch.arange(segments, dtype=rho2.dtype, device=rho2.device) * PROFILE_STEP) ** 2
+    lengths = torch.cat([starts[1:] - starts[:-1], starts.new_full((1,), math.inf)])
+    slopes = F.softplus(slope_logits.to(rho2.dtype))
+    if slopes.dim() == 1:
+        slopes = slopes.expand(rho2.shape[0], -1)
+    inside = torch.minimum((rho2[..., None] - starts).clamp_min(0), lengths)  # [B, ..., S]: u covered in each segment
+    return -(inside * slopes.view(slopes.shape[0], *([1] * (rho2.dim() - 1)), segments)).sum(-1)
+
+
+def profile_kernels(params: torch.Tensor, slope_logits: torch.Tensor, size: int) -> torch.Tensor:
+    """Smooth ellipse parameters [B, 3] and profile slope logits [S] or [B, S] -> K x K kernels [B, K, K]
+    (non-negative, each summing to 1), differentiable in both (section comment)."""
+    s = PROFILE_SUPERSAMPLE
+    logf = profile_log(elliptic_radius2(params, size, s), slope_logits)  # [B, K * s, K * s]
+    per_pixel = logf.view(-1, size, s, size, s).transpose(2, 3).flatten(3)  # [B, K, K, s * s]
+    return torch.softmax(torch.logsumexp(per_pixel, -1).flatten(1), 1).view(-1, size, size)
 
 
 def principal_axis(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

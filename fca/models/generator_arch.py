@@ -36,12 +36,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fca.frequency import tile_polar_density, tiles_of, to_luma
-from fca.kernels import conv_per_sample, gaussian_from_params
+from fca.kernels import conv_per_sample, gaussian_from_params, gaussian_params, gaussian_profile, profile_kernels
 from fca.jpeg import SUBSAMPLINGS, JpegSetting, jpeg_round_trip
 from fca.noise import NoiseLevel, stable_seed
 from fca.resample import downscale
 
-KERNEL_PARAMS = ("free", "gaussian")
+KERNEL_PARAMS = ("free", "gaussian", "profile")
+# Parameterisations that predict an ellipse (3 numbers per image); profile adds one learned radial profile for all images.
+ELLIPTIC = ("gaussian", "profile")
 ESTIMATORS = ("spectral", "paper")
 NOISE_OPTIONS = ("none", "patches")
 # Gaussian parameterisation: sigmas are kept in [_SIGMA_MIN, kernel_size] so the kernel stays finite.
@@ -76,21 +78,33 @@ class ResidualBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(x)))
 
 
-def gaussian_kernels(log_sigma_x: torch.Tensor, log_sigma_y: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
+def gaussian_kernels(log_sigma_x: torch.Tensor, log_sigma_y: torch.Tensor, theta: torch.Tensor, size: int,
+                     profile: torch.Tensor | None = None) -> torch.Tensor:
     """Differentiable anisotropic Gaussians: per-image [B] parameters (theta in radians) -> [B, K, K], each summing to 1.
 
     Same convention as `fca.kernels.anisotropic_gaussian`: sigma_x along direction theta, sigma_y across it.
+    With `profile` (slope logits) the same ellipses with that radial profile (`fca.kernels.profile_kernels`).
     """
+    sx = log_sigma_x.float().exp().clamp(_SIGMA_MIN, float(size))
+    sy = log_sigma_y.float().exp().clamp(_SIGMA_MIN, float(size))
+    if profile is not None:
+        return profile_kernels(gaussian_params(sx, sy, theta.float()), profile.float(), size)
     r = size // 2
     coords = torch.arange(-r, r + 1, dtype=torch.float32, device=theta.device)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-    sx = log_sigma_x.float().exp().clamp(_SIGMA_MIN, float(size))[:, None, None]
-    sy = log_sigma_y.float().exp().clamp(_SIGMA_MIN, float(size))[:, None, None]
+    sx, sy = sx[:, None, None], sy[:, None, None]
     c, s = torch.cos(theta.float())[:, None, None], torch.sin(theta.float())[:, None, None]
     u = c * xx + s * yy
     v = -s * xx + c * yy
     logits = -0.5 * ((u / sx) ** 2 + (v / sy) ** 2)
     return torch.softmax(logits.flatten(1), 1).view(-1, size, size)
+
+
+def _check_start(kernel_param: str, profile: torch.Tensor, own: nn.Parameter | None) -> None:
+    if kernel_param != "profile" or own is None:
+        raise ValueError(f"start_from: only kernel_param = profile has a start to set, got {kernel_param!r}")
+    if profile.shape != own.shape:
+        raise ValueError(f"start_from: profile of shape {tuple(profile.shape)}, expected {tuple(own.shape)}")
 
 
 def _check_kernel_args(kernel_param: str, kernel_size: int, init_sigma: float) -> None:
@@ -144,13 +158,27 @@ class KernelEstimator(nn.Module):
             # covariance error 0.105 with the width right to 2 %). Shape and direction come from
             # the image-dependent head.
             self.prior = nn.Parameter(torch.tensor([math.log(init_sigma)]))
+        # profile: the radial profile is image-independent (one lens for the domain), the ellipse as for gaussian.
+        self.profile = nn.Parameter(gaussian_profile()) if kernel_param == "profile" else None
         # Zero-init the last layer: the first kernel is exactly the prior, for every image.
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
     def prior_parameters(self) -> list[nn.Parameter]:
         """The image-independent kernel parameters (they live in logit / log-sigma space and want a larger step)."""
-        return [self.prior]
+        return [self.prior] + ([self.profile] if self.profile is not None else [])
+
+    @torch.no_grad()
+    def start_from(self, ellipse: torch.Tensor, profile: torch.Tensor) -> None:
+        """Make the first kernel, for every image, the one of smooth ellipse parameters [3]
+        (`fca.kernels.gaussian_params`) and profile slope logits (kernel_param = profile)."""
+        _check_start(self.kernel_param, profile, self.profile)
+        log_sigma, e1, e2 = ellipse.tolist()
+        r = math.hypot(e1, e2)
+        self.prior.fill_(log_sigma)
+        # the head's output is (log sigma_x, log sigma_y, theta) less the prior width: its bias carries the shape
+        self.head[-1].bias.copy_(torch.tensor([r / 2, -r / 2, 0.5 * math.atan2(e2, e1)]))
+        self.profile.copy_(profile)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, C, H/2, W/2] (autocast-friendly: convs only)."""
@@ -169,7 +197,7 @@ class KernelEstimator(nn.Module):
                 return torch.softmax(logits.flatten(1), 1).view(-1, k, k)
             p = out[:, :, 0, 0]  # [B, 3]: log sigma_x, log sigma_y, theta
             width = self.prior.float()
-            return gaussian_kernels(p[:, 0] + width, p[:, 1] + width, p[:, 2], k)
+            return gaussian_kernels(p[:, 0] + width, p[:, 1] + width, p[:, 2], k, self.profile)
 
 
 class SpectralKernelEstimator(nn.Module):
@@ -225,11 +253,11 @@ class SpectralKernelEstimator(nn.Module):
         # Feature standardisation, set once from training data by `calibrate` (saved with the weights).
         self.register_buffer("feature_mean", torch.zeros(n))
         self.register_buffer("feature_std", torch.ones(n))
-        out = 3 if kernel_param == "gaussian" else kernel_size * kernel_size
+        out = 3 if kernel_param in ELLIPTIC else kernel_size * kernel_size
         self.mlp = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
-        if kernel_param == "gaussian":
+        if kernel_param in ELLIPTIC:
             self.prior = nn.Parameter(torch.tensor([math.log(init_sigma), 0.0, 0.0]))
         else:
             r = kernel_size // 2
@@ -237,11 +265,19 @@ class SpectralKernelEstimator(nn.Module):
             self.prior = nn.Parameter((-(xx**2 + yy**2) / (2 * init_sigma**2)).flatten())
         # gaussian: the offset is of the log-width only. The domain-level losses see the radial
         # density, which does not know a direction, so a free anisotropy offset would drift.
-        self.offset = nn.Parameter(torch.zeros(1 if kernel_param == "gaussian" else out))
+        self.offset = nn.Parameter(torch.zeros(1 if kernel_param in ELLIPTIC else out))
+        self.profile = nn.Parameter(gaussian_profile()) if kernel_param == "profile" else None
 
     def prior_parameters(self) -> list[nn.Parameter]:
         """The image-independent kernel parameters (see `KernelEstimator.prior_parameters`)."""
-        return [self.prior, self.offset]
+        return [self.prior, self.offset] + ([self.profile] if self.profile is not None else [])
+
+    @torch.no_grad()
+    def start_from(self, ellipse: torch.Tensor, profile: torch.Tensor) -> None:
+        """As `KernelEstimator.start_from`: the reading starts at this ellipse (the MLP's last layer is zero)."""
+        _check_start(self.kernel_param, profile, self.profile)
+        self.prior.copy_(ellipse)
+        self.profile.copy_(profile)
 
     def raw_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, radial_bins * angular_bins + 1] (fp32, no standardisation)."""
@@ -274,7 +310,7 @@ class SpectralKernelEstimator(nn.Module):
         """reading(x) + offset; with `detach_reading` only the offset gets gradients (see the class docs)."""
         r = self.reading(x)
         r = r.detach() if detach_reading else r
-        if self.kernel_param == "gaussian":
+        if self.kernel_param in ELLIPTIC:
             return torch.cat([r[:, :1] + self.offset.float(), r[:, 1:]], 1)
         return r + self.offset.float()
 
@@ -285,6 +321,8 @@ class SpectralKernelEstimator(nn.Module):
             params = params.float()
             if self.kernel_param == "gaussian":
                 return gaussian_from_params(params, k)
+            if self.kernel_param == "profile":
+                return profile_kernels(params, self.profile.float(), k)
             return torch.softmax(params, 1).view(-1, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -485,11 +523,15 @@ class Generator(nn.Module):
         noise draw with noise = patches). Runs in fp32."""
         return self.degrade_parts(x_hr, kernels)[1]
 
+    def blur(self, x_hr: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        """The LR signal: bicubic down, then each image's kernel (fp32; no noise, no JPEG)."""
+        return conv_per_sample(downscale(x_hr.float(), self.scale), kernels.float())
+
     def degrade_parts(self, x_hr: torch.Tensor, kernels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(blurred, degraded): the LR before the noise draw and JPEG and after them (the same tensor with
         noise = none and no JPEG). The trainer fits the blur on the first (`GeneratorConfig.noise_fit`)."""
         with torch.autocast(x_hr.device.type, enabled=False):
-            blurred = conv_per_sample(downscale(x_hr.float(), self.scale), kernels.float())
+            blurred = self.blur(x_hr, kernels)
             noisy = blurred + self.noise_for(blurred) if self.noise == "patches" else blurred
             return blurred, self.compress(noisy)
 

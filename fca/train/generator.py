@@ -35,11 +35,12 @@ import torch
 import torch.nn as nn
 
 from fca.config import param
-from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params
+from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params, profile_kernels
 from fca.jpeg import JpegSetting, estimate_jpeg
 from fca.noise import FLAT_RATIO, NoiseLevel, NoiseSpectrum, collect_noise_bank, fit_noise_level, flat_crops, noise_spectrum
 from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, noise_share, target_density
-from fca.models.generator_arch import ESTIMATORS, NOISE_OPTIONS, Generator
+from fca.models.generator_arch import ELLIPTIC, ESTIMATORS, KERNEL_PARAMS, NOISE_OPTIONS, Generator
+from fca.train.kernel_start import KernelStart, StartFit, kernel_start
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
 from fca.resample import downscale, upscale
 from fca.distributed import Dist
@@ -57,7 +58,12 @@ class GeneratorConfig:
     patch_size: int = param(128, ge=16, le=8192, help="HR crop side fed to G")
     kernel_size: int = param(13, ge=1, le=101, odd=True, help="K, side of the predicted kernel")
     estimator: str = param("paper", choices=ESTIMATORS, help="spectral (ours: reads the image's polar frequency density) or paper (Fig. 2 CNN)")
-    kernel_param: str = param("gaussian", choices=("free", "gaussian"), help="an anisotropic Gaussian, or softmax over K*K logits")
+    kernel_param: str = param("profile", choices=KERNEL_PARAMS,
+                              help="profile: an ellipse with a learned radial profile that never rises (Gaussians, disks, their sums; "
+                                   "fca.kernels.profile_kernels); gaussian: an anisotropic Gaussian; free: softmax over K*K logits")
+    kernel_start_steps: int = param(600, ge=0, le=1_000_000,
+                                    help="profile: steps of each start's fit to the spectral loss alone before training, the best "
+                                         "start becoming G's first kernel (fca.train.kernel_start; 0: start from the kernel_init_sigma Gaussian)")
     kernel_init_sigma: float = param(1.2, ge=0.01, le=100, help="the first kernel is an isotropic Gaussian of this sigma (LR pixels)")
     estimator_bins: tuple[int, int] = param((16, 8), ge=1, le=4096, help="spectral estimator: radial x angular density bins (radial at most LR side / 2)")
     estimator_hidden: int = param(128, ge=1, le=65_536, help="spectral estimator: width of its MLP")
@@ -201,7 +207,7 @@ def _sample(patches: torch.Tensor, batch: int, size: int, gen: torch.Generator, 
 
 
 def _consistency_batch(
-    patches: torch.Tensor, config: GeneratorConfig, rng: torch.Generator, dist: Dist = Dist()
+    patches: torch.Tensor, config: GeneratorConfig, rng: torch.Generator, dist: Dist = Dist(), estimator: nn.Module | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthetic real-looking LR images with a known blur, made from the real patches themselves.
 
@@ -209,6 +215,8 @@ def _consistency_batch(
     (random flips and quarter turns), k_r the anisotropic Gaussian with smooth parameters
     `params` (`fca.kernels.gaussian_params`), sigma_x, sigma_y ~ U(config.consistency_sigma)
     in LR pixels and a uniform direction; q8 rounds to 8 bits as the real patches are stored.
+    With kernel_param = profile, k_r has the estimator's current radial profile (no gradient to it):
+    the estimator learns to read the ellipse of the domain's own lens.
     Drawn for the global batch, this rank keeps its share (fca.distributed)."""
     x = _sample(patches, config.consistency_batch, config.patch_size, rng, dist)
     n = config.consistency_batch
@@ -220,7 +228,12 @@ def _consistency_batch(
     sy = dist.shard(lo + (hi - lo) * torch.rand(n, generator=rng, dtype=torch.float64))
     theta = dist.shard(torch.pi * torch.rand(n, generator=rng, dtype=torch.float64))
     params = gaussian_params(sx, sy, theta).float()
-    z = conv_per_sample(downscale(x, config.scale), gaussian_from_params(params, config.kernel_size))
+    with torch.no_grad():
+        if estimator is not None and estimator.kernel_param == "profile":
+            blurs = profile_kernels(params, estimator.profile.detach().float().cpu(), config.kernel_size)
+        else:
+            blurs = gaussian_from_params(params, config.kernel_size)
+    z = conv_per_sample(downscale(x, config.scale), blurs)
     return (z.clamp(0, 1) * 255).round() / 255, params
 
 
@@ -231,7 +244,7 @@ def consistency_loss(estimator: nn.Module, predicted: torch.Tensor, target_param
     Gaussian estimator: mean squared error of the smooth parameters (log-width, anisotropy and
     direction on equal footing); free: squared error of the kernels (summed over entries)."""
     predicted = predicted.float()
-    if estimator.kernel_param == "gaussian":
+    if estimator.kernel_param in ELLIPTIC:
         return (predicted - target_params).pow(2).mean()
     k = estimator.kernel_size
     target = gaussian_from_params(target_params, k)
@@ -384,7 +397,7 @@ def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision
     x = to_device(_sample(patches, config.batch_size, config.patch_size, rng, dist), device)
     real_lr = to_device(_sample(patches, config.batch_size, side, rng, dist), device) if config.use_wd else None
     refs = _fdc_references(x, side, inputs.fdc_scale, rng, dist) if config.use_fdc else None
-    z, z_params = _consistency_batch(patches, config, rng, dist) if config.use_consistency else (None, None)
+    z, z_params = _consistency_batch(patches, config, rng, dist, gen.estimator) if config.use_consistency else (None, None)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with precision.autocast():
@@ -503,6 +516,35 @@ def _inputs(config: GeneratorConfig, patches: torch.Tensor, fdc: nn.Module | Non
     return _Inputs(patches, fdc, target, fdc_scale, side, floor)
 
 
+def _start_kernel(config: GeneratorConfig, gen: Generator, inputs: _Inputs, spectrum: NoiseSpectrum | None, device: torch.device,
+                  dist: Dist) -> KernelStart:
+    """Set G's first kernel to the best start of `fca.train.kernel_start` (kernel_param = profile), fitted
+    to the spectral loss on the LR images the trainer fits (`noise_fit`). Every rank fits the whole
+    batch with the same seed, so every rank starts from the same kernel."""
+    patches, side = inputs.patches, inputs.side
+    target = inputs.target if inputs.target is not None else _spectral_target(config, patches, side, spectrum).to(device)
+    floor = inputs.floor if config.use_spectral else _spectral_floor(config, patches, side, spectrum)
+
+    def lr_of(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        if config.noise_fit == "signal":
+            return gen.blur(x.to(device), kernels.to(device))
+        return gen.degrade_parts(x.to(device), kernels.to(device))[1]
+
+    sample = lambda rng: _sample(patches, config.batch_size, config.patch_size, rng)  # noqa: E731
+    every = max(1, patches.shape[0] // 256)  # up to 256 patches, evenly spread, their top-left crops
+    judge = patches[::every][:256, :, : config.patch_size, : config.patch_size]
+    fit = StartFit(config.kernel_size, config.kernel_init_sigma, config.kernel_start_steps, config.lr_prior, config.betas,
+                   config.spectral_bins, config.spectral_angles, floor, config.seed)
+    with torch.autocast(device.type, enabled=False):
+        start = kernel_start(lr_of, sample, judge, target, fit)
+    gen.reset_noise()  # the fits' noise draws leave training's sequence as it was
+    gen.estimator.start_from(start.ellipse, start.profile)
+    if dist.is_main:
+        log.info("train_generator: the kernel starts from the %s profile (spectral distance %s)", start.chosen,
+                 ", ".join(f"{k} {v:.4f}" for k, v in start.distances.items()))
+    return start
+
+
 def _build(config: GeneratorConfig, gen: Generator, disc: WaveletDiscriminator, device: torch.device, dist: Dist,
            resume: Resume | None, on_precision: Callable[[PrecisionChoice], None] | None) -> tuple[Training, _Nets]:
     """The run around the networks: Adam for each (the kernel prior at its own rate), the LR
@@ -577,6 +619,8 @@ def train_generator(
     checkpoints = Checkpoints(checkpoint_dir, config.checkpoint_every, plain_config(config), "generator", "generator",
                               resumable=_RESUMABLE_CHANGES)
     resume = checkpoints.find(device)
+    if resume is None and config.kernel_param == "profile" and config.kernel_start_steps > 0:
+        _start_kernel(config, gen, inputs, spectrum, device, dist)
     training, nets = _build(config, gen, disc, device, dist, resume, on_precision)
     channels_last = training.precision.enabled
     preview = patches[: min(4, patches.shape[0]), :, : config.patch_size, : config.patch_size].to(device)

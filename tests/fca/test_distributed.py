@@ -29,7 +29,7 @@ ATOL = 1e-4
 # process in fp32.
 FDC_CFG = FDCConfig(patch_size=16, channels=4, batch_size=4, steps=8, eval_every=100, eval_scales=[2.0],
                     eval_repeats=1, checkpoint_every=100, blur_weight=1.0, cpu_bf16="off")  # fmt: skip
-GEN_CFG = GeneratorConfig(scale=4.0, patch_size=64, kernel_size=7, channels=4, dense_blocks=1, res_blocks=1,
+GEN_CFG = GeneratorConfig(scale=4.0, patch_size=64, kernel_size=7, kernel_start_steps=10, channels=4, dense_blocks=1, res_blocks=1,
                           wd_channels=4, loss="both", spectral_bins=8, batch_size=4, steps=6, lr=1e-3,
                           checkpoint_every=100, image_every=100, estimator_bins=(8, 4), estimator_hidden=16,
                           consistency_batch=4, cpu_bf16="off")  # fmt: skip

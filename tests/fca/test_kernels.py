@@ -169,3 +169,64 @@ def test_principal_axis_reads_direction_and_elongation():
         assert float(angle_difference(angle, torch.tensor(theta).double())) < 0.5
     assert float(angle_difference(torch.tensor(179.0), torch.tensor(1.0))) == pytest.approx(2.0)
     assert float(angle_difference(torch.tensor(10.0), torch.tensor(100.0))) == pytest.approx(90.0)
+
+
+def pixel_integrated_gaussian(size: int, sx: float, sy: float, theta_deg: float, points: int = 4) -> np.ndarray:
+    """A Gaussian (sx along theta, sy across) averaged over points x points spots spread evenly over each pixel, sum 1."""
+    import math
+
+    r = size // 2
+    fine = (np.arange(-r, r + 1)[:, None] + (np.arange(points) + 0.5) / points - 0.5).ravel()
+    yy, xx = np.meshgrid(fine, fine, indexing="ij")
+    t = math.radians(theta_deg)
+    u, v = math.cos(t) * xx + math.sin(t) * yy, -math.sin(t) * xx + math.cos(t) * yy
+    k = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2)).reshape(size, points, size, points).sum((1, 3))
+    return k / k.sum()
+
+
+@pytest.mark.parametrize("sx,sy,theta", [(2.5, 1.2, 30.0), (1.0, 1.0, 0.0), (0.6, 2.0, 120.0)])
+def test_the_gaussian_profile_gives_the_gaussian_integrated_over_each_pixel(sx, sy, theta):
+    import math
+
+    from fca.kernels import gaussian_params, gaussian_profile, profile_kernels
+
+    p = gaussian_params(torch.tensor([sx]).double(), torch.tensor([sy]).double(), torch.tensor([math.radians(theta)]).double())
+    k = profile_kernels(p, gaussian_profile().double(), 13)[0]
+    torch.testing.assert_close(k, torch.from_numpy(pixel_integrated_gaussian(13, sx, sy, theta)), atol=1e-9, rtol=1e-6)
+    # ...which is not the Gaussian sampled at the pixel centres: the check above tells them apart
+    assert float((k - torch.from_numpy(anisotropic_gaussian(13, sx, sy, theta))).abs().max()) > 1e-4
+
+
+def test_a_flat_profile_is_a_disk_with_a_soft_edge():
+    import math
+
+    from fca.kernels import flat_profile, gaussian_params, profile_kernels
+
+    one = torch.tensor([2.0]).double()
+    k = profile_kernels(gaussian_params(one, one, torch.zeros(1).double()), flat_profile(radius=2.0).double(), 21)[0]
+    r = torch.arange(-10, 11).double()
+    dist = torch.sqrt(r[:, None] ** 2 + r[None, :] ** 2)  # px; the disk's edge is at 2 x sigma 2 = 4 px
+    inside, outside = k[dist <= 3], k[dist >= 5.5]
+    assert float(inside.min() / inside.max()) > 0.5  # a flat top: a Gaussian of this width falls to 0.32 at 3 px
+    assert float(outside.max()) < 0.05 * float(inside.min())
+    assert float(k[10, 10] / k[10, 10 + 3]) < math.exp(0.5)
+
+
+def test_profile_kernels_never_rise_away_from_the_centre_and_learn_from_every_segment():
+    from fca.kernels import PROFILE_SEGMENTS, PROFILE_SUPERSAMPLE, elliptic_radius2, gaussian_params, profile_kernels, profile_log
+
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(4, PROFILE_SEGMENTS, generator=g, dtype=torch.float64)).requires_grad_(True)
+    params = gaussian_params(torch.tensor([3.0, 1.0, 2.0, 0.7]).double(), torch.tensor([1.0, 1.0, 0.5, 0.7]).double(),
+                             torch.tensor([0.3, 0.0, 2.0, 0.0]).double())
+    k = profile_kernels(params, logits, 21)
+    rho2 = elliptic_radius2(params, 21, PROFILE_SUPERSAMPLE)
+    logf = profile_log(rho2, logits)
+    for i in range(4):  # at every point the kernel integrates, sorted by elliptic radius, the profile never rises
+        order = torch.argsort(rho2[i].flatten())
+        values = logf[i].flatten()[order]
+        assert bool((values[1:] <= values[:-1] + 1e-12).all())
+        assert int(k[i].argmax()) == 21 * 10 + 10  # one blob, at the centre
+    # every segment the grid reaches moves the kernel (here: all of them for the widest kernel)
+    k[0].pow(2).sum().backward()
+    assert bool((logits.grad[0] != 0).all())

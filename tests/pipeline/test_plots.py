@@ -110,7 +110,7 @@ def test_generator_plots_draw_every_loss_and_the_kernel_sigma_apart():
     """Losses (all loss_* columns, loss_consistency included) in one plot, the kernel width
     (another scale) in its own, both against step: the columns of a one-step training run."""
     cfg = GeneratorConfig(
-        scale=4.0, patch_size=64, kernel_size=7, loss="spectral", w_wd=0.1, spectral_bins=8, batch_size=2, steps=1,
+        scale=4.0, patch_size=64, kernel_size=7, kernel_start_steps=2, loss="spectral", w_wd=0.1, spectral_bins=8, batch_size=2, steps=1,
         checkpoint_every=1000, image_every=1000, estimator_bins=(8, 4), estimator_hidden=8, consistency_batch=2, wd_channels=4,
     )  # fmt: skip
     _, history = train_generator(cfg, torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0)), None,

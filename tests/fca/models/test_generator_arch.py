@@ -8,6 +8,7 @@ from scipy import ndimage
 from fca.kernels import anisotropic_gaussian, delta, gaussian
 from fca.models.generator_arch import Generator, KernelEstimator, gaussian_kernels
 from fca.resample import downscale
+from tests.fca.test_kernels import pixel_integrated_gaussian
 
 
 
@@ -57,7 +58,7 @@ def test_sum_to_one_kernel_keeps_channel_means():
     torch.testing.assert_close(out.mean((-2, -1)), bic.mean((-2, -1)), atol=5e-3, rtol=0)
 
 
-@pytest.mark.parametrize("kernel_param", ["free", "gaussian"])
+@pytest.mark.parametrize("kernel_param", ["free", "gaussian", "profile"])
 def test_forward_shapes_and_kernels_are_distributions(kernel_param):
     gen = _generator(kernel_size=7, kernel_param=kernel_param)
     with torch.no_grad():  # move the head off its zero init so kernels differ per image
@@ -72,11 +73,12 @@ def test_forward_shapes_and_kernels_are_distributions(kernel_param):
     assert not torch.allclose(kernels[0], kernels[1])  # image-dependent
 
 
-@pytest.mark.parametrize("kernel_param", ["free", "gaussian"])
+@pytest.mark.parametrize("kernel_param", ["free", "gaussian", "profile"])
 def test_initial_kernel_is_the_init_gaussian_for_every_image(kernel_param):
     gen = _generator(kernel_size=9, kernel_param=kernel_param, init_sigma=1.2)
     kernels = gen.estimate_kernel(torch.rand(2, 3, 64, 64))
-    ref = torch.from_numpy(gaussian(9, 1.2)).float()
+    # profile: the same Gaussian integrated over each pixel (fca.kernels.PROFILE_SUPERSAMPLE)
+    ref = torch.from_numpy(pixel_integrated_gaussian(9, 1.2, 1.2, 0.0) if kernel_param == "profile" else gaussian(9, 1.2)).float()
     torch.testing.assert_close(kernels, ref.expand(2, 9, 9), atol=1e-6, rtol=0)
 
 
@@ -89,7 +91,7 @@ def test_gaussian_kernels_match_the_numpy_reference():
     torch.testing.assert_close(k[0], ref, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kernel_param", ["free", "gaussian"])
+@pytest.mark.parametrize("kernel_param", ["free", "gaussian", "profile"])
 def test_gradients_reach_prior_and_head(kernel_param):
     gen = _generator(kernel_size=7, kernel_param=kernel_param)
     x = torch.rand(2, 3, 64, 64)
@@ -98,6 +100,22 @@ def test_gradients_reach_prior_and_head(kernel_param):
     (kernels.pow(2).sum() + lr.pow(2).mean()).backward()
     assert gen.estimator.prior.grad.abs().sum() > 0
     assert gen.estimator.head[-1].weight.grad.abs().sum() > 0
+    if kernel_param == "profile":
+        assert gen.estimator.profile.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("estimator", ["paper", "spectral"])
+def test_start_from_makes_every_images_first_kernel_the_given_one(estimator):
+    from fca.kernels import flat_profile, gaussian_params, profile_kernels
+
+    gen = _generator(kernel_size=13, kernel_param="profile", estimator=estimator, tile=32)
+    ellipse = gaussian_params(torch.tensor([2.4]), torch.tensor([1.2]), torch.tensor([math.radians(30.0)]))[0]
+    gen.estimator.start_from(ellipse, flat_profile())
+    kernels = gen.estimate_kernel(torch.rand(2, 3, 64, 64))
+    ref = profile_kernels(ellipse[None], flat_profile(), 13)[0]
+    torch.testing.assert_close(kernels, ref.expand(2, 13, 13), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="profile"):
+        _generator(kernel_param="gaussian", estimator=estimator, tile=32).estimator.start_from(ellipse, flat_profile())
 
 
 def test_bf16_autocast_keeps_fp32_kernels_summing_to_one():

@@ -18,7 +18,7 @@ from fca.train.generator import (
 CPU = torch.device("cpu")
 
 TINY = GeneratorConfig(
-    scale=4.0, patch_size=64, kernel_size=7, kernel_init_sigma=1.0, channels=4, dense_blocks=1, res_blocks=1,
+    scale=4.0, patch_size=64, kernel_size=7, kernel_init_sigma=1.0, kernel_start_steps=0, channels=4, dense_blocks=1, res_blocks=1,
     wd_channels=4, loss="spectral", w_wd=0.0, spectral_bins=8, batch_size=4, steps=40, lr=1e-3, lr_prior=0.1,
     checkpoint_every=1000, image_every=1000, seed=0, estimator_bins=(8, 4), estimator_hidden=16, consistency_batch=4,
     cpu_bf16="off",  # bit-identity tests pin their precision: auto would train in bf16 on an AMX CPU
@@ -72,6 +72,17 @@ def test_spectral_fit_widens_the_kernel_for_a_blurred_real_domain(photo_patches)
     # Control: with a sharp real domain the same run narrows the kernel instead.
     _, sharp_hist = train_generator(TINY, photo_patches, None, device=CPU, checkpoint_dir=None, progress=False)
     assert sharp_hist[-1]["kernel_sigma"] < 0.9
+
+
+def test_a_profile_kernel_starts_from_the_spectral_fit(photo_patches, caplog):
+    # TINY trains from the init Gaussian; with kernel_start_steps the first step already has the
+    # blurred domain's width (fca.train.kernel_start), and the run says which start it took.
+    real = _blurred(photo_patches, 3.0)
+    cfg = dataclasses.replace(TINY, kernel_start_steps=60, steps=2)
+    with caplog.at_level("INFO", logger="fca.train.generator"):
+        _, hist = train_generator(cfg, real, None, device=CPU, checkpoint_dir=None, progress=False)
+    assert hist[0]["kernel_sigma"] > 1.3
+    assert "the kernel starts from the" in caplog.text
 
 
 def test_killed_and_resumed_run_is_bit_identical(photo_patches, tmp_path):
