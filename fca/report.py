@@ -249,6 +249,11 @@ def _probe_and_model_lines(metrics: dict, nets: dict[str, str] | None) -> list[s
     ]
 
 
+# train_sr's validation rows (reports/sr.json's psnr_y_<kind>, ssim_y_<kind>), in the order of its figure's columns.
+SR_MODEL_ROWS = (("upscaling", "bicubic upscaling"), ("bicubic", "SR trained on bicubic pairs"),
+                 ("blind", "SR trained on the blind recipe's pairs"), ("ours", "SR trained on our pairs"))
+
+
 def sr_model_section(metrics: dict, figures: dict[str, str], nets: dict[str, str] | None = None) -> list[str]:
     """The SR models that train_sr trained for the user (metrics["sr_model"]: reports/sr.json), with
     their figure; nothing when the run has none. Scores only where the kernel is known, with why they
@@ -257,12 +262,14 @@ def sr_model_section(metrics: dict, figures: dict[str, str], nets: dict[str, str
         return []
     sr = metrics["sr_model"]
     lines = ["## An SR model trained on the pairs (`train_sr`)", "",
-             "The same EDSR-style network trained twice with the same seed and budget, on bicubic pairs and on our",
-             "pairs (G(X), X); `fca upscale --model models/sr_ours.pt` applies it to any folder of photos.", ""]
+             "The same EDSR-style network trained three times with the same seed and budget, on bicubic pairs, on the",
+             "blind recipe's pairs (Real-ESRGAN's first order, as in the SR probe) and on our pairs (G(X), X);",
+             "`fca upscale --model models/sr_ours.pt` applies it to any folder of photos.", ""]
     if "psnr_y_ours" in sr:
+        m = lambda k: lookup(metrics, f"sr_model.{k}")  # noqa: E731  (n/a where a reports/sr.json from before the blind net lacks it)
         lines += ["| validation images (input L_true, target R) | PSNR-Y (dB) | SSIM-Y |", "|---|---|---|"]
-        for kind, label in (("upscaling", "bicubic upscaling"), ("bicubic", "SR trained on bicubic pairs"), ("ours", "SR trained on our pairs")):
-            lines.append(f"| {label} | {_fmt(sr[f'psnr_y_{kind}'], 2)} | {_fmt(sr[f'ssim_y_{kind}'], 4)} |")
+        for kind, label in SR_MODEL_ROWS:
+            lines.append(f"| {label} | {_fmt(m(f'psnr_y_{kind}'), 2)} | {_fmt(m(f'ssim_y_{kind}'), 4)} |")
         lines += ["", *_probe_and_model_lines(metrics, nets)]
     else:
         lines += ["No known kernel, so no score: the validation photos themselves, upscaled by each.", ""]

@@ -14,8 +14,9 @@ from pipeline import stage
 DESCRIPTION = """\
 Super-resolve every image in --input (a folder, not its sub-folders, or one image
 file) with a trained SR model (--model: models/sr_ours.pt, trained on our pairs, or
-models/sr_bicubic.pt, from the train_sr stage) into --output/<name>.png, where
-<name> is the input's file name without its suffix. The scale is the model's.
+models/sr_bicubic.pt or models/sr_blind.pt, trained on bicubic or blind-recipe pairs,
+all from the train_sr stage) into --output/<name>.png, where <name> is the input's file
+name without its suffix. The scale is the model's.
 
 Any image size: the image is processed in tiles of --tile x --tile LR pixels, each
 with a margin as wide as the net's reach, so the result equals upscaling the whole

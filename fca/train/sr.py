@@ -61,7 +61,7 @@ class TrainSRConfig:
     cuda_amp: bool = param(True, help="mixed precision on CUDA (bf16, or fp16 with a GradScaler)")
     checkpoint_every: int = param(100, ge=1, le=10_000_000)
     samples: int = param(3, ge=1, le=100, help="validation images shown in the stage's figure (reports/sr_comparison.png)")
-    seed: int = param(0, ge=0, le=2**32 - 1, help="init and crops; the same for both kinds of pairs")
+    seed: int = param(0, ge=0, le=2**32 - 1, help="init and crops, the same for every kind of pairs; also draws the blind recipe's pairs")
 
 
 # Keys that may change between a run and its resume (they do not change the numbers).
@@ -244,7 +244,7 @@ def train_sr_model(
     """Train an EDSR on aligned pairs lr_images [N, 3, h, w], hr_images [N, 3, s*h, s*w] in [0, 1];
     return (the net in eval mode on the CPU, [{"step", "loss", "lr"}] per step).
 
-    pairs: what the LR side is ("ours", "bicubic"), stored with the weights.
+    pairs: what the LR side is ("ours", "bicubic", "blind"), stored with the weights.
     checkpoint_dir: every `checkpoint_every` steps and at the end a checkpoint is written there
     (`fca.train.checkpoint`: net_<step>.pt holds the weights, config, scale and pairs, the
     format `load_sr_model` reads; state_<step>.pt the rest) and older ones removed; a run that

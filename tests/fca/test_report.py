@@ -123,6 +123,17 @@ def test_the_page_says_why_train_sr_scores_our_pairs_otherwise_than_the_sr_probe
     assert "in the SR probe above" not in readme_markdown({"sr": PROBE}, figures, {})
 
 
+def test_train_sr_s_table_shows_the_blind_recipe_s_net_beside_the_others():
+    blind = {"psnr_y_blind": 23.97, "ssim_y_blind": 0.785}
+    page = readme_markdown({"sr_model": MODEL | blind}, FIGURES | {"sr_model": "figures/sr_model.png"}, {})
+    rows = [line for line in page.splitlines() if line.startswith("| SR trained on ")]
+    assert rows == ["| SR trained on bicubic pairs | 23.59 | 0.7800 |", "| SR trained on the blind recipe's pairs | 23.97 | 0.7850 |",
+                    "| SR trained on our pairs | 24.20 | 0.7900 |"]
+    # A reports/sr.json from before the blind net: its row says n/a, the others are as they were.
+    old = readme_markdown({"sr_model": MODEL}, FIGURES | {"sr_model": "figures/sr_model.png"}, {})
+    assert "| SR trained on the blind recipe's pairs | n/a | n/a |" in old and "| SR trained on our pairs | 24.20 | 0.7900 |" in old
+
+
 def test_the_clean_image_symbol_i_never_reads_as_a_first_person_pronoun():
     """Every I on the page stands in a formula: I (*) k_gt, down(I), or the 'I:' that defines it."""
     import re

@@ -177,10 +177,12 @@ def test_the_sr_models_of_train_sr_get_their_section_and_figure(inputs, monkeypa
     page = (tmp / "README.md").read_text()
     assert "## An SR model trained on the pairs" in page and "no score" in page and "](figures/sr_model.png)" in page
     assert (tmp / "figures" / "sr_model.png").read_bytes() == (tmp / "sr.png").read_bytes()
-    scores = {f"{m}_{k}": v for m in ("psnr_y", "ssim_y") for k, v in (("upscaling", 20.0), ("bicubic", 21.0), ("ours", 22.5))}
+    kinds = (("upscaling", 20.0), ("bicubic", 21.0), ("blind", 21.75), ("ours", 22.5))
+    scores = {f"{m}_{k}": v for m in ("psnr_y", "ssim_y") for k, v in kinds}
     (tmp / "sr.json").write_text(json.dumps(scores | {"images": 3, "scale": 4}))
     assert cli.main(args + ["--sr-metrics", str(tmp / "sr.json"), "--sr-figure", str(tmp / "sr.png")]) == 0
-    assert "| SR trained on our pairs | 22.50 |" in (tmp / "README.md").read_text()
+    page = (tmp / "README.md").read_text()
+    assert "| SR trained on our pairs | 22.50 |" in page and "| SR trained on the blind recipe's pairs | 21.75 |" in page
 
 
 def test_sr_metrics_without_the_figure_is_an_error(inputs, capsys):

@@ -56,8 +56,9 @@ def _stage_cmd(stage: str, tmp: Path, tag: str) -> list[str]:
                 "--arrays", f"{tag}/evaluation", "--device", "cpu"]
     if stage == "train-sr":  # trains on the single-process generator's pairs
         return [stage, "--params", "params.yaml", "--patches", "patches", "--generator", "single/generator.pt",
-                "--out-ours", f"{tag}/sr_ours.pt", "--out-bicubic", f"{tag}/sr_bicubic.pt", "--curve", f"{tag}/sr.csv",
-                "--metrics", f"{tag}/sr.json", "--figure", f"{tag}/sr.png", "--checkpoints", f"{tag}/ckpt_sr", "--device", "cpu"]
+                "--out-ours", f"{tag}/sr_ours.pt", "--out-bicubic", f"{tag}/sr_bicubic.pt", "--out-blind", f"{tag}/sr_blind.pt",
+                "--curve", f"{tag}/sr.csv", "--metrics", f"{tag}/sr.json", "--figure", f"{tag}/sr.png",
+                "--checkpoints", f"{tag}/ckpt_sr", "--device", "cpu"]
     if stage == "train-fdc":
         return [stage, "--params", "params.yaml", "--patches", "patches", "--out", f"{tag}/fdc.pt",
                 "--metrics", f"{tag}/fdc.json", "--curve", f"{tag}/fdc.csv", "--checkpoints", f"{tag}/ckpt_fdc", "--device", "cpu"]
@@ -125,7 +126,7 @@ def test_training_stages_under_torchrun_match_one_process_and_only_rank0_writes_
     assert sorted(rows) == [("evaluate", "1"), ("evaluate", "2"), ("train_fdc", "1"), ("train_fdc", "2"),
                             ("train_generator", "1"), ("train_generator", "2"), ("train_sr", "1"), ("train_sr", "2")]
     # The SR models: the same training split over two processes (the nets agree to float rounding).
-    for kind in ("ours", "bicubic"):
+    for kind in ("ours", "bicubic", "blind"):
         one, two = _weights(tmp / "single" / f"sr_{kind}.pt"), _weights(tmp / "ddp" / f"sr_{kind}.pt")
         assert one.keys() == two.keys() and one
         for k in one:

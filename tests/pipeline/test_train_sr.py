@@ -12,6 +12,8 @@ import torch
 import yaml
 from PIL import Image
 
+from fca.blind import BlindConfig, blind_degrade
+from fca.data.patches import load_patch_set
 from fca.kernels import conv_per_sample, gaussian
 from fca.resample import downscale
 from fca.train.sr import load_sr_model
@@ -59,31 +61,55 @@ class _Generator(torch.nn.Module):
         return conv_per_sample(downscale(x, 4), k), k.expand(x.shape[0], -1, -1)
 
 
-def test_stage_writes_both_models_the_loss_curve_metrics_and_figure(tmp_path, monkeypatch):
+def _differ(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_stage_writes_the_three_models_the_loss_curve_metrics_and_figure(tmp_path, monkeypatch):
     monkeypatch.setenv("FCA_TRACKING", "off")
     monkeypatch.setenv("FCA_PROGRESS", "off")
     monkeypatch.chdir(tmp_path)
     _patches(tmp_path / "patches")
     (tmp_path / "generator.pt").write_bytes(b"stand-in")  # fingerprinted, not read: load_generator is replaced
     monkeypatch.setattr(stage_train_sr, "load_generator", lambda path, device: _Generator())
+    trained_on = {}  # the LR side each net was given, by the pairs it is stored as
+    train = stage_train_sr.train_sr_model
+
+    def recording(cfg, lr, hr, scale, pairs, **kw):
+        trained_on[pairs] = lr.clone()
+        return train(cfg, lr, hr, scale, pairs=pairs, **kw)
+
+    monkeypatch.setattr(stage_train_sr, "train_sr_model", recording)
     argv = ["train-sr", "--params", str(_params(tmp_path)), "--patches", "patches", "--generator", "generator.pt",
-            "--out-ours", "models/sr_ours.pt", "--out-bicubic", "models/sr_bicubic.pt", "--curve", "reports/plots/sr_loss.csv",
-            "--metrics", "reports/sr.json", "--figure", "reports/sr_comparison.png", "--checkpoints", "ckpt", "--threads", "1"]
+            "--out-ours", "models/sr_ours.pt", "--out-bicubic", "models/sr_bicubic.pt", "--out-blind", "models/sr_blind.pt",
+            "--curve", "reports/plots/sr_loss.csv", "--metrics", "reports/sr.json", "--figure", "reports/sr_comparison.png",
+            "--checkpoints", "ckpt", "--threads", "1"]
     assert cli.main(argv) == 0
     curve = pd.read_csv("reports/plots/sr_loss.csv")
-    assert list(curve.columns) == ["step", "loss_bicubic", "loss_ours", "lr"] and curve.step.tolist() == [1, 2, 3, 4]
+    assert list(curve.columns) == ["step", "loss_bicubic", "loss_blind", "loss_ours", "lr"] and curve.step.tolist() == [1, 2, 3, 4]
     metrics = json.loads(Path("reports/sr.json").read_text())
-    assert set(metrics) == {f"{m}_{k}" for m in ("psnr_y", "ssim_y") for k in ("upscaling", "bicubic", "ours")} | {"images", "scale"}
+    kinds = ("upscaling", "bicubic", "blind", "ours")
+    assert set(metrics) == {f"{m}_{k}" for m in ("psnr_y", "ssim_y") for k in kinds} | {"images", "scale"}
+    assert all(np.isfinite(metrics[f"{m}_blind"]) for m in ("psnr_y", "ssim_y"))
     assert metrics["images"] == 3 and metrics["scale"] == 4
     with Image.open("reports/sr_comparison.png") as im:
-        assert im.size[0] > im.size[1] > 100  # 2 rows of 5 images
-    ours, bicubic = load_sr_model("models/sr_ours.pt"), load_sr_model("models/sr_bicubic.pt")
-    assert ours.scale == 4
-    # Same seed and budget, different LR side: different nets.
-    assert any(not torch.equal(a, b) for a, b in zip(ours.state_dict().values(), bicubic.state_dict().values()))
+        assert im.size[0] > im.size[1] > 100  # 2 rows of 6 images
+    ours, bicubic, blind = (load_sr_model(f"models/sr_{k}.pt") for k in ("ours", "bicubic", "blind"))
+    assert ours.scale == blind.scale == 4
+    # Same seed and budget, different LR side: different nets (a blind net trained on bicubic pairs would equal that one).
+    assert _differ(ours, bicubic) and _differ(blind, bicubic) and _differ(blind, ours)
     stored = torch.load("models/sr_ours.pt", weights_only=True)
     assert stored["pairs"] == "ours" and stored["runtime"]["threads"] == 1
     assert stored["validation"]["psnr_y"] == pytest.approx(metrics["psnr_y_ours"])
+    stored = torch.load("models/sr_blind.pt", weights_only=True)
+    assert stored["pairs"] == "blind" and stored["validation"]["psnr_y"] == pytest.approx(metrics["psnr_y_blind"])
+    # The blind net's LR side is the referee's blind recipe drawn as the SR probe draws it (seeded by train_sr.seed),
+    # the HR patches' size over the scale, and not the bicubic pairs'.
+    hr = load_patch_set("patches", "train")[1]
+    assert set(trained_on) == {"bicubic", "blind", "ours"}
+    assert torch.equal(trained_on["blind"], blind_degrade(hr, 4, BlindConfig(), np.random.default_rng(0)))
+    assert trained_on["blind"].shape == trained_on["bicubic"].shape == (4, 3, 16, 16)
+    assert (trained_on["blind"] - trained_on["bicubic"]).abs().mean() > 0.01
     assert not any(Path("ckpt").iterdir())  # finished: the checkpoints are gone
 
 
@@ -96,12 +122,12 @@ def test_real_photos_without_a_known_kernel_get_upscaled_but_not_scored(tmp_path
     (tmp_path / "generator.pt").write_bytes(b"stand-in")
     monkeypatch.setattr(stage_train_sr, "load_generator", lambda path, device: _Generator())
     argv = ["train-sr", "--params", str(_params(tmp_path)), "--patches", "patches", "--generator", "generator.pt",
-            "--out-ours", "o.pt", "--out-bicubic", "b.pt", "--curve", "c.csv", "--metrics", "sr.json", "--figure", "f.png",
+            "--out-ours", "o.pt", "--out-bicubic", "b.pt", "--out-blind", "r.pt", "--curve", "c.csv", "--metrics", "sr.json", "--figure", "f.png",
             "--checkpoints", "ckpt", "--threads", "1"]
     assert cli.main(argv) == 0
     assert json.loads(Path("sr.json").read_text()) == {"images": 3, "scale": 4}
     with Image.open("f.png") as im:
         wide, high = im.size
-    # 4 columns of 256-px upscalings of the 64-px photos (not 5 with a target): the photos themselves went in
-    assert wide / high == pytest.approx(4 / 2, rel=0.25)
-    assert load_sr_model("o.pt").scale == 4
+    # 5 columns of 256-px upscalings of the 64-px photos (not 6 with a target): the photos themselves went in
+    assert wide / high == pytest.approx(5 / 2, rel=0.1)
+    assert load_sr_model("o.pt").scale == load_sr_model("r.pt").scale == 4
