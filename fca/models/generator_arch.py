@@ -42,7 +42,7 @@ from fca.noise import NoiseLevel, stable_seed
 from fca.resample import downscale
 
 KERNEL_PARAMS = ("free", "gaussian", "profile")
-# Parameterisations that predict an ellipse (3 numbers per image); profile adds one learned radial profile for all images.
+# Parameterisations that predict an ellipse (3 numbers per image); profile adds one radial profile for all images.
 ELLIPTIC = ("gaussian", "profile")
 ESTIMATORS = ("spectral", "paper")
 NOISE_OPTIONS = ("none", "patches")
@@ -100,7 +100,15 @@ def gaussian_kernels(log_sigma_x: torch.Tensor, log_sigma_y: torch.Tensor, theta
     return torch.softmax(logits.flatten(1), 1).view(-1, size, size)
 
 
-def _check_start(kernel_param: str, profile: torch.Tensor, own: nn.Parameter | None) -> None:
+def _register_profile(module: nn.Module, kernel_param: str) -> None:
+    """kernel_param = profile: the estimator's radial profile, a buffer that starts as the Gaussian's; else None."""
+    if kernel_param == "profile":
+        module.register_buffer("profile", gaussian_profile())
+    else:
+        module.profile = None
+
+
+def _check_start(kernel_param: str, profile: torch.Tensor, own: torch.Tensor | None) -> None:
     if kernel_param != "profile" or own is None:
         raise ValueError(f"start_from: only kernel_param = profile has a start to set, got {kernel_param!r}")
     if profile.shape != own.shape:
@@ -159,14 +167,16 @@ class KernelEstimator(nn.Module):
             # the image-dependent head.
             self.prior = nn.Parameter(torch.tensor([math.log(init_sigma)]))
         # profile: the radial profile is image-independent (one lens for the domain), the ellipse as for gaussian.
-        self.profile = nn.Parameter(gaussian_profile()) if kernel_param == "profile" else None
+        # A buffer: `fca.train.kernel_start` fits it to the spectral loss before training, and training moves
+        # only the ellipse (trained on, the profile drifted wider under the comparator and discriminator).
+        _register_profile(self, kernel_param)
         # Zero-init the last layer: the first kernel is exactly the prior, for every image.
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
     def prior_parameters(self) -> list[nn.Parameter]:
         """The image-independent kernel parameters (they live in logit / log-sigma space and want a larger step)."""
-        return [self.prior] + ([self.profile] if self.profile is not None else [])
+        return [self.prior]
 
     @torch.no_grad()
     def start_from(self, ellipse: torch.Tensor, profile: torch.Tensor) -> None:
@@ -266,11 +276,11 @@ class SpectralKernelEstimator(nn.Module):
         # gaussian: the offset is of the log-width only. The domain-level losses see the radial
         # density, which does not know a direction, so a free anisotropy offset would drift.
         self.offset = nn.Parameter(torch.zeros(1 if kernel_param in ELLIPTIC else out))
-        self.profile = nn.Parameter(gaussian_profile()) if kernel_param == "profile" else None
+        _register_profile(self, kernel_param)
 
     def prior_parameters(self) -> list[nn.Parameter]:
         """The image-independent kernel parameters (see `KernelEstimator.prior_parameters`)."""
-        return [self.prior, self.offset] + ([self.profile] if self.profile is not None else [])
+        return [self.prior, self.offset]
 
     @torch.no_grad()
     def start_from(self, ellipse: torch.Tensor, profile: torch.Tensor) -> None:
