@@ -58,9 +58,9 @@ class GeneratorConfig:
     patch_size: int = param(128, ge=16, le=8192, help="HR crop side fed to G")
     kernel_size: int = param(13, ge=1, le=101, odd=True, help="K, side of the predicted kernel")
     estimator: str = param("paper", choices=ESTIMATORS, help="spectral (ours: reads the image's polar frequency density) or paper (Fig. 2 CNN)")
-    kernel_param: str = param("profile", choices=KERNEL_PARAMS,
-                              help="profile: an ellipse with a learned radial profile that never rises (Gaussians, disks, their sums; "
-                                   "fca.kernels.profile_kernels); gaussian: an anisotropic Gaussian; free: softmax over K*K logits")
+    kernel_param: str = param("gaussian", choices=KERNEL_PARAMS,
+                              help="gaussian: an anisotropic Gaussian; profile: an ellipse with a radial profile that never rises, fitted "
+                                   "before training (Gaussians, disks, their sums, streaks; fca.kernels.profile_kernels); free: softmax over K*K logits")
     kernel_start_steps: int = param(600, ge=0, le=1_000_000,
                                     help="profile: steps of each start's fit to the spectral loss alone before training, the best "
                                          "start becoming G's first kernel (fca.train.kernel_start; 0: start from the kernel_init_sigma Gaussian)")

@@ -78,7 +78,7 @@ def test_a_profile_kernel_starts_from_the_spectral_fit(photo_patches, caplog):
     # TINY trains from the init Gaussian; with kernel_start_steps the first step already has the
     # blurred domain's width (fca.train.kernel_start), and the run says which start it took.
     real = _blurred(photo_patches, 3.0)
-    cfg = dataclasses.replace(TINY, kernel_start_steps=60, steps=2)
+    cfg = dataclasses.replace(TINY, kernel_param="profile", kernel_start_steps=60, steps=2)
     with caplog.at_level("INFO", logger="fca.train.generator"):
         _, hist = train_generator(cfg, real, None, device=CPU, checkpoint_dir=None, progress=False)
     assert hist[0]["kernel_sigma"] > 1.3
