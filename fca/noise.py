@@ -144,7 +144,7 @@ CLIPPED_SHARE = 0.005  # a crop with more of a channel's pixels at 0 or 1 is cli
 # flat crops (demosaiced, JPEG) have a median share of 0.79 and 695 of 697 reach 0.5. Texture a blur left in
 # one direction does not: a motion streak's flattest crops have a median share of 0.15, and taking their
 # across-streak detail for noise (3.5 8-bit levels) emptied the signal target's upper rings and the streak's
-# kernel came back a wide blob; the 49 of them that reach 0.5 hold 0.24 levels, below the 8-bit rounding.
+# kernel came back a wide blob; the 50 of them that reach 0.5 hold 0.24 levels, below the 8-bit rounding.
 ISOTROPY = 0.5
 
 

@@ -63,7 +63,7 @@ class GeneratorConfig:
                                    "before training (Gaussians, disks, their sums, streaks; fca.kernels.profile_kernels); free: softmax over K*K logits")
     kernel_start_steps: int = param(600, ge=0, le=1_000_000,
                                     help="profile: steps of each start's fit to the spectral loss alone before training, the best "
-                                         "start becoming G's first kernel (fca.train.kernel_start; 0: start from the kernel_init_sigma Gaussian)")
+                                         "start setting G's first kernel and its profile (fca.train.kernel_start; 0: the kernel_init_sigma Gaussian's profile)")
     kernel_init_sigma: float = param(1.2, ge=0.01, le=100, help="the first kernel is an isotropic Gaussian of this sigma (LR pixels)")
     estimator_bins: tuple[int, int] = param((16, 8), ge=1, le=4096, help="spectral estimator: radial x angular density bins (radial at most LR side / 2)")
     estimator_hidden: int = param(128, ge=1, le=65_536, help="spectral estimator: width of its MLP")
@@ -230,7 +230,7 @@ def _consistency_batch(
     params = gaussian_params(sx, sy, theta).float()
     with torch.no_grad():
         if estimator is not None and estimator.kernel_param == "profile":
-            blurs = profile_kernels(params, estimator.profile.detach().float().cpu(), config.kernel_size)
+            blurs = profile_kernels(params, estimator.profile.float().cpu(), config.kernel_size)
         else:
             blurs = gaussian_from_params(params, config.kernel_size)
     z = conv_per_sample(downscale(x, config.scale), blurs)

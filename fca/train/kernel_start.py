@@ -1,12 +1,11 @@
 """Where a profile kernel starts: the best of a few starts, each fitted to the spectral loss alone.
 
-With `kernel_param = profile` (an ellipse with a learned, never-rising radial profile,
+With `kernel_param = profile` (an ellipse with a never-rising radial profile,
 `fca.kernels.profile_kernels`) the spectral loss has more than one basin. Fitted alone to the
 domain of a defocus disk (radius 4 px), from the Gaussian start the profile turns into a spike on
-wide tails (density distance 0.113 on the whole training set, shape error 0.53 against the
-disk) while the disk itself scores 0.071; from a flat-topped start it ends at the disk (0.081,
-shape error 0.10). On a Gaussian domain (sigma 3) both starts end near the Gaussian (0.050 and
-0.053; shape errors 0.11 and 0.09). So G's kernel starts from the start that fits the domain's
+wide tails (density distance 0.132 on the judging crops, shape error 0.53 against the disk);
+from a flat-topped start it ends at the disk (0.121, shape error 0.04). On the default Gaussian
+domain (sigma 3) both starts end near the Gaussian (0.068 and 0.066; shape errors 0.08 and 0.09). So G's kernel starts from the start that fits the domain's
 density best, judged on a fixed set of crops, the simpler one on a near tie (MARGIN); the ellipse
 is fitted with the profile.
 
@@ -29,8 +28,8 @@ from fca.losses import density_cells, floored_log_l1
 STARTS: dict[str, Callable[[], torch.Tensor]] = {"gaussian": gaussian_profile, "flat": flat_profile}
 # A later start wins only when its density distance is below the simpler one's by more than this share. Why:
 # on Gaussian domains both starts fit the density about equally (the flat one 2.9 % nearer on the default
-# domain, 0.4 % on the noisy one), and training from the flat start's nearly Gaussian kernel drifted to a flat
-# top (noisy: width 2.87 against the oracle's 2.65, cov error 0.175); on the disk the flat start is 8.5 % nearer.
+# domain, 0.4 % on the noisy one) and the flat one leaves a flatter top than the domain's blur; on the disk
+# the flat start is 8.5 % nearer.
 MARGIN = 0.05
 
 
