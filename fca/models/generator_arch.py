@@ -25,9 +25,9 @@ near-delta 0.5 -> 1.65 (stuck: its outer logits start ~70 below the centre);
 The `gaussian` parameterisation predicts (log sigma_x, log sigma_y, theta) per
 image the same way: a learnable prior vector plus a zero-initialised head on
 globally pooled features, then builds a differentiable anisotropic Gaussian.
-`profile` builds the same ellipses with the domain's radial profile
+`profile` (the default) builds the same ellipses with the domain's radial profile
 (`fca.kernels.profile_kernels`), a buffer set once before training (`start_from`,
-`fca.train.kernel_start`).
+`fca.train.kernel_start`: the Gaussian's unless a fitted profile is clearly nearer).
 """
 
 from __future__ import annotations

@@ -58,12 +58,14 @@ class GeneratorConfig:
     patch_size: int = param(128, ge=16, le=8192, help="HR crop side fed to G")
     kernel_size: int = param(13, ge=1, le=101, odd=True, help="K, side of the predicted kernel")
     estimator: str = param("paper", choices=ESTIMATORS, help="spectral (ours: reads the image's polar frequency density) or paper (Fig. 2 CNN)")
-    kernel_param: str = param("gaussian", choices=KERNEL_PARAMS,
-                              help="gaussian: an anisotropic Gaussian; profile: an ellipse with a radial profile that never rises, fitted "
-                                   "before training (Gaussians, disks, their sums, streaks; fca.kernels.profile_kernels); free: softmax over K*K logits")
+    kernel_param: str = param("profile", choices=KERNEL_PARAMS,
+                              help="profile: an ellipse with a radial profile that never rises, the Gaussian's unless a fitted one matches "
+                                   "the domain clearly better (Gaussians, disks, their sums, streaks; fca.kernels.profile_kernels, "
+                                   "fca.train.kernel_start); gaussian: an anisotropic Gaussian; free: softmax over K*K logits")
     kernel_start_steps: int = param(600, ge=0, le=1_000_000,
-                                    help="profile: steps of each start's fit to the spectral loss alone before training, the best "
-                                         "start setting G's first kernel and its profile (fca.train.kernel_start; 0: the kernel_init_sigma Gaussian's profile)")
+                                    help="profile: steps of each start's fit to the spectral loss alone before training (the Gaussian, "
+                                         "then two free profiles); the Gaussian is kept unless a free profile is clearly nearer "
+                                         "(fca.train.kernel_start; 0: no fit, the kernel_init_sigma Gaussian)")
     kernel_init_sigma: float = param(1.2, ge=0.01, le=100, help="the first kernel is an isotropic Gaussian of this sigma (LR pixels)")
     estimator_bins: tuple[int, int] = param((16, 8), ge=1, le=4096, help="spectral estimator: radial x angular density bins (radial at most LR side / 2)")
     estimator_hidden: int = param(128, ge=1, le=65_536, help="spectral estimator: width of its MLP")
@@ -536,7 +538,7 @@ def _start_kernel(config: GeneratorConfig, gen: Generator, inputs: _Inputs, spec
     fit = StartFit(config.kernel_size, config.kernel_init_sigma, config.kernel_start_steps, config.lr_prior, config.betas,
                    config.spectral_bins, config.spectral_angles, floor, config.seed)
     with torch.autocast(device.type, enabled=False):
-        start = kernel_start(lr_of, sample, judge, target, fit)
+        start = kernel_start(lr_of, sample, judge, target, fit, per_image=config.estimator == "spectral")
     gen.reset_noise()  # the fits' noise draws leave training's sequence as it was
     gen.estimator.start_from(start.ellipse, start.profile)
     if dist.is_main:
