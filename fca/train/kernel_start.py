@@ -3,7 +3,7 @@
 With `kernel_param = profile` (an ellipse with a never-rising radial profile,
 `fca.kernels.profile_kernels`) each start below is fitted to the spectral loss alone and judged
 by its density distance on a fixed set of crops. The Gaussian (only its ellipse fitted) is kept
-unless a free profile is nearer by more than PROFILE_MARGIN: on the default Gaussian domain
+unless its distance is more than 1 + PROFILE_MARGIN times a free profile's: on the default Gaussian domain
 (sigma 3) free profiles fit the density 1.06x and 1.09x nearer than the Gaussian (0.068 from the
 Gaussian start, 0.066 from a flat top, against 0.072), yet the first's kernel costs the SR nets
 (gain fraction 0.86 against the Gaussian kernel's 0.98, docs/results.md): a near tie is no reason
@@ -40,8 +40,8 @@ STARTS: dict[str, tuple[Callable[[], torch.Tensor], bool]] = {
     "gaussian-start": (gaussian_profile, True),
     "flat-start": (flat_profile, True),
 }
-# A free profile is taken only when its density distance is below the Gaussian's by more than this share
-# (module docstring: 1.09x on the Gaussian domain, 1.76x and 2.96x on the streak and the disk).
+# A free profile is taken only when the Gaussian's density distance exceeds the free profile's by more than
+# this share (module docstring: 1.09x on the Gaussian domain, 1.76x and 2.96x on the streak and the disk).
 PROFILE_MARGIN = 0.35
 # Between the free starts, a later one wins only when it is nearer than the simpler one by more than this share.
 MARGIN = 0.05
@@ -125,7 +125,7 @@ def kernel_start(lr_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sa
 
 
 def choose(distances: dict[str, float]) -> str:
-    """The Gaussian unless the nearest free start is nearer by more than PROFILE_MARGIN; then the first free
+    """The Gaussian unless its distance exceeds the nearest free start's by more than PROFILE_MARGIN; then the first free
     start (in STARTS' order, simplest first) within MARGIN of the nearest one."""
     free = {name: d for name, d in distances.items() if STARTS[name][1]}
     if not free or distances["gaussian"] <= min(free.values()) * (1 + PROFILE_MARGIN):
