@@ -33,9 +33,8 @@ def _start(patches: torch.Tensor, steps: int = 300, per_image: bool = False, rea
         return patches[torch.randint(0, patches.shape[0], (8,), generator=rng)]
 
     target = target_density(patches if real is None else real, 32, 16, 0.02, angles=4)
-    lr_of = _lr_of
     fit = StartFit(size=13, init_sigma=1.2, steps=steps, lr=0.05, betas=(0.5, 0.99), bins=16, angles=4, floor=2.5e-5, seed=0)
-    return kernel_start(lr_of, sample, patches, target, fit, per_image=per_image)
+    return kernel_start(_lr_of, sample, patches, target, fit, per_image=per_image)
 
 
 def _padded(k) -> torch.Tensor:
