@@ -49,10 +49,29 @@ def _power_cells(x: torch.Tensor, bins: int, angles: int) -> torch.Tensor:
     return radial_power(x, bins) if angles == 1 else polar_power(x, bins, angles).flatten(1)
 
 
-def _noise_cells(noise: NoiseSpectrum, tiles: torch.Tensor, bins: int, angles: int) -> torch.Tensor:
-    """The noise's power in each cell of each tile, [M, bins * angles]: its ring power, in
-    every sector of the ring (the noise is taken as isotropic)."""
+def tile_noise_power(noise: NoiseSpectrum, tiles: torch.Tensor, bins: int) -> torch.Tensor:
+    """The noise's ring power in each tile [M, 3, h, w] -> [M, bins] (`NoiseSpectrum.ring_power`), at most
+    the tile's own power: scaled down where it exceeds the tile's power summed over the upper half of
+    the rings.
+
+    Why: the noise model is the level the flat crops show at a tile's brightness, extrapolated beyond
+    the brightness they span; a tile cannot hold more noise than power. On the simulated camera no
+    unclipped flat crop is darker than 0.2, and in tiles near 0.07 the model was 1.4-1.7x the
+    camera's noise (the raw noise is clipped at black); the cap brings it to the tiles' own upper
+    rings, where noise dominates. The sum over half the rings (hundreds of frequencies) fluctuates
+    little, so where the model is right the cap takes about 3 % of the noise off on average (32 px
+    tiles of white noise at the model's level), the low draws."""
     ring = noise.ring_power(tiles)
+    half = bins // 2
+    power = radial_power(tiles.to(ring.dtype), bins)[:, half:].sum(1)
+    scale = (power / ring[:, half:].sum(1).clamp_min(1e-30)).clamp(max=1.0)
+    return ring * scale[:, None]
+
+
+def _noise_cells(noise: NoiseSpectrum, tiles: torch.Tensor, bins: int, angles: int) -> torch.Tensor:
+    """The noise's power in each cell of each tile, [M, bins * angles]: its ring power (`tile_noise_power`), in
+    every sector of the ring (the noise is taken as isotropic)."""
+    ring = tile_noise_power(noise, tiles, bins)
     if angles == 1:
         return ring
     scale = ring_to_cell(tiles.shape[-2], tiles.shape[-1], bins, angles).to(ring)
@@ -69,8 +88,9 @@ def batch_density(x: torch.Tensor, bins: int, batch_mean: BatchMean | None = Non
         return per_image.mean(0) if batch_mean is None else batch_mean(per_image)
 
 
-def floored_log_l1(p: torch.Tensor, q: torch.Tensor, floor: float = DEFAULT_FLOOR) -> torch.Tensor:
-    """Mean |log(p + floor) - log(q + floor)| over the last axis, for densities that sum to 1.
+def floored_log_l1(p: torch.Tensor, q: torch.Tensor, floor: float = DEFAULT_FLOOR, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |log(p + floor) - log(q + floor)| over the last axis, for densities that sum to 1;
+    with `weights` (one per bin, >= 0, `signal_weights`) their weighted mean.
 
     Why a floor: in the top bins of a blurred patch the power is 1e-5..1e-9 of the
     total and comes from 8-bit quantisation noise, window leakage and kernel
@@ -80,21 +100,25 @@ def floored_log_l1(p: torch.Tensor, q: torch.Tensor, floor: float = DEFAULT_FLOO
     loss compares the bins where the signal lives; see
     benchmarks/generator_experiments.py for the measurement.
     """
-    return (torch.log(p + floor) - torch.log(q + floor)).abs().mean(-1)
+    err = (torch.log(p + floor) - torch.log(q + floor)).abs()
+    if weights is None:
+        return err.mean(-1)
+    weights = weights.to(err)
+    return (err * weights).sum(-1) / weights.sum().clamp_min(1e-12)
 
 
 def density_loss(
     fake_lr: torch.Tensor, target: torch.Tensor, bins: int, floor: float = DEFAULT_FLOOR, batch_mean: BatchMean | None = None,
-    angles: int = 1,
+    angles: int = 1, weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Floored log-L1 between the batch's mean density and a target density [bins * angles]: a scalar,
     differentiable in fake_lr.
 
-    batch_mean: see `batch_density`."""
+    batch_mean: see `batch_density`; weights: one per cell (`signal_weights`), None: all equal."""
     if target.shape != (bins * angles,):
         raise ValueError(f"target density has shape {tuple(target.shape)}, expected ({bins * angles},)")
     with torch.autocast(fake_lr.device.type, enabled=False):
-        return floored_log_l1(batch_density(fake_lr, bins, batch_mean, angles), target.float().to(fake_lr.device), floor)
+        return floored_log_l1(batch_density(fake_lr, bins, batch_mean, angles), target.float().to(fake_lr.device), floor, weights)
 
 
 def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float = 0.02, batch: int = 256,
@@ -110,7 +134,7 @@ def target_density(patches: torch.Tensor, side: int, bins: int, min_std: float =
 
     noise: the noise bank's spectrum (`fca.noise.NoiseSpectrum`), or None. Given, the target is
     the density of the tiles' *signal*: each tile's rings lose the noise's ring power at the
-    tile's pixels' brightness (`NoiseSpectrum.ring_power`) and are divided by the tile's
+    tile's pixels' brightness (`tile_noise_power`) and are divided by the tile's
     remaining positive power; the tiles' mean is cut at 0 and renormalised. (Cutting each
     tile at 0 instead would leave a bias in the rings that hold noise alone: a ring's power
     fluctuates around the noise level, and only the upward half would survive.) Flat means the
@@ -160,8 +184,35 @@ def noise_share(patches: torch.Tensor, side: int, bins: int, min_std: float, noi
     for start in range(0, tiles.shape[0], batch):
         chunk = tiles[start : start + batch].double()
         power = radial_power(chunk, bins).sum(1, keepdim=True)
-        total += (noise.ring_power(chunk) / (power + 1e-12)).sum(0)
+        total += (tile_noise_power(noise, chunk, bins) / (power + 1e-12)).sum(0)
     return (total / tiles.shape[0]).float()
+
+
+def signal_weights(patches: torch.Tensor, side: int, bins: int, min_std: float, noise: NoiseSpectrum, angles: int = 1,
+                   batch: int = 256) -> torch.Tensor:
+    """Each cell's weight in the spectral loss on the signal target (`target_density(noise=noise)`): the square
+    of the signal's share of the power in that cell, (P - N) / P with P the tiles' mean power and N the
+    noise's (`tile_noise_power`), over the tiles the target averages: [bins * angles] in [0, 1].
+
+    Why: where noise holds most of a cell's power, the target's signal there is a small difference of
+    two large numbers, and an error e of the noise model (its level, its spectrum) moves the log of
+    the signal by about e N / (P - N). The square of the share is about the inverse of that error's
+    variance where the signal is weak, and 1 where it is strong, so a cell counts as much as its
+    signal can be trusted; a model below the noise, which `tile_noise_power`'s cap cannot see, leaves
+    noise in cells that then barely count. On the simulated camera the model (uncapped) is 1.1-1.2x
+    the camera's noise in the rings where the signal holds 0.66 .. 0.25 of the power: with equal
+    weights the start fit's kernel came out 2.04 px wide (the best linear fit, 1.69), with these
+    1.85, with the cap as well 1.70. With no noise to take out the trainer uses none (all cells
+    equal, `fca.train.generator._spectral_weights`)."""
+    tiles = _target_tiles(patches, side, min_std, noise)
+    power = torch.zeros(bins * angles, dtype=torch.float64, device=patches.device)
+    noise_power = torch.zeros_like(power)
+    for start in range(0, tiles.shape[0], batch):
+        chunk = tiles[start : start + batch].double()
+        power += _power_cells(chunk, bins, angles).sum(0)
+        noise_power += _noise_cells(noise, chunk, bins, angles).sum(0)
+    share = ((power - noise_power).clamp_min(0.0) / power.clamp_min(1e-30)).clamp(0.0, 1.0)
+    return share.pow(2).float()
 
 
 def spectral_loss(

@@ -38,7 +38,7 @@ from fca.config import param
 from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params, profile_kernels
 from fca.jpeg import JpegSetting, estimate_jpeg
 from fca.noise import FLAT_RATIO, NoiseLevel, NoiseSpectrum, collect_noise_bank, fit_noise_level, flat_crops, noise_spectrum
-from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, noise_share, target_density
+from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, noise_share, signal_weights, target_density
 from fca.models.generator_arch import ELLIPTIC, ESTIMATORS, KERNEL_PARAMS, NOISE_OPTIONS, Generator
 from fca.train.kernel_start import KernelStart, StartFit, kernel_start
 from fca.models.wavelet_disc_arch import WaveletDiscriminator
@@ -319,6 +319,7 @@ class _Inputs:
     fdc_scale: float
     side: int
     floor: float  # the spectral loss's (`_spectral_floor`)
+    weights: torch.Tensor | None  # the spectral loss's cell weights (`_spectral_weights`; None: all equal)
 
 
 def jpeg_setting(config: GeneratorConfig, patches: torch.Tensor, from_files: JpegSetting | None) -> JpegSetting | None:
@@ -389,6 +390,14 @@ def _spectral_floor(config: GeneratorConfig, patches: torch.Tensor, side: int, n
     return max(config.spectral_floor, config.spectral_noise_floor * float(share.max())) / config.spectral_angles
 
 
+def _spectral_weights(config: GeneratorConfig, patches: torch.Tensor, side: int, noise: NoiseSpectrum | None) -> torch.Tensor | None:
+    """The spectral loss's cell weights on the signal target (`fca.losses.signal_weights`: the square of
+    the signal's share of each cell's power); None (all cells equal) on a target with no noise taken out."""
+    if config.noise != "patches" or config.noise_fit != "signal" or noise is None:
+        return None
+    return signal_weights(patches, side, config.spectral_bins, config.spectral_min_std, noise, config.spectral_angles)
+
+
 def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision: Precision, channels_last: bool,
                 rng: torch.Generator, dist: Dist, device: torch.device, n: int) -> dict[str, torch.Tensor]:
     """One training step (module docstring): draw the batch from `rng`, step D, then G; n is the
@@ -424,7 +433,7 @@ def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision
     if config.use_spectral:
         fitted = blurred if config.noise_fit == "signal" else fake  # the target was made to match (`_spectral_target`)
         loss_spec = density_loss(fitted, inputs.target, config.spectral_bins, inputs.floor, batch_mean=dist.mean,
-                                 angles=config.spectral_angles)
+                                 angles=config.spectral_angles, weights=inputs.weights)
         _check(n, "loss_spectral", loss_spec)
     if config.use_wd:
         disc.requires_grad_(False)
@@ -515,7 +524,13 @@ def _inputs(config: GeneratorConfig, patches: torch.Tensor, fdc: nn.Module | Non
     if floor != config.spectral_floor / config.spectral_angles:
         log.info("train_generator: spectral floor %.3g (%.2f of the noise's share of the top bin; spectral_floor %.3g)",
                  floor, config.spectral_noise_floor, config.spectral_floor)
-    return _Inputs(patches, fdc, target, fdc_scale, side, floor)
+    weights = _spectral_weights(config, patches, side, spectrum) if config.use_spectral else None
+    if weights is not None:
+        rings = weights.view(config.spectral_bins, config.spectral_angles).mean(1)
+        log.info("train_generator: spectral loss weights by ring (the signal's share of its power, squared): %s",
+                 " ".join(f"{float(w):.2f}" for w in rings))
+        weights = weights.to(device)
+    return _Inputs(patches, fdc, target, fdc_scale, side, floor, weights)
 
 
 def _start_kernel(config: GeneratorConfig, gen: Generator, inputs: _Inputs, spectrum: NoiseSpectrum | None, device: torch.device,
@@ -526,6 +541,7 @@ def _start_kernel(config: GeneratorConfig, gen: Generator, inputs: _Inputs, spec
     patches, side = inputs.patches, inputs.side
     target = inputs.target if inputs.target is not None else _spectral_target(config, patches, side, spectrum).to(device)
     floor = inputs.floor if config.use_spectral else _spectral_floor(config, patches, side, spectrum)
+    weights = inputs.weights if config.use_spectral else _spectral_weights(config, patches, side, spectrum)
 
     def lr_of(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         if config.noise_fit == "signal":
@@ -536,7 +552,7 @@ def _start_kernel(config: GeneratorConfig, gen: Generator, inputs: _Inputs, spec
     every = max(1, patches.shape[0] // 256)  # up to 256 patches, evenly spread, their top-left crops
     judge = patches[::every][:256, :, : config.patch_size, : config.patch_size]
     fit = StartFit(config.kernel_size, config.kernel_init_sigma, config.kernel_start_steps, config.lr_prior, config.betas,
-                   config.spectral_bins, config.spectral_angles, floor, config.seed)
+                   config.spectral_bins, config.spectral_angles, floor, config.seed, weights)
     with torch.autocast(device.type, enabled=False):
         start = kernel_start(lr_of, sample, judge, target, fit, per_image=config.estimator == "spectral")
     gen.reset_noise()  # the fits' noise draws leave training's sequence as it was

@@ -61,7 +61,7 @@ class KernelStart:
 @dataclass(frozen=True)
 class StartFit:
     """How each start is fitted: Adam (lr, betas) for `steps` steps, cosine-decayed to 0, on the
-    spectral loss (`bins` rings x `angles` sectors, `floor`) against `target`."""
+    spectral loss (`bins` rings x `angles` sectors, `floor`, cell `weights` or None) against `target`."""
 
     size: int
     init_sigma: float
@@ -72,6 +72,7 @@ class StartFit:
     angles: int
     floor: float
     seed: int
+    weights: torch.Tensor | None = None
 
 
 def _distance(lr_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], kernel: torch.Tensor, judge: torch.Tensor,
@@ -82,7 +83,7 @@ def _distance(lr_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], kerne
         for start in range(0, judge.shape[0], chunk):
             x = judge[start : start + chunk]
             total += density_cells(lr_of(x, kernel.expand(x.shape[0], -1, -1)).float(), fit.bins, fit.angles).double().sum(0)
-    return float(floored_log_l1((total / judge.shape[0]).float(), target, fit.floor))
+    return float(floored_log_l1((total / judge.shape[0]).float(), target, fit.floor, fit.weights))
 
 
 def _fit_one(profile: torch.Tensor, free: bool, lr_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -96,7 +97,7 @@ def _fit_one(profile: torch.Tensor, free: bool, lr_of: Callable[[torch.Tensor, t
     for _ in range(fit.steps):
         x = sample(rng)
         kernels = profile_kernels(ellipse, profile, fit.size).expand(x.shape[0], -1, -1)
-        loss = floored_log_l1(density_cells(lr_of(x, kernels).float(), fit.bins, fit.angles).mean(0), target, fit.floor)
+        loss = floored_log_l1(density_cells(lr_of(x, kernels).float(), fit.bins, fit.angles).mean(0), target, fit.floor, fit.weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fca.frequency import radial_density, to_luma
+from fca.frequency import radial_density, radial_power, to_luma
 from fca.kernels import conv_per_sample, gaussian
 from fca.frequency import white_ring_power
 from fca.noise import NoiseLevel, NoiseSpectrum, noise_spectrum
@@ -13,7 +13,9 @@ from fca.losses import (
     lsgan_d_loss,
     lsgan_g_loss,
     noise_share,
+    signal_weights,
     spectral_loss,
+    tile_noise_power,
     target_density,
 )
 
@@ -31,6 +33,14 @@ def test_floored_log_l1_ignores_differences_below_the_floor():
     q = torch.tensor([0.5, 0.5 - 1e-7, 1e-7])
     assert floored_log_l1(p, q, 1e-4) < 1e-3 * floored_log_l1(p, q, 1e-12)
     assert floored_log_l1(p, p) == 0
+
+
+def test_weighted_floored_log_l1_counts_each_bin_by_its_weight():
+    p = torch.tensor([0.5, 0.3, 0.2])
+    q = torch.tensor([0.5, 0.2, 0.3])
+    assert float(floored_log_l1(p, q, 1e-4, torch.tensor([1.0, 1.0, 0.0]))) == pytest.approx(abs(float(torch.log(torch.tensor(0.3001 / 0.2001)))) / 2)
+    assert float(floored_log_l1(p, q, 1e-4, torch.tensor([1.0, 0.0, 0.0]))) == 0
+    torch.testing.assert_close(floored_log_l1(p, q, 1e-4, torch.full((3,), 0.3)), floored_log_l1(p, q, 1e-4))
 
 
 def test_spectral_loss_zero_for_same_patches_and_orders_blur():
@@ -174,18 +184,30 @@ def test_the_signal_target_takes_out_correlated_noise_by_the_banks_measured_spec
     assert (measured - truth).abs().sum() < 0.1 * (target_density(noisy, 32, 8) - truth).abs().sum()
 
 
-def test_tiles_with_no_power_above_the_noise_count_as_none_in_the_signal_target():
-    # A tile whose every ring is below the noise's that still passed the flatness test (which
-    # reads the bank's covariance, not its spectrum) shares out no signal: the target is the
-    # other tiles'. Here the flatness test sees almost no noise and the rings a lot.
-    textured = _blur(_images(8, 64), 1.0)
-    quiet = 0.5 + 0.001 * torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    white = _white(0.03)
-    loud = NoiseSpectrum(white.level, white.cross, 1e-6 * white.cov)
-    alone = target_density(textured, 32, 8, min_std=0.0, noise=loud)
-    both = target_density(torch.cat([textured, quiet]), 32, 8, min_std=0.0, noise=loud)
-    assert bool(torch.isfinite(both).all())
-    torch.testing.assert_close(both, alone)
+def test_a_tile_holds_no_more_noise_than_power():
+    # Half the tiles are darker than any flat crop and hold half the noise the model extrapolates to them
+    # (a camera's raw noise clipped at black): taken out at the model's level they lose their upper
+    # rings' signal and the target turns blurrier; capped at each tile's own upper-ring power it is the
+    # noise-free domain's.
+    g = torch.Generator().manual_seed(4)
+    clean = _blur(_images(32, 64), 1.5)
+    stds = torch.tensor([0.03] * 16 + [0.015] * 16).view(-1, 1, 1, 1)
+    noisy = clean + stds * torch.randn(clean.shape, generator=g)
+    model = _white(0.03)
+    truth = target_density(clean, 32, 8)
+    signal = target_density(noisy, 32, 8, noise=model)
+    uncapped = model.ring_power  # the same subtraction without the cap, for the comparison
+    tiles = noisy.unfold(2, 32, 32).unfold(3, 32, 32).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, 32, 32).double()
+    rest = radial_power(tiles, 8) - uncapped(tiles)  # target_density's sum, each tile at the model's noise
+    plain = (rest / rest.clamp_min(0).sum(1, keepdim=True)).sum(0).clamp_min(0)
+    plain = (plain / plain.sum()).float()
+    assert (signal - truth).abs().sum() < 0.5 * (plain - truth).abs().sum()
+    assert float(plain[4:].sum()) < 0.1 * float(truth[4:].sum())  # the uncapped target lost its upper rings
+    # where the model is right the cap seldom acts: the tiles' noise is about the model's
+    right = clean + 0.03 * torch.randn(clean.shape, generator=g)
+    right_tiles = right.unfold(2, 32, 32).unfold(3, 32, 32).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, 32, 32)
+    ratio = tile_noise_power(model, right_tiles, 8).sum(1) / model.ring_power(right_tiles).sum(1)
+    assert float(ratio.mean()) > 0.95  # 0.969: a tile's upper rings fluctuate, and the cap takes the low ones
 
 
 def _aniso(x, theta_deg):
@@ -225,3 +247,30 @@ def test_the_sectored_signal_target_takes_each_rings_noise_out_of_every_sector()
     # put in the cells unscaled): where the blur leaves a sector almost no signal, the
     # subtraction's fluctuation empties it, which the loss's floor is for
     assert (got - want).abs().sum() < 0.5 * (kept_noise - want).abs().sum()
+
+
+def test_signal_weights_keep_the_fitted_blur_where_the_noise_model_is_off():
+    # A blurred domain with white noise that holds the top rings: the signal target there is R's power
+    # less the noise model's, so a model at 0.7 of the noise's variance leaves noise in them that the
+    # equal-weight fit reads as detail and answers with a sharper blur; weighted by the signal's share
+    # the fit reads the rings the signal holds. (A model above the noise is capped, `tile_noise_power`.)
+    g = torch.Generator().manual_seed(7)
+    real = conv_per_sample(_images(48, 64, seed=1), torch.from_numpy(gaussian(13, 1.5)).float())
+    real = real + 0.02 * torch.randn(real.shape, generator=g)
+    too_low = _white(0.02 * 0.7**0.5)
+    weights = signal_weights(real, 32, 8, 0.02, too_low)
+    assert weights.shape == (8,) and float(weights[0]) > 0.95 and float(weights[-3:].max()) < 0.15
+    target = target_density(real, 32, 8, noise=too_low)
+    candidates = _images(32, 32, seed=2)
+    sigmas = torch.linspace(1.0, 2.5, 31)
+
+    def best(w):
+        losses = torch.tensor([float(density_loss(conv_per_sample(candidates, torch.from_numpy(gaussian(13, float(s))).float()),
+                                                  target, 8, 1e-4, weights=w)) for s in sigmas])
+        return float(sigmas[int(losses.argmin())])
+
+    assert best(None) <= 1.3  # the equal-weight fit: 1.2
+    assert best(weights) == pytest.approx(1.5, abs=0.1)  # 1.5
+    # noise far below the signal: every cell keeps its full weight, in every sector
+    quiet = signal_weights(real, 32, 8, 0.02, _white(1e-4), angles=4)
+    assert quiet.shape == (32,) and float(quiet.min()) > 0.99
