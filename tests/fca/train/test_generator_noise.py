@@ -145,3 +145,30 @@ def test_a_bank_of_8_bit_rounding_alone_leaves_g_as_without_noise(photo_patches,
     x = eight_bit[:2]
     with torch.no_grad():
         torch.testing.assert_close(gen(x)[0], plain(x)[0], atol=0, rtol=0)  # the same generator as without noise
+
+
+class _Spy(ConvComparator):
+    """A stand-in FDC that keeps the first image of each call: what G(x) the comparator judged."""
+
+    def __init__(self):
+        super().__init__()
+        self.judged = []
+
+    def forward(self, a, b):
+        self.judged.append(a.detach().clone())
+        return super().forward(a, b)
+
+
+def test_the_fdc_judges_g_x_with_its_noise(photo_patches):
+    # The comparator was trained on the real images as the camera made them, noise included: G(x)
+    # reaches it as G makes it, noise and all, while the spectral loss reads the blur alone. The same
+    # run with and without the bank: the same crops and kernel, so the judged images differ by the noise.
+    real = _noisy(photo_patches)
+    judged = {}
+    for noise in ("patches", "none"):
+        spy = _Spy()
+        cfg = dataclasses.replace(NOISY, noise=noise, loss="both", steps=1)
+        train_generator(cfg, real, spy, device=CPU, checkpoint_dir=None, progress=False)
+        judged[noise] = spy.judged[0]
+    difference = judged["patches"] - judged["none"]
+    assert 0.012 < float(difference.std()) < 0.03  # the domain's noise, sigma 0.02 (0 if the FDC saw G(x) before its noise)
