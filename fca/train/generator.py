@@ -430,8 +430,8 @@ def _train_step(config: GeneratorConfig, nets: _Nets, inputs: _Inputs, precision
             # The FDC judges G(x) as it leaves G, noise and JPEG included, with either noise_fit: it was
             # trained on the real images as the camera made them, and a noise-free G(x) is outside what
             # it has seen. Judging the noise-free G(x) widened the simulated camera's kernel in training
-            # from the start fit's 1.70 px to 1.80 and 1.97 (G seeds 0 and 1; oracle 1.69); judging
-            # G(x) with its noise, 1.72 and 1.80 (docs/results.md, "The noise model's errors kept out
+            # from the start fit's 1.70 / 1.78 px to 1.80 / 1.97 (G seeds 0 / 1; oracle 1.69); judging
+            # G(x) with its noise, 1.72 / 1.80 (docs/results.md, "The noise model's errors kept out
             # of the blur"). The spectral loss reads the blur alone (`fitted`, below).
             loss_fdc = fdc_generator_loss(inputs.fdc, centre_crop(fake, refs[0].shape[-1]), *refs)
         _check(n, "loss_fdc", loss_fdc)
