@@ -359,6 +359,12 @@ def noise_bank(config: GeneratorConfig, patches: torch.Tensor, side: int) -> Noi
     return NoiseBank(bank, level, spectrum)
 
 
+def _signal_noise(config: GeneratorConfig, noise: NoiseSpectrum | None) -> NoiseSpectrum | None:
+    """The noise the spectral target takes out: the bank's spectrum when the blur is fitted on the signal
+    (noise = patches, noise_fit = signal), else None (the target is R's density as it is)."""
+    return noise if config.noise == "patches" and config.noise_fit == "signal" else None
+
+
 def _spectral_target(config: GeneratorConfig, patches: torch.Tensor, side: int, noise: NoiseSpectrum | None) -> torch.Tensor:
     """The spectral loss's target: the real domain's density (`target_density`), or with noise =
     patches and noise_fit = signal the density of its signal, the bank's noise power at each
@@ -367,8 +373,7 @@ def _spectral_target(config: GeneratorConfig, patches: torch.Tensor, side: int, 
     so an LR image with the domain's noise holds *less* noise per cycle/pixel than R does;
     matching R's total density then asks for a wider blur (measured on presets/noisy.yaml).
     The blur is fitted on the signal, and the bank adds the noise."""
-    signal_only = config.noise == "patches" and config.noise_fit == "signal"
-    return target_density(patches, side, config.spectral_bins, config.spectral_min_std, noise=noise if signal_only else None,
+    return target_density(patches, side, config.spectral_bins, config.spectral_min_std, noise=_signal_noise(config, noise),
                           angles=config.spectral_angles)
 
 
@@ -384,7 +389,8 @@ def _spectral_floor(config: GeneratorConfig, patches: torch.Tensor, side: int, n
     own noise, which a user with real photos and no referee cannot tune by hand.
     With orientation sectors (spectral_angles > 1) a cell holds 1/angles of its ring's share, and
     so does the floor: it keeps its meaning per ring."""
-    if config.noise != "patches" or config.noise_fit != "signal" or noise is None or config.spectral_noise_floor == 0:
+    noise = _signal_noise(config, noise)
+    if noise is None or config.spectral_noise_floor == 0:
         return config.spectral_floor / config.spectral_angles
     share = noise_share(patches, side, config.spectral_bins, config.spectral_min_std, noise)
     return max(config.spectral_floor, config.spectral_noise_floor * float(share.max())) / config.spectral_angles
@@ -393,7 +399,8 @@ def _spectral_floor(config: GeneratorConfig, patches: torch.Tensor, side: int, n
 def _spectral_weights(config: GeneratorConfig, patches: torch.Tensor, side: int, noise: NoiseSpectrum | None) -> torch.Tensor | None:
     """The spectral loss's cell weights on the signal target (`fca.losses.signal_weights`: the square of
     the signal's share of each cell's power); None (all cells equal) on a target with no noise taken out."""
-    if config.noise != "patches" or config.noise_fit != "signal" or noise is None:
+    noise = _signal_noise(config, noise)
+    if noise is None:
         return None
     return signal_weights(patches, side, config.spectral_bins, config.spectral_min_std, noise, config.spectral_angles)
 
