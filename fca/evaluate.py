@@ -50,7 +50,7 @@ from fca.frequency import bin_centres, log_l1, mean_density, radial_density, sym
 from fca.kernels import angle_difference, conv_per_sample, cov_rel_error, effective_sigma, principal_axis
 from fca.losses import floored_log_l1
 from fca.metrics import mse_y, pooled_psnr, ssim_y
-from fca.noise import PatchNoise, noise_by_brightness
+from fca.noise import NoiseLevel, PatchNoise, channel_correlation, neighbour_correlation, noise_by_brightness
 from fca.oracle import fit_oracle_kernel, fit_oracle_kernels, fit_oracle_kernels_per_image
 from fca.resample import downscale, upscale
 from fca.train.sr import SRConfig, sr_predict, train_sr
@@ -779,6 +779,40 @@ def noise_section(signal: torch.Tensor, camera: Callable[[torch.Tensor, str], to
     return metrics, arrays
 
 
+NOISE_MODEL_POINTS = 21  # grey levels the no-reference page draws G's noise at
+NOISE_MODEL_AT = (0.2, 0.5, 0.8)  # grey levels whose noise std `noise_model_section` reports as metrics
+
+
+def noise_model_section(bank: torch.Tensor, level: NoiseLevel | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """G's noise model as it stands, for photos with no camera to compare it with (no-reference mode).
+
+    bank: G's noise patches [M, 3, P, P] (unit-level with `level`, as they are with None); level: the
+    noise level by brightness (`fca.noise.NoiseLevel`). The std of each channel at a grey pixel of
+    brightness b is sqrt(level_c(b) * the bank's variance in c): what G adds there, before its JPEG.
+    Metrics: `noise_std_b20` / `_b50` / `_b80` (mean over channels, [0, 1] units), `noise_lag1_h` / `_v`
+    (neighbouring pixels' correlation), `noise_corr_rg` / `_rb` / `_gb` (between channels),
+    `noise_level_by_luma` (1: the level is read at each pixel's luma, 0: at each channel's value),
+    `noise_measured_lo` / `_hi` (the brightness range the level was measured over, its knots; beyond it the
+    curve is extrapolated). Arrays: `noise_model_brightness` [B], `noise_model_std` [3, B], `noise_model_measured` [3, 2] (each
+    channel's measured range)."""
+    level = level if level is not None else NoiseLevel.constant()
+    brightness = torch.linspace(0, 1, NOISE_MODEL_POINTS, dtype=torch.float64)
+    grey = brightness.view(-1, 1, 1, 1).expand(-1, 3, 1, 1)
+    std = (level.variance(grey)[..., 0, 0] * bank.double().var((0, 2, 3))).sqrt().T  # [3, B]
+    at = (level.variance(torch.tensor(NOISE_MODEL_AT, dtype=torch.float64).view(-1, 1, 1, 1).expand(-1, 3, 1, 1))[..., 0, 0]
+          * bank.double().var((0, 2, 3))).sqrt().mean(1)
+    lag_h, lag_v = neighbour_correlation(bank - bank.mean((2, 3), keepdim=True))
+    corr = channel_correlation(bank - bank.mean((2, 3), keepdim=True))
+    constant = level.is_constant_one()
+    metrics = {f"noise_std_b{round(100 * b)}": float(v) for b, v in zip(NOISE_MODEL_AT, at)}
+    metrics |= {"noise_lag1_h": lag_h, "noise_lag1_v": lag_v, "noise_corr_rg": float(corr[0, 1]), "noise_corr_rb": float(corr[0, 2]),
+                "noise_corr_gb": float(corr[1, 2]), "noise_level_by_luma": float(level.by == "luma"),
+                "noise_measured_lo": 0.0 if constant else float(level.knots[:, 0].min()),
+                "noise_measured_hi": 1.0 if constant else float(level.knots[:, -1].max())}
+    measured = np.tile([0.0, 1.0], (3, 1)) if constant else torch.stack([level.knots[:, 0], level.knots[:, -1]], 1).numpy()
+    return metrics, {"noise_model_brightness": brightness.numpy(), "noise_model_std": std.numpy(), "noise_model_measured": measured}
+
+
 # --- no-reference mode: real photos, no known kernel ------------------------------------------
 
 NOREF_KINDS = ("bicubic", "ours")
@@ -823,6 +857,7 @@ def referee_no_reference(
     scale: float,
     degrade_fn: DegradeFn,
     config: EvaluateConfig,
+    noise: tuple[torch.Tensor, NoiseLevel | None] | None = None,
 ) -> dict:
     """Describe a trained degradation on real photos, where nobody knows the right kernel.
 
@@ -846,13 +881,16 @@ def referee_no_reference(
     A good match is necessary, not sufficient: a kernel of the wrong shape can match a radial
     density too, which is why this mode gives numbers and pictures but no pass or miss.
 
+    noise: G's noise bank and level (None: G adds no noise); then the metrics and arrays of
+    `noise_model_section` join, as nothing here can check G's noise against the camera's.
+
     Returns {"metrics": {"noref": ...}, "intervals": {"noref": ...}, "arrays": ..., "timings_s": ...}.
     Metrics (all under noref):
       gap_{bicubic,ours}, skl_{bicubic,ours}: the sets' mean densities against x's; gap_reduction
       image_{gap,skl}_{bicubic,ours}_median, image_gap_change_median (ours - bicubic, paired),
       image_closer_share (share of images where G(x) is closer to x than down(x))
       kernel_sigma_{median,p05,p95}, kernel_axis_ratio_median, kernel_oriented_share, kernels_differ
-      images (how many photos)
+      images (how many photos); with noise, `noise_model_section`'s noise_* metrics
     """
     _check_batches(real_val=real_val)
     _check_density_bins(real_val, scale, config)
@@ -885,8 +923,14 @@ def referee_no_reference(
     intervals = {"noref": paired_bootstrap(per_image, _image_summary, config.bootstrap, rng)}
     timings["density_kernel"] = time.perf_counter() - t0
 
+    noise_arrays: dict[str, np.ndarray] = {}
+    if noise is not None:
+        noise_metrics, noise_arrays = noise_model_section(*noise)
+        noref |= noise_metrics
+
     n = min(config.samples, real_val.shape[0])
     arrays = {
+        **noise_arrays,
         "density_bins": bin_centres(bins).numpy(),
         **{f"density_{k}": v.numpy() for k, v in mean.items()},
         **{f"image_{k}": v for k, v in per_image.items()},

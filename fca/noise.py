@@ -224,25 +224,54 @@ def _piecewise(x: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> torch.Ten
     return torch.where(x < kx[0], below, torch.where(x > kx[-1], above, y))
 
 
+LEVEL_BY = ("channel", "luma")  # what a NoiseLevel's curves are read at (`NoiseLevel.by`)
+
+
+def level_brightness(x: torch.Tensor, by: str) -> torch.Tensor:
+    """The brightness a `NoiseLevel` reads channel c's curve at, float64: x [..., 3, H, W] -> the same
+    shape; `channel`: x itself, `luma`: the pixel's luma in every channel."""
+    x = x.double()
+    if by == "channel":
+        return x
+    luma = (x * torch.tensor(LUMA, dtype=torch.float64, device=x.device).view(3, 1, 1)).sum(-3, keepdim=True)
+    return luma.expand_as(x)
+
+
 @dataclass(frozen=True, eq=False)
 class NoiseLevel:
     """The domain's noise variance as a function of brightness, per channel: for channel c a
     piecewise-linear curve through LEVEL_KNOTS knots (brightness `knots[c]`, variance `values[c]`),
     continued beyond them along the line that fits the knots best (within 1/4 .. 4 times the end value).
+    `by` says which brightness the curves are read at: each channel's own value (`channel`) or the
+    pixel's luma (`luma`, every channel's curve at the same brightness); `fit_noise_level` picks it.
 
     Why any shape and per channel: raw shot noise grows with the signal, but a tone curve
     (gamma) stretches the shadows, so in display values a camera's noise falls with brightness;
     white balance gives each channel its own gain, and a crop's colour sets each channel's
     brightness apart from its luma. A line in luma (the fit this replaces) turned such a camera's
-    noise into one constant: 2.7x too low in its shadows, 2.4-3.5x too high in its highlights."""
+    noise into one constant: 2.7x too low in its shadows, 2.4-3.5x too high in its highlights.
+
+    Why `by`: where the channels' noise is drawn apart (noise added per channel) a channel's noise
+    follows its own value; a camera mixes them. Demosaicing fills each pixel's missing colours from
+    its neighbours' other colours, and 4:2:0 JPEG keeps chroma at a quarter of the pixels, so each
+    channel's noise is mostly the pixel's luma noise: on the simulated camera (presets/camera.yaml)
+    the flat crops' blue noise has no correlation with their blue value (-0.00 in log variance) and
+    -0.79 with their luma, and curves read at each channel's value missed the camera's noise by
+    0.85-1.5x at the crops' own colours."""
 
     knots: torch.Tensor  # [3, LEVEL_KNOTS] float64, increasing per channel
     values: torch.Tensor  # [3, LEVEL_KNOTS] float64, >= 0
+    by: str = "channel"
+
+    def __post_init__(self) -> None:
+        if self.by not in LEVEL_BY:
+            raise ValueError(f"NoiseLevel.by = {self.by!r}: expected one of {list(LEVEL_BY)}")
 
     def variance(self, x: torch.Tensor) -> torch.Tensor:
         """Each pixel's noise variance, per channel: x [..., 3, H, W] -> the same shape (x's dtype)."""
         kx, ky = self.knots.to(x.device), self.values.to(x.device)
-        out = torch.stack([_piecewise(x.select(-3, c).double(), kx[c], ky[c]) for c in range(3)], -3)
+        b = level_brightness(x, self.by)
+        out = torch.stack([_piecewise(b.select(-3, c).contiguous(), kx[c], ky[c]) for c in range(3)], -3)
         return out.clamp_min(0.0).to(x.dtype)
 
     def of_means(self, means: torch.Tensor) -> torch.Tensor:
@@ -250,7 +279,7 @@ class NoiseLevel:
         return self.variance(means.double()[..., None, None])[..., 0, 0]
 
     def as_tensor(self) -> torch.Tensor:
-        """[2, 3, LEVEL_KNOTS]: knots then values (the generator's `noise_level` buffer)."""
+        """[2, 3, LEVEL_KNOTS]: knots then values (the generator's `noise_level` buffer; `by` is `by_code`)."""
         # Filled by copies, not torch.stack: load_generator builds a skeleton under
         # `torch.device("meta")`, where stack goes through torch._refs and imports torch._dynamo
         # (measured 1.4 s of every command that loads a generator).
@@ -259,10 +288,15 @@ class NoiseLevel:
         out[1].copy_(self.values)
         return out
 
+    @property
+    def by_code(self) -> int:
+        """`by` as the index in LEVEL_BY (the generator's `noise_level_by` buffer)."""
+        return LEVEL_BY.index(self.by)
+
     @classmethod
-    def from_tensor(cls, t: torch.Tensor) -> "NoiseLevel":
+    def from_tensor(cls, t: torch.Tensor, by_code: int = 0) -> "NoiseLevel":
         t = t.detach().double().cpu()
-        return cls(t[0], t[1])
+        return cls(t[0], t[1], LEVEL_BY[int(by_code)])
 
     @classmethod
     def constant(cls, variance: float = 1.0) -> "NoiseLevel":
@@ -280,12 +314,23 @@ def fit_noise_level(found: FlatCrops) -> NoiseLevel:
     """The domain's noise level from its flat crops (`flat_crops`): per channel, the crops in up to
     six brightness bins of equal count (at least 8 crops each), each bin's median white variance
     at its median brightness, resampled to LEVEL_KNOTS knots (`NoiseLevel`). Medians: a crop
-    with some structure left reads noisier, and a few such crops must not move the curve."""
+    with some structure left reads noisier, and a few such crops must not move the curve.
+
+    The brightness is each channel's own mean or the crop's luma (`NoiseLevel.by`), whichever the
+    crops follow more closely: the smaller median |log(white variance / the curve's)| over the crops
+    and channels. Both fits have the same knots, so neither wins by having more of them."""
     if len(found.means) == 0:
         raise ValueError("fit_noise_level: no flat crops")
+    fits = [_fit_level(found, by) for by in LEVEL_BY]
+    return min(fits, key=lambda level: level_misfit(level, found))
+
+
+def _fit_level(found: FlatCrops, by: str) -> NoiseLevel:
+    """`fit_noise_level`'s curves with the brightness read `by` each channel's mean or the crops' luma."""
+    brightness = level_brightness(found.means[..., None, None], by)[..., 0, 0]
     knots, values = [], []
     for c in range(3):
-        mu, var = found.means[:, c].double(), found.white[:, c].double()
+        mu, var = brightness[:, c], found.white[:, c].double()
         order = torch.argsort(mu)
         groups = torch.tensor_split(order, max(1, min(6, len(mu) // 8)))
         kx = torch.stack([mu[g].median() for g in groups])
@@ -293,7 +338,13 @@ def fit_noise_level(found: FlatCrops) -> NoiseLevel:
         kx, ky = _resample_knots(kx, ky)
         knots.append(kx)
         values.append(ky)
-    return NoiseLevel(torch.stack(knots), torch.stack(values))
+    return NoiseLevel(torch.stack(knots), torch.stack(values), by)
+
+
+def level_misfit(level: NoiseLevel, found: FlatCrops) -> float:
+    """The median |log(white variance / the level's)| of flat crops, over crops and channels (0: every crop on the curve)."""
+    predicted = level.of_means(found.means).clamp_min(1e-30)
+    return float((found.white.double().clamp_min(1e-30) / predicted).log().abs().median())
 
 
 def detrend(crops: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -391,6 +442,23 @@ def noise_spectrum(bank: torch.Tensor, level: NoiseLevel | None, bins: int) -> N
     return NoiseSpectrum(level if level is not None else NoiseLevel.constant(), cross, cov)
 
 
+def neighbour_correlation(noise: torch.Tensor) -> tuple[float, float]:
+    """The correlation of horizontally and vertically neighbouring pixels of zero-mean noise [N, C, H, W]
+    (0, 0 for white noise; demosaicing and JPEG make a camera's positive)."""
+    x = noise.double()
+    power = x.pow(2).mean().clamp_min(1e-30)
+    return float((x[..., 1:] * x[..., :-1]).mean() / power), float((x[..., 1:, :] * x[..., :-1, :]).mean() / power)
+
+
+def channel_correlation(noise: torch.Tensor) -> torch.Tensor:
+    """The correlation matrix [3, 3] float64 of zero-mean noise [N, 3, H, W]'s channels (identity for noise drawn
+    per channel; near 1 off the diagonal where a camera's noise is mostly its luma's)."""
+    flat = noise.double().transpose(0, 1).flatten(1)
+    cov = flat @ flat.T / flat.shape[1]
+    std = cov.diagonal().sqrt().clamp_min(1e-30)
+    return cov / std[:, None] / std[None, :]
+
+
 # --------------------------------------------------------------------------- the referee's view of a noise model
 
 
@@ -408,5 +476,4 @@ def noise_by_brightness(a: torch.Tensor, b: torch.Tensor, edges: torch.Tensor) -
     bin_of = torch.bucketize(mean.flatten(), edges.double()[1:-1])
     total = torch.zeros(len(edges) - 1, dtype=torch.float64).index_add_(0, bin_of, sq.flatten())
     count = torch.bincount(bin_of, minlength=len(edges) - 1).double()
-    lag1 = float((diff[..., 1:] * diff[..., :-1]).mean() / diff.pow(2).mean().clamp_min(1e-30))
-    return total / count, lag1
+    return total / count, neighbour_correlation(diff)[0]

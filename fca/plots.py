@@ -165,6 +165,26 @@ def noise_level_figure(brightness: np.ndarray, curves: dict[str, np.ndarray]) ->
     return fig
 
 
+def noise_model_figure(brightness: np.ndarray, std: np.ndarray, measured: np.ndarray) -> plt.Figure:
+    """G's noise std per channel (rows of std [3, B], in 8-bit levels) at grey pixels of each brightness:
+    solid over the brightness range each channel's level was measured over (measured [3, 2]), dashed
+    beyond it, where the curve is extrapolated."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=110)
+    for row, (lo, hi), (name, colour) in zip(np.asarray(std) * 255, np.asarray(measured), (("R", "tab:red"), ("G", "tab:green"), ("B", "tab:blue"))):
+        ax.plot(brightness, row, color=colour, lw=1.0, ls="--")
+        inside = np.concatenate([[lo], brightness[(brightness > lo) & (brightness < hi)], [hi]])
+        ax.plot(inside, np.interp(inside, brightness, row), color=colour, lw=2.2, label=f"{name} (measured {lo:.2f} .. {hi:.2f})")
+    ax.set_xlabel("brightness of a grey pixel")
+    ax.set_ylabel("noise std (8-bit levels)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.set_title("G's noise at each brightness (dashed: extrapolated)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def histograms_figure(panels: list[tuple[str, np.ndarray, str]], bins: int = 20) -> plt.Figure:
     """Histograms side by side: one panel per (title, values, x label); counts on the y axis."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), dpi=110, squeeze=False)

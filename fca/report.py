@@ -298,6 +298,36 @@ def _page_tail(metrics: dict, figures: dict[str, str], keys: str = "", nets: dic
     ]
 
 
+def _noref_noise_lines(metrics: dict, figures: dict[str, str]) -> list[str]:
+    """Markdown lines: G's noise model (no-reference mode, `fca.evaluate.noise_model_section`)."""
+    m = lambda k: lookup(metrics, k)  # noqa: E731
+    if "noise_model" not in figures:
+        return ["## Noise model", "", "G adds no noise: `generator.noise: none`, or the photos' noise is below one 8-bit level "
+                "(their rounding), so G's bank holds none.", ""]
+    by = "each pixel's luma (the photos' channels share their noise, as after demosaicing and 4:2:0 JPEG)" \
+        if m("noref.noise_level_by_luma") == 1 else "each channel's own value (the photos' channels carry noise of their own)"
+    return [
+        "## Noise model",
+        "",
+        "No camera to compare with here, so this is G's noise as it stands: the patches of its noise bank (flat crops of",
+        "the training photos) scaled to each pixel's brightness by the level measured on those crops, before G's JPEG.",
+        f"The level is read at {by}.",
+        "",
+        f"![noise model]({figures['noise_model']})",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| noise std at grey 0.2 / 0.5 / 0.8 (8-bit levels, mean over channels) | {255 * m('noref.noise_std_b20'):.1f} / "
+        f"{255 * m('noref.noise_std_b50'):.1f} / {255 * m('noref.noise_std_b80'):.1f} |",
+        f"| brightness range measured (beyond it: extrapolated) | {_fmt(m('noref.noise_measured_lo'), 2)} .. {_fmt(m('noref.noise_measured_hi'), 2)} |",
+        f"| neighbouring pixels' correlation, horizontal / vertical (white noise: 0) | {_fmt(m('noref.noise_lag1_h'), 2)} / "
+        f"{_fmt(m('noref.noise_lag1_v'), 2)} |",
+        f"| correlation between channels R-G / R-B / G-B (noise drawn per channel: 0) | {_fmt(m('noref.noise_corr_rg'), 2)} / "
+        f"{_fmt(m('noref.noise_corr_rb'), 2)} / {_fmt(m('noref.noise_corr_gb'), 2)} |",
+        "",
+    ]
+
+
 def noref_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, str]) -> str:
     """The report page when the real domain's kernel is unknown (metrics hold `noref`): what G does
     to the photos, with no verdict. `figures` maps a figure's role to its path relative to the page."""
@@ -315,6 +345,7 @@ def noref_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, s
         "",
         *_noref_density_lines(metrics, figures),
         *_noref_kernel_lines(metrics, figures),
+        *_noref_noise_lines(metrics, figures),
         "## Sample degradations",
         "",
         f"![sample crops]({figures['crops']})",

@@ -18,7 +18,8 @@ Fetch a dataset by name (params: download.dataset):
   div2k-valid-hr  DIV2K validation HR archive (449 MB)
   url-list        download.source is a file of 'URL SHA256' lines
   folder          download.source is a local folder of images
-Writes OUT/<dataset>/... and OUT/manifest.csv (file, width, height, sha256, source).
+Writes OUT/<dataset>/... and OUT/manifest.csv (file, width, height, sha256, source, and a JPEG
+source file's quality and chroma subsampling: the patches stage gives G's LR the same round trip).
 Downloads are kept in --cache, so an interrupted download resumes."""
 
 

@@ -109,6 +109,11 @@ def print_no_reference(metrics: dict[str, Any]) -> None:
           f"(change {n['image_gap_change_median']:+.3f}, 95 % interval {n.get('image_gap_change_median_lo', float('nan')):+.3f} .. "
           f"{n.get('image_gap_change_median_hi', float('nan')):+.3f}; ours closer on {n['image_closer_share']:.0%} of the photos); "
           f"kernel sigma median {n['kernel_sigma_median']:.2f} (5-95 %: {n['kernel_sigma_p05']:.2f} .. {n['kernel_sigma_p95']:.2f})")
+    if "noise_std_b50" in n:
+        print(f"evaluate: G's noise std (8-bit levels) at grey 0.2 / 0.5 / 0.8: {255 * n['noise_std_b20']:.1f} / {255 * n['noise_std_b50']:.1f} / "
+              f"{255 * n['noise_std_b80']:.1f}; neighbour correlation {n['noise_lag1_h']:.2f}; between channels R-G {n['noise_corr_rg']:.2f}")
+    else:
+        print("evaluate: G adds no noise")
 
 
 def build() -> argparse.ArgumentParser:
@@ -151,7 +156,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
             return generator.estimate_kernel(hr.to(device)).cpu()
 
         if not kernel_known:  # real photos: nothing to check against, only what G does to them
-            result = referee_no_reference(real_val, generator.scale, degrade_fn, cfg)
+            result = referee_no_reference(real_val, generator.scale, degrade_fn, cfg, noise=generator.noise_model())
             if dist.is_main:
                 print_no_reference(write_outputs(args, result, names, run, device, dist, trained_with(args.generator)))
             return

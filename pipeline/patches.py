@@ -13,8 +13,8 @@ import pandas as pd
 from fca.data.images import iter_images, printable, save_npy, save_png
 from fca.data.patches import KERNEL_COLUMNS, BlurKernels, KernelTable, cut_patches, kernel_is_known, split_sources
 from fca.fsutil import atomic_dir, write_json
-from fca.jpeg import files_jpeg
 from fca.camera import PatchCamera
+from fca.jpeg import manifest_jpeg
 from fca.noise import apply_patch_noise
 from fca.progress import track
 from fca.plots import kernel_gallery, kernel_image, save_figure
@@ -108,7 +108,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
             # R = camera(I) per patch (fca.camera); evaluate makes L_true = camera(down(I)) with the patch's own "lr" draw
             **({"camera": dataclasses.asdict(cfg.blur.camera)} if cfg.blur.type == "camera" else {}),
             # the photos' own JPEG round trip when they are JPEG files (their quantisation tables): G's LR gets the same
-            "jpeg_files": dataclasses.asdict(found) if (found := files_jpeg(list(images.paths))) is not None else None,
+            "jpeg_files": dataclasses.asdict(found) if (found := manifest_jpeg(args.raw, list(images.paths))) is not None else None,
             # false for `none` (the photos as they are, blur unknown): evaluate then runs its no-reference mode
             "kernel_known": kernel_is_known(cfg.blur),
             "kernel_npy": "a 1x1 delta: the patches are the photos as they are, their own kernel is unknown" if not kernel_is_known(cfg.blur)

@@ -23,6 +23,7 @@ from fca.plots import (
     kernel_gallery,
     kernel_grid,
     noise_level_figure,
+    noise_model_figure,
     running_mean,
     save_figure,
     scatter_figure,
@@ -189,6 +190,8 @@ def _noref_figures(a: Any, cfg: Any) -> dict[str, object]:
     rows = [[_hwc(a["sample_hr_real"][i]), _nearest_up(_hwc(a["sample_lr_bicubic"][i]), hr), _nearest_up(_hwc(a["sample_lr_ours"][i]), hr)]
             for i in range(len(a["sample_hr_real"]))]
     figures["crops"] = image_grid(rows, ["photo x (HR)", "down(x), bicubic (nearest-upscaled)", "G(x), ours (nearest-upscaled)"])
+    if "noise_model_std" in a.files:  # G adds noise: its model, as nothing here can compare it with the camera's
+        figures["noise_model"] = noise_model_figure(a["noise_model_brightness"], a["noise_model_std"], a["noise_model_measured"])
     return figures
 
 

@@ -39,6 +39,7 @@ from fca.data.archive import ARCHIVE_SUFFIXES, is_archive, safe_extract
 from fca.data.builtin import PHOTOS, write_builtin
 from fca.data.images import DEFAULT_MAX_PIXELS, BadImageError, load_rgb, open_image, printable, save_png, scan_images
 from fca.fsutil import atomic_dir, atomic_file
+from fca.jpeg import file_jpeg
 from fca.progress import progress_bar, track
 
 log = logging.getLogger("fca.download")
@@ -50,7 +51,9 @@ DIV2K_ARCHIVES = {
     "div2k-train-hr": ("DIV2K_train_HR.zip", 3530603713, "9d0b9c463f6e35b6c62cc6a930ee2224f670b34c1df841a57670f9acf0f6c335"),
     "div2k-valid-hr": ("DIV2K_valid_HR.zip", 448993893, "20dd31fd84d777bc1cf5d6b7654a3f569c0aec74458ae094122ad1d0489900fc"),
 }
-MANIFEST_COLUMNS = ("file", "width", "height", "sha256", "source")
+# jpeg_quality / jpeg_subsampling: the source file's own JPEG settings, read from its quantisation tables
+# before it became a PNG (empty: not a JPEG file); the patches stage gives G's LR the same round trip.
+MANIFEST_COLUMNS = ("file", "width", "height", "sha256", "source", "jpeg_quality", "jpeg_subsampling")
 USER_AGENT = "fca-pipeline/0.1 (+urllib)"
 _CHUNK = 1 << 20
 
@@ -322,13 +325,15 @@ def import_images(
         if dst in seen:
             raise ValueError(f"{origin} and {seen[dst]} would both be written to {dst.relative_to(out_root)}")
         seen[dst] = origin
+        jpeg = file_jpeg(p)  # before a move takes the file away
         width, height = import_image(p, dst, move=move, max_pixels=max_pixels)
-        rows.append(_row(dst, out_root, width, height, origin))
+        rows.append(_row(dst, out_root, width, height, origin, jpeg))
     return rows
 
 
-def _row(path: Path, out_root: Path, width: int, height: int, source: str) -> dict:
-    return {"file": path.relative_to(out_root).as_posix(), "width": width, "height": height, "sha256": sha256_file(path), "source": source}
+def _row(path: Path, out_root: Path, width: int, height: int, source: str, jpeg: tuple[int, str] | None = None) -> dict:
+    return {"file": path.relative_to(out_root).as_posix(), "width": width, "height": height, "sha256": sha256_file(path), "source": source,
+            "jpeg_quality": jpeg[0] if jpeg else None, "jpeg_subsampling": jpeg[1] if jpeg else None}
 
 
 def _import_archive(
@@ -388,7 +393,7 @@ def fetch(
                     if dst in seen:
                         raise ValueError(f"{url} and {seen[dst]} would both be written to {dst.relative_to(build)}")
                     seen[dst] = url
-                    rows.append(_row(dst, build, *import_image(file, dst, max_pixels=max_pixels), url))
+                    rows.append(_row(dst, build, *import_image(file, dst, max_pixels=max_pixels), url, file_jpeg(file)))
         elif config.dataset == "folder":
             src = Path(config.source)
             rows = import_images(src, target, build, "folder:", seen, progress=progress, max_pixels=max_pixels)
@@ -396,5 +401,5 @@ def fetch(
             raise ValueError(f"dataset = {config.dataset!r}: must be one of {list(DATASETS)}")
         if not rows:
             raise ValueError(f"dataset {config.dataset!r} (source {config.source!r}): no images found")
-    return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype({"jpeg_quality": "Int64"})  # no JPEG: <NA>, written empty
 

@@ -448,10 +448,11 @@ class Generator(nn.Module):
             self.register_buffer("noise_bank", torch.zeros(noise_bank, 3, noise_side, noise_side))
             self.register_buffer("noise_calls", torch.zeros((), dtype=torch.int64))
             # The noise variance a bank patch is multiplied by, per channel, as a curve in that
-            # channel's brightness: `fca.noise.NoiseLevel.as_tensor()`. Constant 1 adds the patches
+            # channel's brightness or the pixel's luma (`noise_level_by`): `fca.noise.NoiseLevel`. Constant 1 adds the patches
             # as they are; with a domain's level the bank holds unit-level patches, and each
             # pixel gets the noise of its own brightness (`set_noise_bank`).
             self.register_buffer("noise_level", NoiseLevel.constant().as_tensor())
+            self.register_buffer("noise_level_by", torch.zeros((), dtype=torch.int64))  # NoiseLevel.by_code
         self.register_buffer("jpeg", torch.zeros(2, dtype=torch.int64))  # (quality, index in SUBSAMPLINGS); quality 0: no JPEG
 
     @property
@@ -471,7 +472,20 @@ class Generator(nn.Module):
         if bank.shape != self.noise_bank.shape:
             raise ValueError(f"set_noise_bank: expected {tuple(self.noise_bank.shape)}, got {tuple(bank.shape)}")
         self.noise_bank.copy_(bank)
-        self.noise_level.copy_((level or NoiseLevel.constant()).as_tensor())
+        level = level or NoiseLevel.constant()
+        self.noise_level.copy_(level.as_tensor())
+        self.noise_level_by.fill_(level.by_code)
+
+    def level(self) -> NoiseLevel:
+        """The noise level the bank's patches are scaled by (noise = patches)."""
+        return NoiseLevel.from_tensor(self.noise_level, int(self.noise_level_by))
+
+    def noise_model(self) -> tuple[torch.Tensor, NoiseLevel] | None:
+        """G's noise bank (a CPU copy) and level, or None when G adds no noise: noise = none, or a bank of
+        zeros (the photos' noise was below one 8-bit level, `fca.noise.NoiseSpectrum.negligible`)."""
+        if self.noise != "patches" or not bool(self.noise_bank.any()):
+            return None
+        return self.noise_bank.detach().cpu(), self.level()
 
     @torch.no_grad()
     def set_jpeg(self, setting: JpegSetting | None) -> None:
@@ -522,7 +536,7 @@ class Generator(nn.Module):
         draw = self.sample_noise(*lr.shape[:1], *lr.shape[-2:])
         if draw is None:
             return None
-        level = NoiseLevel.from_tensor(self.noise_level)
+        level = self.level()
         if level.is_constant_one():
             return draw.to(lr.device)
         return draw.to(lr.device) * level.variance(lr.detach().float()).sqrt()

@@ -718,6 +718,8 @@ def load_generator(path: Path | str, device: torch.device | str = "cpu") -> Gene
     weights = state[key]
     if isinstance(weights, dict) and "jpeg" not in weights:
         weights["jpeg"] = torch.zeros(2, dtype=torch.int64)  # checkpoints from before G's JPEG: none
+    if isinstance(weights, dict) and "noise_level" in weights and "noise_level_by" not in weights:
+        weights["noise_level_by"] = torch.zeros((), dtype=torch.int64)  # from before NoiseLevel.by: each channel's value
     with torch.device("meta"):
         check_weights(path, build_generator(config).state_dict(), weights, "generator")
     gen = build_generator(config)

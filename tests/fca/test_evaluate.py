@@ -426,3 +426,29 @@ def test_a_camera_domain_is_judged_against_the_cameras_own_lr_photos():
     assert m["noise"]["variance_camera"] > 1e-5 and m["noise"]["variance_ratio_max"] < 0.05  # the stand-in adds no noise
     assert {"psnr_blind", "gain_db_over_blind", "gain_fraction_blind"} <= set(m["sr"])
     assert result["arrays"]["sample_sr_blind"].shape == result["arrays"]["sample_sr_ours"].shape
+
+
+def test_no_reference_describes_gs_noise_model(photos):
+    """Without a camera to compare with, the page describes G's noise: its std at grey levels (the bank's
+    variance times the level there), its neighbour and channel correlations, and where its level is read."""
+    from fca.noise import NoiseLevel
+
+    stand_in = _stand_in(torch.from_numpy(gaussian(K, 1.5)))
+    assert not [k for k in _noref(photos, stand_in)["metrics"]["noref"] if k.startswith("noise")]  # G adds no noise
+    white = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    m = referee_no_reference(photos, SCALE, stand_in, NOREF_CONFIG, noise=(white, NoiseLevel.constant(4e-4)))["metrics"]["noref"]
+    for key in ("noise_std_b20", "noise_std_b50", "noise_std_b80"):
+        assert m[key] == pytest.approx(0.02, rel=0.03)
+    assert abs(m["noise_lag1_h"]) < 0.03 and abs(m["noise_lag1_v"]) < 0.03
+    assert max(abs(m["noise_corr_rg"]), abs(m["noise_corr_rb"]), abs(m["noise_corr_gb"])) < 0.03
+    assert m["noise_level_by_luma"] == 0.0
+    knots = torch.linspace(0.3, 0.7, 6, dtype=torch.float64).repeat(3, 1)
+    falling = NoiseLevel(knots, 1e-3 * (1.2 - knots), "luma")  # measured over 0.3 .. 0.7, falls with brightness
+    shared = white[:, :1].expand(-1, 3, -1, -1)
+    result = referee_no_reference(photos, SCALE, stand_in, NOREF_CONFIG, noise=(shared, falling))
+    m, a = result["metrics"]["noref"], result["arrays"]
+    assert m["noise_corr_rg"] == pytest.approx(1.0) and m["noise_level_by_luma"] == 1.0
+    assert m["noise_std_b50"] == pytest.approx((1e-3 * 0.7 * float(shared.var())) ** 0.5, rel=1e-3)
+    assert m["noise_std_b20"] > m["noise_std_b50"] > m["noise_std_b80"]
+    assert (m["noise_measured_lo"], m["noise_measured_hi"]) == pytest.approx((0.3, 0.7))
+    assert a["noise_model_std"].shape == (3, len(a["noise_model_brightness"])) and np.all(np.diff(a["noise_model_std"][0]) < 0)

@@ -127,6 +127,20 @@ def test_the_quality_and_subsampling_are_found_in_the_pixels_of_images_pillow_co
     assert found is not None and (found.quality, found.subsampling, found.source) == (quality, subsampling, "pixels")
 
 
+def test_patches_off_the_jpeg_grid_or_black_do_not_hide_the_others_quality():
+    """Photos cut into patches: those of the last row (a photo's height no multiple of 8) sit off the 8 x 8
+    grid and re-compress alike at every quality, and a black one shows nothing; each patch votes, so the
+    rest still give the quality (their errors pooled with the off-grid ones showed none)."""
+    from fca.jpeg import estimate_jpeg
+
+    photos = jpeg_round_trip(_scenes(n=12, size=80, noise=0.02), 85, "4:2:0")
+    on_grid, off_grid = photos[:7, :, :64, :64], photos[7:11, :, 4:68, 4:68]
+    patches = torch.cat([on_grid, off_grid, torch.zeros(1, 3, 64, 64)])[torch.randperm(12, generator=torch.Generator().manual_seed(0))]
+    found = estimate_jpeg(patches)
+    assert found is not None and (found.quality, found.subsampling) == (85, "4:2:0")
+    assert estimate_jpeg(torch.cat([off_grid, torch.zeros(1, 3, 64, 64)])) is None  # none of them on the grid
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.03])
 def test_images_with_no_jpeg_history_show_none(noise):
     from fca.jpeg import estimate_jpeg

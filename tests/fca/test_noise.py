@@ -24,7 +24,9 @@ from fca.noise import (
     collect_noise_bank,
     detrend,
     fit_noise_level,
+    channel_correlation,
     flat_crops,
+    neighbour_correlation,
     noise_from_dict,
     noise_variance,
     patch_generator,
@@ -461,3 +463,71 @@ def test_the_bank_carries_a_cameras_noise_that_falls_with_brightness_per_channel
 
     assert lag1(ours_diff) == pytest.approx(lag1(camera_diff), abs=0.05)
     assert lag1(camera_diff) > 0.1  # the camera's noise is not white: the comparison has teeth
+
+
+def _coloured_flat_noise(shared: bool) -> torch.Tensor:
+    """Flat patches of 64 colours with noise whose variance falls with brightness, 4e-3 * (1 - b)^2 + 1e-4:
+    shared, one noise field in every channel with b the pixel's luma (as after demosaicing and 4:2:0 JPEG);
+    else each channel's own field with b the channel's value (noise drawn per channel)."""
+    from fca.frequency import LUMA
+
+    colours = 0.15 + 0.7 * torch.rand(64, 3, 1, 1, generator=_rng(5))
+    flat = colours.expand(-1, -1, 64, 64)
+    luma = (colours * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    b = luma.expand_as(flat) if shared else flat
+    field = torch.randn(64, 1 if shared else 3, 64, 64, generator=_rng(6)).expand_as(flat)
+    return flat + field * (4e-3 * (1 - b) ** 2 + 1e-4).sqrt()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_level_is_read_where_the_flat_crops_say_the_noise_follows(shared):
+    """Noise shared by the channels follows the pixel's luma: the fit reads its curves at luma and a red
+    pixel gets the noise of its luma in every channel (a curve per channel value would give its red
+    channel the quiet noise of 0.8 and its green the loud noise of 0.2). Noise drawn per channel follows
+    each channel's own value, and the fit keeps reading it there."""
+    level = fit_noise_level(flat_crops(_coloured_flat_noise(shared), 32))
+    assert level.by == ("luma" if shared else "channel")
+    red = torch.tensor([[0.8, 0.2, 0.2]], dtype=torch.float64)
+    got = level.of_means(red)[0]
+    b = torch.full((3,), 0.299 * 0.8 + 0.587 * 0.2 + 0.114 * 0.2, dtype=torch.float64) if shared else red[0]
+    torch.testing.assert_close(got, 4e-3 * (1 - b) ** 2 + 1e-4, rtol=0.2, atol=0)
+
+
+def test_a_noise_level_reads_its_curves_at_luma_or_at_each_channel():
+    knots = torch.linspace(0, 1, 6, dtype=torch.float64).repeat(3, 1)
+    values = (1 - knots) * torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64)  # falls with brightness, channel c at c + 1
+    x = torch.tensor([1.0, 0.0, 0.5]).view(1, 3, 1, 1)
+    luma = 0.299 + 0.114 * 0.5
+    torch.testing.assert_close(NoiseLevel(knots, values, "luma").variance(x).flatten().double(),
+                               (1 - luma) * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), rtol=1e-6, atol=0)
+    torch.testing.assert_close(NoiseLevel(knots, values).variance(x).flatten().double(), torch.tensor([0.0, 2.0, 1.5], dtype=torch.float64))
+    with pytest.raises(ValueError, match="NoiseLevel.by = 'hue'"):
+        NoiseLevel(knots, values, "hue")
+
+
+def test_noise_correlations_of_white_shared_and_smoothed_noise():
+    white = torch.randn(8, 3, 64, 64, generator=_rng(1))
+    h, v = neighbour_correlation(white)
+    assert abs(h) < 0.02 and abs(v) < 0.02
+    torch.testing.assert_close(channel_correlation(white), torch.eye(3, dtype=torch.float64), atol=0.02, rtol=0)
+    shared = white[:, :1].expand(-1, 3, -1, -1)
+    torch.testing.assert_close(channel_correlation(shared), torch.ones(3, 3, dtype=torch.float64))
+    smooth = white[..., 1:] + white[..., :-1]  # neighbours share half their power along the rows only
+    h, v = neighbour_correlation(smooth)
+    assert h == pytest.approx(0.5, abs=0.03) and abs(v) < 0.02
+
+
+def test_the_generator_keeps_where_its_noise_level_is_read():
+    """G scales its bank by the level read where the fit said: at each pixel's luma, a red pixel's green
+    channel gets the noise of the pixel's luma (0.36), not that of its own value (0.2)."""
+    found = flat_crops(_coloured_flat_noise(True), 16, bins=8)
+    level = fit_noise_level(found)
+    g = _generator("patches")
+    g.set_noise_bank(collect_noise_bank(found, 64, seed=0, level=level), level)
+    assert g.level().by == "luma" and int(g.noise_level_by) == 1
+    red = torch.tensor([0.8, 0.2, 0.2]).view(1, 3, 1, 1).expand(16, 3, 32, 32)
+    green = float(g.noise_for(red)[:, 1].double().var())
+    luma = 0.299 * 0.8 + 0.587 * 0.2 + 0.114 * 0.2
+    assert green == pytest.approx(4e-3 * (1 - luma) ** 2 + 1e-4, rel=0.25)
+    g.set_noise_bank(g.noise_bank.clone(), NoiseLevel(level.knots, level.values))  # the same curves read at each channel
+    assert float(g.noise_for(red)[:, 1].double().var()) > 1.4 * green

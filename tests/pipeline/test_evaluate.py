@@ -144,6 +144,9 @@ class _Downscaler:
         k = torch.from_numpy(gaussian(5, 1.0)).float()
         return conv_per_sample(downscale(hr, self.scale), k), k.expand(hr.shape[0], -1, -1)
 
+    def noise_model(self) -> None:
+        return None  # it adds no noise
+
 
 def _refuse(*args, **kwargs):
     raise AssertionError("a domain without a known kernel has no kernels to load and no referee to run")

@@ -67,19 +67,22 @@ def _training_and_degraded_inputs(tmp: Path) -> None:
     save_png(tmp / "lr" / "a.png", np.full((16, 16, 3), 0.5))
 
 
-def _noref_evaluation(tmp: Path) -> None:
-    """What evaluate writes for photos without a known kernel: a real no-reference run on a tiny case."""
+def _noref_evaluation(tmp: Path, noisy: bool = False) -> None:
+    """What evaluate writes for photos without a known kernel: a real no-reference run on a tiny case
+    (noisy: G adds noise, white at std 0.02)."""
     import torch
 
     from fca.evaluate import EvaluateConfig, referee_no_reference
     from fca.kernels import anisotropic_gaussian, conv_per_sample
+    from fca.noise import NoiseLevel
     from fca.resample import downscale
     from pipeline.evaluate import density_curves, metrics_json
 
     photos = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     kernels = torch.stack([torch.from_numpy(anisotropic_gaussian(5, 0.6 + 0.2 * i, 0.6, 30 * i)) for i in range(6)]).float()
+    noise = (torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(1)), NoiseLevel.constant(4e-4)) if noisy else None
     result = referee_no_reference(photos, 4, lambda hr: (conv_per_sample(downscale(hr, 4), kernels[: len(hr)]), kernels[: len(hr)]),
-                                  EvaluateConfig(density_bins=6, samples=2, bootstrap=50))
+                                  EvaluateConfig(density_bins=6, samples=2, bootstrap=50), noise=noise)
     np.savez(tmp / "evaluation" / "arrays.npz", **result["arrays"])
     (tmp / "metrics.json").write_text(json.dumps(metrics_json(result)))
     density_curves(result["arrays"]).to_csv(tmp / "density.csv", index=False)
@@ -109,10 +112,12 @@ def _drawn_sigma_curves(monkeypatch) -> list[str]:
     return drawn
 
 
-def test_a_domain_without_a_known_kernel_gets_the_no_reference_page_and_figures(inputs, monkeypatch):
+@pytest.mark.parametrize("noisy", [False, True])
+def test_a_domain_without_a_known_kernel_gets_the_no_reference_page_and_figures(inputs, monkeypatch, noisy):
+    """With G's noise (evaluate's noref.noise_* metrics) the page adds the noise model's figure and table."""
     tmp, args = inputs
     _training_and_degraded_inputs(tmp)
-    _noref_evaluation(tmp)
+    _noref_evaluation(tmp, noisy)
     drawn, sigma = _drawn_density_curves(monkeypatch), _drawn_sigma_curves(monkeypatch)
     assert cli.main(args) == 0
     assert sigma == ["ours"]  # no oracle width to draw beside G's
@@ -121,10 +126,14 @@ def test_a_domain_without_a_known_kernel_gets_the_no_reference_page_and_figures(
     assert "## Verdict" not in page and "| pass |" not in page and "**miss**" not in page
     assert "| G(x), ours |" in page and "G gives each photo its own kernel." in page
     figures = {p.stem for p in (tmp / "figures").glob("*.png")}
-    assert figures == {"density", "noref_distances", "kernel_histograms", "kernels", "crops", "training", "degraded"}
+    assert figures == {"density", "noref_distances", "kernel_histograms", "kernels", "crops", "training", "degraded"} | ({"noise_model"} if noisy else set())
     for role in figures:
         assert f"](figures/{role}.png)" in page, role
     assert drawn == ["real", "bicubic", "ours"]  # the empty oracle and clean columns are not drawn
+    assert "## Noise model" in page and ("G adds no noise" in page) != noisy
+    if noisy:
+        assert "| noise std at grey 0.2 / 0.5 / 0.8 (8-bit levels, mean over channels) | 5.1 / 5.1 / 5.1 |" in page
+        assert "The level is read at each channel's own value" in page
 
 
 @pytest.mark.parametrize("noisy", [False, True])

@@ -187,7 +187,7 @@ def _no_temp_siblings(parent, expected):
 def test_fetch_builtin(tmp_path):
     cfg = DownloadConfig(photos=["chelsea"], procedural_count=1, procedural_size=32)
     df = fetch(cfg, tmp_path / "raw", tmp_path / "cache", progress=False)
-    assert list(df.columns) == ["file", "width", "height", "sha256", "source"]
+    assert list(df.columns) == ["file", "width", "height", "sha256", "source", "jpeg_quality", "jpeg_subsampling"]
     assert list(df["file"]) == ["builtin/chelsea.png", "builtin/dead_leaves_000.png"]
     assert list(df["source"]) == ["skimage:chelsea", "dead-leaves:seed=0:index=0"]
     for row in df.itertuples():
@@ -265,3 +265,29 @@ def test_fetch_folder_converts_and_fails_cleanly(tmp_path):
     with pytest.raises(ValueError, match="a.png and folder:a.bmp|a.bmp and folder:a.png"):
         fetch(DownloadConfig(dataset="folder", source=str(src)), tmp_path / "out2", tmp_path / "cache", progress=False)
     _no_temp_siblings(tmp_path, ["src", "raw"])
+
+
+def test_a_folder_of_jpeg_photos_keeps_their_quality_in_the_manifest(tmp_path):
+    """The download stage stores every photo as PNG; the quality and subsampling their JPEG files were
+    written at are read first and kept in the manifest, so the patches stage can give G's LR the
+    same round trip (`manifest_jpeg`: the median quality, the most common subsampling)."""
+    from fca.jpeg import manifest_jpeg
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for name, quality, sampling in (("a", 70, 2), ("b", 90, 2), ("c", 80, 0)):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(src / f"{name}.jpg", quality=quality, subsampling=sampling)
+    (src / "d.bmp").write_bytes(_png_bytes("RGB", (4, 4), (1, 2, 3), fmt="BMP"))
+    raw = tmp_path / "raw"
+    df = fetch(DownloadConfig(dataset="folder", source=str(src)), raw, tmp_path / "cache", progress=False)
+    assert list(df["jpeg_quality"].astype(object).fillna(0)) == [70, 90, 80, 0]
+    assert list(df["jpeg_subsampling"].fillna("")) == ["4:2:0", "4:2:0", "4:4:4", ""]
+    df.to_csv(raw / "manifest.csv", index=False)  # as the download stage writes it
+    pngs = sorted((raw / "folder").glob("*.png"))
+    assert [p.suffix for p in pngs] == [".png"] * 4  # the files themselves hold no JPEG tables any more
+    found = manifest_jpeg(raw, pngs)
+    assert (found.quality, found.subsampling, found.source) == (80, "4:2:0", "files")
+    assert manifest_jpeg(raw, pngs[3:]) is None  # the BMP alone
+    df.drop(columns=["jpeg_quality", "jpeg_subsampling"]).to_csv(raw / "manifest.csv", index=False)
+    assert manifest_jpeg(raw, pngs) is None  # a manifest from before the columns: the PNGs are read as they are

@@ -34,7 +34,7 @@ def test_the_trained_generator_holds_the_real_images_noise_bank(photo_patches, t
     assert 0.018 < float(added.std()) < 0.026  # the domain's noise, sigma 0.02
     loaded = load_generator(net_path(tmp_path, 2))
     assert loaded.noise == "patches" and torch.equal(loaded.noise_bank, gen.noise_bank)
-    assert torch.equal(loaded.noise_level, gen.noise_level)
+    assert torch.equal(loaded.noise_level, gen.noise_level) and torch.equal(loaded.noise_level_by, gen.noise_level_by)
     x = real[:2]
     gen.reset_noise()
     loaded.reset_noise()
@@ -172,3 +172,14 @@ def test_the_fdc_judges_g_x_with_its_noise(photo_patches):
         judged[noise] = spy.judged[0]
     difference = judged["patches"] - judged["none"]
     assert 0.012 < float(difference.std()) < 0.03  # the domain's noise, sigma 0.02 (0 if the FDC saw G(x) before its noise)
+
+
+def test_a_generator_saved_before_the_level_could_be_read_at_luma_loads_reading_each_channel(photo_patches, tmp_path):
+    from fca.train.checkpoint import save_checkpoint
+
+    gen, _ = train_generator(dataclasses.replace(NOISY, steps=1), _noisy(photo_patches), None, device=CPU, checkpoint_dir=tmp_path, progress=False)
+    state = load_checkpoint(net_path(tmp_path, 1))
+    del state["model"]["noise_level_by"]
+    save_checkpoint(tmp_path / "old.pt", state)
+    old = load_generator(tmp_path / "old.pt")
+    assert old.level().by == "channel" and torch.equal(old.noise_level, gen.noise_level)
