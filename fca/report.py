@@ -338,7 +338,7 @@ def noref_markdown(metrics: dict, figures: dict[str, str], run_info: dict[str, s
         "taken as they are (`patches.blur.type: none`): nobody knows the blur that made them, so there is no",
         "true LR image, no oracle kernel, no kernel error and no SR probe to judge G against. This page shows",
         "what G does to the photos: how close the frequency density of its LR images G(x) comes to that of",
-        "the photos x (FCA's own criterion), next to plain bicubic down(x), and which kernels it estimates.",
+        "the photos x (FCA's own criterion), next to plain bicubic down(x), which kernels it estimates and what noise it adds.",
         "A close density match is necessary for a right kernel, not proof of one.",
         "",
         " | ".join(f"{k}: {v}" for k, v in run_info.items()),
