@@ -531,7 +531,8 @@ class Generator(nn.Module):
     @torch.no_grad()
     def noise_for(self, lr: torch.Tensor) -> torch.Tensor | None:
         """The noise G adds to LR images [n, 3, h, w] (their signal, before any noise): the next
-        draw (`sample_noise`) times the std the noise level gives each pixel's channel value, on
+        draw (`sample_noise`) times the std the noise level gives each pixel's channel (read at its value or
+        at the pixel's luma, `fca.noise.NoiseLevel.by`), on
         lr's device; None with noise = none. With the constant level 1 the draw is returned as it is."""
         draw = self.sample_noise(*lr.shape[:1], *lr.shape[-2:])
         if draw is None:
