@@ -292,9 +292,9 @@ def degrade_image(
     and the output: a few float32 copies of one HR block of
     (work_tile + (K + 4) * s)^2 x 3. Not clipped: bicubic overshoot is kept, as in
     the generator.
-    A source with noise (a Generator with noise = patches: `noise_for`) adds its next
-    noise draw, scaled to each LR pixel's brightness, to the LR image, and one with JPEG
-    (`Generator.compress`) ends with its round trip, as G(x) does.
+    A source with JPEG (`Generator.compress`) gives the LR image its round trip, and one with
+    noise (a Generator with noise = patches: `noise_for`) then adds its next noise draw, scaled
+    to each LR pixel's brightness, as G(x) does.
     """
     h, w = _image_size(image)
     s = float(source.scale)
@@ -326,15 +326,15 @@ def degrade_image(
             # conv_per_sample's reflect padding survives only where the halo was clipped, i.e. at the true border.
             y = conv_per_sample(lr, k)[0, :, y0 - e0 : y1 - e0, x0 - f0 : x1 - f0]
             out[y0:y1, x0:x1] = y.permute(1, 2, 0).cpu().numpy()
-    # The generator's noise (generator.noise: patches): its next draw at each pixel's brightness, as G(x) adds it.
+    # The generator's noise (generator.noise: patches): its next draw at each pixel's brightness, as G(x) draws it.
     noise_for = getattr(source, "noise_for", None)
     noise = noise_for(torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0)) if callable(noise_for) else None
-    if noise is not None:
-        out += noise[0].permute(1, 2, 0).float().cpu().numpy()
-    # Then its JPEG round trip (the real images'), as G(x) ends with.
+    # Its JPEG round trip (the real images') on the signal, then the noise, as G(x) ends (`Generator.degrade_parts`).
     jpeg_setting = getattr(source, "jpeg_setting", None)
     if callable(jpeg_setting) and jpeg_setting() is not None:
         out = source.compress(torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0))[0].permute(1, 2, 0).float().cpu().numpy()
+    if noise is not None:
+        out += noise[0].permute(1, 2, 0).float().cpu().numpy()
     return out
 
 

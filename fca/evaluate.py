@@ -788,7 +788,7 @@ def noise_model_section(bank: torch.Tensor, level: NoiseLevel | None) -> tuple[d
 
     bank: G's noise patches [M, 3, P, P] (unit-level with `level`, as they are with None); level: the
     noise level by brightness (`fca.noise.NoiseLevel`). The std of each channel at a grey pixel of
-    brightness b is sqrt(level_c(b) * the bank's variance in c): what G adds there, before its JPEG.
+    brightness b is sqrt(level_c(b) * the bank's variance in c): what G adds there, after its JPEG.
     Metrics: `noise_std_b20` / `_b50` / `_b80` (mean over channels, [0, 1] units), `noise_lag1_h` / `_v`
     (neighbouring pixels' correlation), `noise_corr_rg` / `_rb` / `_gb` (between channels),
     `noise_level_by_luma` (1: the level is read at each pixel's luma, 0: at each channel's value),

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from fca.config import param
 from fca.frequency import LUMA, polar_power, radial_cross_power, tiles_of, to_luma, white_noise_variance
@@ -225,6 +226,17 @@ def _piecewise(x: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> torch.Ten
 
 
 LEVEL_BY = ("channel", "luma")  # what a NoiseLevel's curves are read at (`NoiseLevel.by`)
+CAP_GRID = 9  # colours per axis of a NoiseLevel's colour cap (`tile_colour_noise`)
+CAP_NEIGHBOURS = 16  # tiles nearest in colour whose median white variance a cap colour gets
+
+
+def colour_lookup(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Trilinear lookup of table [3, G, G, G] (per channel, indexed by R, G, B over [0, 1]) at the colours
+    of x [..., 3, H, W]: the same shape, float64."""
+    flat = x.detach().double().clamp(0, 1).movedim(-3, -1).reshape(-1, 3)
+    grid = (flat[:, [2, 1, 0]] * 2 - 1).view(1, -1, 1, 1, 3)  # grid_sample's (x, y, z) index (W, H, D) = (B, G, R)
+    out = F.grid_sample(table.to(device=x.device, dtype=torch.float64)[None], grid, mode="bilinear", align_corners=True)[0, :, :, 0, 0]
+    return out.T.reshape(*x.shape[:-3], x.shape[-2], x.shape[-1], 3).movedim(-1, -3)
 
 
 def level_brightness(x: torch.Tensor, by: str) -> torch.Tensor:
@@ -262,6 +274,7 @@ class NoiseLevel:
     knots: torch.Tensor  # [3, LEVEL_KNOTS] float64, increasing per channel
     values: torch.Tensor  # [3, LEVEL_KNOTS] float64, >= 0
     by: str = "channel"
+    cap: torch.Tensor | None = None  # [3, CAP_GRID, CAP_GRID, CAP_GRID]: at most this variance at each colour (`capped`)
 
     def __post_init__(self) -> None:
         if self.by not in LEVEL_BY:
@@ -272,7 +285,21 @@ class NoiseLevel:
         kx, ky = self.knots.to(x.device), self.values.to(x.device)
         b = level_brightness(x, self.by)
         out = torch.stack([_piecewise(b.select(-3, c).contiguous(), kx[c], ky[c]) for c in range(3)], -3)
+        if self.cap is not None:
+            out = torch.minimum(out, colour_lookup(self.cap, x))
         return out.clamp_min(0.0).to(x.dtype)
+
+    def capped(self, cap: torch.Tensor) -> "NoiseLevel":
+        """This level, at each colour at most `cap`'s variance there (`tile_colour_noise`).
+
+        Why: the curves are read at one brightness, luma or a channel's value, but a camera's noise
+        depends on the pixel's hue too (demosaicing mixes the bright channels' shot noise into a dark
+        channel, whose tone curve is steep: on the simulated camera a cyan field is 1.7x as noisy as a
+        grey one of the same luma, a red one 0.9x), and the flat crops are of the few colours that lie
+        flat in the scenes (warm ones there), so at the other colours the curves were 1.2x the camera's
+        noise. Every tile's upper rings hold the noise at the tile's colour, and texture there only
+        adds power: so the tiles can lower the curves where they see less noise, never raise them."""
+        return NoiseLevel(self.knots, self.values, self.by, cap.double())
 
     def of_means(self, means: torch.Tensor) -> torch.Tensor:
         """The variance at each crop's channel means [M, 3] -> [M, 3] float64."""
@@ -294,9 +321,11 @@ class NoiseLevel:
         return LEVEL_BY.index(self.by)
 
     @classmethod
-    def from_tensor(cls, t: torch.Tensor, by_code: int = 0) -> "NoiseLevel":
+    def from_tensor(cls, t: torch.Tensor, by_code: int = 0, cap: torch.Tensor | None = None) -> "NoiseLevel":
+        """From the generator's buffers: `as_tensor`, `by_code` and the cap (all zeros: none)."""
         t = t.detach().double().cpu()
-        return cls(t[0], t[1], LEVEL_BY[int(by_code)])
+        cap = None if cap is None or not bool(cap.any()) else cap.detach().double().cpu()
+        return cls(t[0], t[1], LEVEL_BY[int(by_code)], cap)
 
     @classmethod
     def constant(cls, variance: float = 1.0) -> "NoiseLevel":
@@ -345,6 +374,29 @@ def level_misfit(level: NoiseLevel, found: FlatCrops) -> float:
     """The median |log(white variance / the level's)| of flat crops, over crops and channels (0: every crop on the curve)."""
     predicted = level.of_means(found.means).clamp_min(1e-30)
     return float((found.white.double().clamp_min(1e-30) / predicted).log().abs().median())
+
+
+def tile_colour_noise(images: torch.Tensor, side: int, bins: int = 16) -> torch.Tensor:
+    """The noise variance the tiles of images [N, 3, H, W] show at each colour, per channel: a table
+    [3, CAP_GRID, CAP_GRID, CAP_GRID] over R, G, B in [0, 1] (`colour_lookup`), each entry the median white
+    variance (`channel_white_variance`: the upper half of the rings) of the CAP_NEIGHBOURS unclipped
+    side-pixel tiles nearest in mean colour. Used as `NoiseLevel.capped`'s cap: a tile's texture only adds
+    to its upper rings, so the table is at least the noise where the tiles are, and where the nearest
+    tiles are far (a colour the scenes lack) it is their noise. Measured on the simulated camera's
+    training tiles: at the validation pixels' colours 0.96-1.09x the camera's noise (one curve of luma
+    or of each channel, from the same tiles: 1.06-1.30x)."""
+    bins = min(bins, side // 2)
+    tiles = tiles_of(images.float(), side).flatten(0, 1)
+    clipped = ((tiles <= 0) | (tiles >= 1)).flatten(2).float().mean(2).amax(1) > CLIPPED_SHARE
+    tiles = tiles[~clipped]
+    if len(tiles) == 0:
+        raise ValueError("tile_colour_noise: every tile is clipped")
+    means = tiles.mean((2, 3)).double()
+    white = channel_white_variance(tiles - tiles.mean((2, 3), keepdim=True), bins)
+    axis = torch.linspace(0, 1, CAP_GRID, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    nearest = torch.cdist(grid, means).topk(min(CAP_NEIGHBOURS, len(means)), largest=False).indices
+    return white[nearest].median(1).values.T.reshape(3, CAP_GRID, CAP_GRID, CAP_GRID)
 
 
 def detrend(crops: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -310,7 +310,7 @@ def _noref_noise_lines(metrics: dict, figures: dict[str, str]) -> list[str]:
         "## Noise model",
         "",
         "No camera to compare with here, so this is G's noise as it stands: the patches of its noise bank (flat crops of",
-        "the training photos) scaled to each pixel's brightness by the level measured on those crops, before G's JPEG.",
+        "the training photos) scaled to each pixel's brightness by the level measured on those crops, added after G's JPEG.",
         f"The level is read at {by}.",
         "",
         f"![noise model]({figures['noise_model']})",

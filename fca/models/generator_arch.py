@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from fca.frequency import tile_polar_density, tiles_of, to_luma
 from fca.kernels import conv_per_sample, gaussian_from_params, gaussian_params, gaussian_profile, profile_kernels
 from fca.jpeg import SUBSAMPLINGS, JpegSetting, jpeg_round_trip
-from fca.noise import NoiseLevel, stable_seed
+from fca.noise import CAP_GRID, NoiseLevel, stable_seed
 from fca.resample import downscale
 
 KERNEL_PARAMS = ("free", "gaussian", "profile")
@@ -426,8 +426,8 @@ class Generator(nn.Module):
     `noise_calls` is a buffer too (saved, so a resumed run continues the sequence; `reset_noise`
     rewinds it). `noise = "none"` adds nothing and has no noise buffers.
 
-    JPEG (`set_jpeg`): the LR image, after its noise, goes through the JPEG round trip the real
-    images went through (quality and chroma subsampling in the buffer `jpeg`, saved with the
+    JPEG (`set_jpeg`): the LR signal goes through the JPEG round trip the real images went through,
+    and the noise is added after it (`degrade_parts` says why) (quality and chroma subsampling in the buffer `jpeg`, saved with the
     weights; quality 0: none). Gradients pass it as if it were not there (straight through):
     JPEG is not differentiable, and the losses that train the kernel read the LR before it."""
 
@@ -453,6 +453,7 @@ class Generator(nn.Module):
             # pixel gets the noise of its own brightness (`set_noise_bank`).
             self.register_buffer("noise_level", NoiseLevel.constant().as_tensor())
             self.register_buffer("noise_level_by", torch.zeros((), dtype=torch.int64))  # NoiseLevel.by_code
+            self.register_buffer("noise_level_cap", torch.zeros(3, CAP_GRID, CAP_GRID, CAP_GRID))  # NoiseLevel.cap (zeros: none)
         self.register_buffer("jpeg", torch.zeros(2, dtype=torch.int64))  # (quality, index in SUBSAMPLINGS); quality 0: no JPEG
 
     @property
@@ -475,10 +476,11 @@ class Generator(nn.Module):
         level = level or NoiseLevel.constant()
         self.noise_level.copy_(level.as_tensor())
         self.noise_level_by.fill_(level.by_code)
+        self.noise_level_cap.copy_(level.cap if level.cap is not None else torch.zeros_like(self.noise_level_cap))
 
     def level(self) -> NoiseLevel:
         """The noise level the bank's patches are scaled by (noise = patches)."""
-        return NoiseLevel.from_tensor(self.noise_level, int(self.noise_level_by))
+        return NoiseLevel.from_tensor(self.noise_level, int(self.noise_level_by), self.noise_level_cap)
 
     def noise_model(self) -> tuple[torch.Tensor, NoiseLevel] | None:
         """G's noise bank (a CPU copy) and level, or None when G adds no noise: noise = none, or a bank of
@@ -556,12 +558,19 @@ class Generator(nn.Module):
         return conv_per_sample(downscale(x_hr.float(), self.scale), kernels.float())
 
     def degrade_parts(self, x_hr: torch.Tensor, kernels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(blurred, degraded): the LR before the noise draw and JPEG and after them (the same tensor with
-        noise = none and no JPEG). The trainer fits the blur on the first (`GeneratorConfig.noise_fit`)."""
+        """(blurred, degraded): the LR before its JPEG and noise draw and after them (the same tensor with
+        noise = none and no JPEG). The trainer fits the blur on the first (`GeneratorConfig.noise_fit`).
+
+        The noise comes after the JPEG round trip: the bank's crops are the photos' noise as their JPEG left
+        it, and compressed a second time, with the signal, its quantisation adds noise of its own in bright,
+        busy regions (on the simulated camera G's JPEG kept 1.11-1.24 of the bank's noise in the two
+        brightest bins, where the camera's JPEG keeps 0.7 of its raw noise; docs/results.md)."""
         with torch.autocast(x_hr.device.type, enabled=False):
             blurred = self.blur(x_hr, kernels)
-            noisy = blurred + self.noise_for(blurred) if self.noise == "patches" else blurred
-            return blurred, self.compress(noisy)
+            degraded = self.compress(blurred)
+            if self.noise == "patches":
+                degraded = degraded + self.noise_for(blurred)
+            return blurred, degraded
 
     def forward(self, x_hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kernels = self.estimate_kernel(x_hr)

@@ -37,7 +37,7 @@ import torch.nn as nn
 from fca.config import param
 from fca.kernels import conv_per_sample, effective_sigma, gaussian_from_params, gaussian_params, profile_kernels
 from fca.jpeg import JpegSetting, estimate_jpeg
-from fca.noise import FLAT_RATIO, NoiseLevel, NoiseSpectrum, collect_noise_bank, fit_noise_level, flat_crops, noise_spectrum
+from fca.noise import CAP_GRID, FLAT_RATIO, NoiseLevel, NoiseSpectrum, collect_noise_bank, fit_noise_level, flat_crops, noise_spectrum, tile_colour_noise
 from fca.losses import centre_crop, density_loss, fdc_generator_loss, lsgan_d_loss, lsgan_g_loss, noise_share, signal_weights, target_density
 from fca.models.generator_arch import ELLIPTIC, ESTIMATORS, KERNEL_PARAMS, NOISE_OPTIONS, Generator
 from fca.train.kernel_start import KernelStart, StartFit, kernel_start
@@ -351,7 +351,7 @@ def noise_bank(config: GeneratorConfig, patches: torch.Tensor, side: int) -> Noi
     if len(found.crops) == 0:
         raise ValueError(f"generator.noise: patches: no {side}-pixel crop of the {patches.shape[0]} real training patches "
                          "holds noise alone (every one is clipped at 0 or 1, constant, or textured): set generator.noise: none")
-    level = fit_noise_level(found) if config.noise_scale == "brightness" else None
+    level = fit_noise_level(found).capped(tile_colour_noise(patches, side, config.spectral_bins)) if config.noise_scale == "brightness" else None
     bank = collect_noise_bank(found, config.noise_bank, config.seed, level=level)
     spectrum = noise_spectrum(bank, level, config.spectral_bins)
     if spectrum.negligible:
@@ -720,6 +720,8 @@ def load_generator(path: Path | str, device: torch.device | str = "cpu") -> Gene
         weights["jpeg"] = torch.zeros(2, dtype=torch.int64)  # checkpoints from before G's JPEG: none
     if isinstance(weights, dict) and "noise_level" in weights and "noise_level_by" not in weights:
         weights["noise_level_by"] = torch.zeros((), dtype=torch.int64)  # from before NoiseLevel.by: each channel's value
+    if isinstance(weights, dict) and "noise_level" in weights and "noise_level_cap" not in weights:
+        weights["noise_level_cap"] = torch.zeros(3, CAP_GRID, CAP_GRID, CAP_GRID)  # from before the colour cap: none
     with torch.device("meta"):
         check_weights(path, build_generator(config).state_dict(), weights, "generator")
     gen = build_generator(config)

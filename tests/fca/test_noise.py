@@ -25,11 +25,13 @@ from fca.noise import (
     detrend,
     fit_noise_level,
     channel_correlation,
+    colour_lookup,
     flat_crops,
     neighbour_correlation,
     noise_from_dict,
     noise_variance,
     patch_generator,
+    tile_colour_noise,
 )
 from fca.resample import downscale
 
@@ -531,3 +533,57 @@ def test_the_generator_keeps_where_its_noise_level_is_read():
     assert green == pytest.approx(4e-3 * (1 - luma) ** 2 + 1e-4, rel=0.25)
     g.set_noise_bank(g.noise_bank.clone(), NoiseLevel(level.knots, level.values))  # the same curves read at each channel
     assert float(g.noise_for(red)[:, 1].double().var()) > 1.4 * green
+
+
+def test_the_tiles_lower_the_level_where_they_see_less_noise_and_never_raise_it():
+    """Tiles of three colours: grey and red with noise of variance 1e-4, blue with strong texture (which
+    adds to its upper rings). A level of 4e-4 everywhere (as curves fitted to other colours' flat crops
+    can be) is lowered to the tiles' noise at grey and red, and kept at blue, whose tiles hold more power
+    than it, not raised to their texture."""
+    colours = {"grey": (0.5, 0.5, 0.5), "red": (0.8, 0.3, 0.2), "blue": (0.2, 0.3, 0.8)}
+    rng = _rng(2)
+    tiles = []
+    for name, colour in colours.items():
+        flat = torch.tensor(colour).view(1, 3, 1, 1).expand(24, 3, 32, 32)
+        noise = 0.01 * torch.randn(24, 3, 32, 32, generator=rng)
+        if name == "blue":  # stripes two pixels wide: power in the upper rings
+            noise = noise + 0.08 * (torch.arange(32) // 2 % 2).float().view(1, 1, 1, 32)
+        tiles.append(flat + noise)
+    cap = tile_colour_noise(torch.cat(tiles), 32)
+    level = NoiseLevel.constant(4e-4).capped(cap)
+    at = {name: level.of_means(torch.tensor([colour], dtype=torch.float64))[0] for name, colour in colours.items()}
+    for name in ("grey", "red"):
+        torch.testing.assert_close(at[name], torch.full((3,), 1e-4, dtype=torch.float64), rtol=0.15, atol=0)
+    torch.testing.assert_close(at["blue"], torch.full((3,), 4e-4, dtype=torch.float64))
+    assert float(colour_lookup(cap, torch.tensor([0.2, 0.3, 0.8]).view(3, 1, 1)).min()) > 4e-4  # the texture is there
+
+
+def test_colour_lookup_is_trilinear_over_rgb():
+    axis = torch.linspace(0, 1, 9, dtype=torch.float64)
+    r, g, b = torch.meshgrid(axis, axis, axis, indexing="ij")
+    table = torch.stack([r, 2 * g, r + 3 * b])  # linear in each colour: trilinear lookup is exact
+    x = torch.tensor([[0.1, 0.7, 0.33], [1.0, 0.0, 0.5]]).T.reshape(3, 1, 2)
+    got = colour_lookup(table, x)[:, 0]
+    want = torch.tensor([[0.1, 1.4, 0.1 + 0.99], [1.0, 0.0, 1.0 + 1.5]], dtype=torch.float64).T
+    torch.testing.assert_close(got, want)
+
+
+def test_g_adds_its_noise_after_its_jpeg():
+    """The bank holds the photos' noise as their JPEG left it: G compresses the signal and adds the noise
+    after, so two draws differ by the noise alone, not by what a second compression makes of it."""
+    from fca.jpeg import JpegSetting
+
+    found = flat_crops(_coloured_flat_noise(True), 16, bins=8)
+    level = fit_noise_level(found)
+    g = _generator("patches")
+    g.set_noise_bank(collect_noise_bank(found, 64, seed=0, level=level), level)
+    g.set_jpeg(JpegSetting(60, "4:2:0", "pixels"))
+    x = _smooth(2, 4, 64)
+    k = torch.from_numpy(gaussian(5, 1.0)).float().expand(len(x), -1, -1)
+    with torch.no_grad():
+        blurred, first = g.degrade_parts(x, k)
+        _, second = g.degrade_parts(x, k)
+        g.reset_noise()
+        n1, n2 = g.noise_for(blurred), g.noise_for(blurred)
+    torch.testing.assert_close(first - second, n1 - n2, atol=1e-6, rtol=0)
+    torch.testing.assert_close(first - n1, g.compress(blurred), atol=1e-6, rtol=0)

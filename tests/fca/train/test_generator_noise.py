@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fca.kernels import effective_sigma
-from fca.noise import NoiseConfig, apply_patch_noise, collect_noise_bank, fit_noise_level, flat_crops
+from fca.noise import NoiseConfig, apply_patch_noise, collect_noise_bank, fit_noise_level, flat_crops, tile_colour_noise
 from fca.train.checkpoint import load_checkpoint, net_path
 from fca.train.generator import load_generator, train_generator
 from tests.fca.train.test_generator import CPU, TINY, ConvComparator, _blurred, _weights, photo_patches  # noqa: F401
@@ -27,7 +27,7 @@ def test_the_trained_generator_holds_the_real_images_noise_bank(photo_patches, t
     cfg = dataclasses.replace(NOISY, steps=2, noise_scale=noise_scale)
     gen, _ = train_generator(cfg, real, None, device=CPU, checkpoint_dir=tmp_path, progress=False)
     found = flat_crops(real, 16, NOISY.noise_detrend, NOISY.noise_flat_ratio, TINY.spectral_bins)
-    level = fit_noise_level(found) if noise_scale == "brightness" else None
+    level = fit_noise_level(found).capped(tile_colour_noise(real, 16, TINY.spectral_bins)) if noise_scale == "brightness" else None
     torch.testing.assert_close(gen.noise_bank, collect_noise_bank(found, 32, NOISY.seed, level=level), atol=0, rtol=0)
     with torch.no_grad():
         added = gen.noise_for(torch.full((4, 3, 32, 32), 0.5))
@@ -35,6 +35,7 @@ def test_the_trained_generator_holds_the_real_images_noise_bank(photo_patches, t
     loaded = load_generator(net_path(tmp_path, 2))
     assert loaded.noise == "patches" and torch.equal(loaded.noise_bank, gen.noise_bank)
     assert torch.equal(loaded.noise_level, gen.noise_level) and torch.equal(loaded.noise_level_by, gen.noise_level_by)
+    assert torch.equal(loaded.noise_level_cap, gen.noise_level_cap) and bool(gen.noise_level_cap.any()) == (noise_scale == "brightness")
     x = real[:2]
     gen.reset_noise()
     loaded.reset_noise()
@@ -179,7 +180,7 @@ def test_a_generator_saved_before_the_level_could_be_read_at_luma_loads_reading_
 
     gen, _ = train_generator(dataclasses.replace(NOISY, steps=1), _noisy(photo_patches), None, device=CPU, checkpoint_dir=tmp_path, progress=False)
     state = load_checkpoint(net_path(tmp_path, 1))
-    del state["model"]["noise_level_by"]
+    del state["model"]["noise_level_by"], state["model"]["noise_level_cap"]
     save_checkpoint(tmp_path / "old.pt", state)
     old = load_generator(tmp_path / "old.pt")
-    assert old.level().by == "channel" and torch.equal(old.noise_level, gen.noise_level)
+    assert old.level().by == "channel" and old.level().cap is None and torch.equal(old.noise_level, gen.noise_level)
