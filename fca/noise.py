@@ -395,7 +395,9 @@ def tile_colour_noise(images: torch.Tensor, side: int, bins: int = 16) -> torch.
     white = channel_white_variance(tiles - tiles.mean((2, 3), keepdim=True), bins)
     axis = torch.linspace(0, 1, CAP_GRID, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    nearest = torch.cdist(grid, means).topk(min(CAP_NEIGHBOURS, len(means)), largest=False).indices
+    k = min(CAP_NEIGHBOURS, len(means))
+    # A few grid colours at a time: the distances of all 729 to a large set's tiles would not fit in memory.
+    nearest = torch.cat([torch.cdist(grid[i : i + 32], means).topk(k, largest=False).indices for i in range(0, len(grid), 32)])
     return white[nearest].median(1).values.T.reshape(3, CAP_GRID, CAP_GRID, CAP_GRID)
 
 
