@@ -796,21 +796,23 @@ def noise_model_section(bank: torch.Tensor, level: NoiseLevel | None) -> tuple[d
     curve is extrapolated). Arrays: `noise_model_brightness` [B], `noise_model_std` [3, B], `noise_model_measured` [3, 2] (each
     channel's measured range)."""
     level = level if level is not None else NoiseLevel.constant()
+    bank_var = bank.double().var((0, 2, 3))
+
+    def std_at(b: torch.Tensor) -> torch.Tensor:  # [B] grey levels -> [B, 3] each channel's std there
+        return (level.variance(b.double().view(-1, 1, 1, 1).expand(-1, 3, 1, 1))[..., 0, 0] * bank_var).sqrt()
+
     brightness = torch.linspace(0, 1, NOISE_MODEL_POINTS, dtype=torch.float64)
-    grey = brightness.view(-1, 1, 1, 1).expand(-1, 3, 1, 1)
-    std = (level.variance(grey)[..., 0, 0] * bank.double().var((0, 2, 3))).sqrt().T  # [3, B]
-    at = (level.variance(torch.tensor(NOISE_MODEL_AT, dtype=torch.float64).view(-1, 1, 1, 1).expand(-1, 3, 1, 1))[..., 0, 0]
-          * bank.double().var((0, 2, 3))).sqrt().mean(1)
-    lag_h, lag_v = neighbour_correlation(bank - bank.mean((2, 3), keepdim=True))
-    corr = channel_correlation(bank - bank.mean((2, 3), keepdim=True))
-    constant = level.is_constant_one()
+    zero_mean = bank - bank.mean((2, 3), keepdim=True)
+    lag_h, lag_v = neighbour_correlation(zero_mean)
+    corr = channel_correlation(zero_mean)
+    # each channel's brightness range its curve was measured over (knots); a constant level has none: all of it
+    measured = np.tile([0.0, 1.0], (3, 1)) if level.is_constant_one() else torch.stack([level.knots[:, 0], level.knots[:, -1]], 1).numpy()
+    at = std_at(torch.tensor(NOISE_MODEL_AT)).mean(1)
     metrics = {f"noise_std_b{round(100 * b)}": float(v) for b, v in zip(NOISE_MODEL_AT, at)}
     metrics |= {"noise_lag1_h": lag_h, "noise_lag1_v": lag_v, "noise_corr_rg": float(corr[0, 1]), "noise_corr_rb": float(corr[0, 2]),
                 "noise_corr_gb": float(corr[1, 2]), "noise_level_by_luma": float(level.by == "luma"),
-                "noise_measured_lo": 0.0 if constant else float(level.knots[:, 0].min()),
-                "noise_measured_hi": 1.0 if constant else float(level.knots[:, -1].max())}
-    measured = np.tile([0.0, 1.0], (3, 1)) if constant else torch.stack([level.knots[:, 0], level.knots[:, -1]], 1).numpy()
-    return metrics, {"noise_model_brightness": brightness.numpy(), "noise_model_std": std.numpy(), "noise_model_measured": measured}
+                "noise_measured_lo": float(measured[:, 0].min()), "noise_measured_hi": float(measured[:, 1].max())}
+    return metrics, {"noise_model_brightness": brightness.numpy(), "noise_model_std": std_at(brightness).T.numpy(), "noise_model_measured": measured}
 
 
 # --- no-reference mode: real photos, no known kernel ------------------------------------------

@@ -149,6 +149,11 @@ CLIPPED_SHARE = 0.005  # a crop with more of a channel's pixels at 0 or 1 is cli
 ISOTROPY = 0.5
 
 
+def is_clipped(crops: torch.Tensor) -> torch.Tensor:
+    """[M, C, P, P] -> [M] bool: more than CLIPPED_SHARE of some channel's pixels at 0 or 1 (clipping takes noise out)."""
+    return ((crops <= 0) | (crops >= 1)).flatten(2).float().mean(2).amax(1) > CLIPPED_SHARE
+
+
 def channel_white_variance(x: torch.Tensor, bins: int = 16) -> torch.Tensor:
     """Each channel's white variance (`white_noise_variance` of that channel alone): [N, 3, H, W] -> [N, 3] float64."""
     return torch.stack([white_noise_variance(x[:, c : c + 1], bins) for c in range(x.shape[1])], 1)
@@ -182,7 +187,7 @@ def flat_crops(images: torch.Tensor, side: int, detrend_sigma: float = 0.0, flat
     of 5392 crops, the least noisy, and G's noise came out 0.6-0.9 of the camera's."""
     bins = min(bins, side // 2)  # a side-pixel crop fills side / 2 rings
     crops = tiles_of(images.float(), side).flatten(0, 1)
-    clipped = ((crops <= 0) | (crops >= 1)).flatten(2).float().mean(2).amax(1) > CLIPPED_SHARE
+    clipped = is_clipped(crops)
     means = crops.mean((2, 3))
     crops = detrend(crops - means[..., None, None], detrend_sigma)
     luma_white = white_noise_variance(crops, bins)
@@ -387,8 +392,7 @@ def tile_colour_noise(images: torch.Tensor, side: int, bins: int = 16) -> torch.
     or of each channel, from the same tiles: 1.06-1.30x)."""
     bins = min(bins, side // 2)
     tiles = tiles_of(images.float(), side).flatten(0, 1)
-    clipped = ((tiles <= 0) | (tiles >= 1)).flatten(2).float().mean(2).amax(1) > CLIPPED_SHARE
-    tiles = tiles[~clipped]
+    tiles = tiles[~is_clipped(tiles)]
     if len(tiles) == 0:
         raise ValueError("tile_colour_noise: every tile is clipped")
     means = tiles.mean((2, 3)).double()

@@ -426,9 +426,9 @@ class Generator(nn.Module):
     `noise_calls` is a buffer too (saved, so a resumed run continues the sequence; `reset_noise`
     rewinds it). `noise = "none"` adds nothing and has no noise buffers.
 
-    JPEG (`set_jpeg`): the LR signal goes through the JPEG round trip the real images went through,
-    and the noise is added after it (`degrade_parts` says why) (quality and chroma subsampling in the buffer `jpeg`, saved with the
-    weights; quality 0: none). Gradients pass it as if it were not there (straight through):
+    JPEG (`set_jpeg`): the LR signal goes through the JPEG round trip the real images went through
+    (quality and chroma subsampling in the buffer `jpeg`, saved with the weights; quality 0: none),
+    and the noise is added after it (`degrade_parts` says why). Gradients pass it as if it were not there (straight through):
     JPEG is not differentiable, and the losses that train the kernel read the LR before it."""
 
     def __init__(self, scale: float = 4.0, estimator: str = "paper", noise: str = "none", noise_bank: int = 256,
@@ -447,9 +447,9 @@ class Generator(nn.Module):
                 raise ValueError(f"noise_bank = {noise_bank}, noise_side = {noise_side}: must be positive")
             self.register_buffer("noise_bank", torch.zeros(noise_bank, 3, noise_side, noise_side))
             self.register_buffer("noise_calls", torch.zeros((), dtype=torch.int64))
-            # The noise variance a bank patch is multiplied by, per channel, as a curve in that
-            # channel's brightness or the pixel's luma (`noise_level_by`): `fca.noise.NoiseLevel`. Constant 1 adds the patches
-            # as they are; with a domain's level the bank holds unit-level patches, and each
+            # The noise variance a bank patch is multiplied by, per channel: `fca.noise.NoiseLevel`, a curve
+            # in that channel's brightness or the pixel's luma (`noise_level_by`), capped at each colour
+            # (`noise_level_cap`). Constant 1 adds the patches as they are; with a domain's level the bank holds unit-level patches, and each
             # pixel gets the noise of its own brightness (`set_noise_bank`).
             self.register_buffer("noise_level", NoiseLevel.constant().as_tensor())
             self.register_buffer("noise_level_by", torch.zeros((), dtype=torch.int64))  # NoiseLevel.by_code
@@ -533,9 +533,8 @@ class Generator(nn.Module):
     @torch.no_grad()
     def noise_for(self, lr: torch.Tensor) -> torch.Tensor | None:
         """The noise G adds to LR images [n, 3, h, w] (their signal, before any noise): the next
-        draw (`sample_noise`) times the std the noise level gives each pixel's channel (read at its value or
-        at the pixel's luma, `fca.noise.NoiseLevel.by`), on
-        lr's device; None with noise = none. With the constant level 1 the draw is returned as it is."""
+        draw (`sample_noise`) times the std the noise level (`level`) gives each pixel's channel, on lr's
+        device; None with noise = none. With the constant level 1 the draw is returned as it is."""
         draw = self.sample_noise(*lr.shape[:1], *lr.shape[-2:])
         if draw is None:
             return None
