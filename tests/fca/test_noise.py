@@ -558,6 +558,20 @@ def test_the_tiles_lower_the_level_where_they_see_less_noise_and_never_raise_it(
     assert float(colour_lookup(cap, torch.tensor([0.2, 0.3, 0.8]).view(3, 1, 1)).min()) > 4e-4  # the texture is there
 
 
+def test_the_cap_reads_the_least_textured_tiles_of_a_colour():
+    """Most tiles of a scene's colours hold texture as well as noise (texture only adds to their
+    upper rings): at grey, 6 noise-only tiles among its 16 nearest and 10 striped ones. The cap reads
+    the noise (a low quantile of the 16), where their median would read the stripes."""
+    rng = _rng(5)
+    grey = torch.full((1, 3, 1, 1), 0.5)
+    quiet = grey + 0.01 * torch.randn(6, 3, 32, 32, generator=rng)
+    stripes = 0.04 * (torch.arange(32) // 2 % 2 * 2 - 1).float().view(1, 1, 1, 32)  # zero mean
+    busy = grey + 0.02 + stripes + 0.01 * torch.randn(18, 3, 32, 32, generator=rng)  # a little further in colour
+    cap = tile_colour_noise(torch.cat([quiet, busy]), 32)
+    at_grey = colour_lookup(cap, torch.full((3, 1, 1), 0.5))[:, 0, 0]
+    torch.testing.assert_close(at_grey, torch.full((3,), 1e-4, dtype=torch.float64), rtol=0.2, atol=0)
+
+
 def test_colour_lookup_is_trilinear_over_rgb():
     axis = torch.linspace(0, 1, 9, dtype=torch.float64)
     r, g, b = torch.meshgrid(axis, axis, axis, indexing="ij")
