@@ -351,8 +351,11 @@ def noise_bank(config: GeneratorConfig, patches: torch.Tensor, side: int) -> Noi
     if len(found.crops) == 0:
         raise ValueError(f"generator.noise: patches: no {side}-pixel crop of the {patches.shape[0]} real training patches "
                          "holds noise alone (every one is clipped at 0 or 1, constant, or textured): set generator.noise: none")
-    level = fit_noise_level(found).capped(tile_colour_noise(patches, side, config.spectral_bins)) if config.noise_scale == "brightness" else None
-    bank = collect_noise_bank(found, config.noise_bank, config.seed, level=level)
+    curve = fit_noise_level(found) if config.noise_scale == "brightness" else None
+    level = curve.capped(tile_colour_noise(patches, side, config.spectral_bins)) if curve is not None else None
+    # Each crop at unit level by its own colour's curve, the cap on G's level alone: divided by the capped level, a crop
+    # whose colour the cap lowers would be scaled up by as much, and the cap would act only through its shape.
+    bank = collect_noise_bank(found, config.noise_bank, config.seed, level=curve)
     spectrum = noise_spectrum(bank, level, config.spectral_bins)
     if spectrum.negligible:
         return NoiseBank(torch.zeros_like(bank), None, None)
